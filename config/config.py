@@ -1,0 +1,180 @@
+"""Typed options for every part of the toolkit.
+
+Each option group is a small dataclass. ``add_arguments`` exposes its fields as ``--field`` CLI flags and
+``from_args`` builds the dataclass back from the parsed namespace, so every CLI and every function API share
+one definition of each option and its default. No paths are hard-coded: path defaults are relative to the
+current directory or empty (meaning "not given").
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+WARP_MODES = ("official", "corrected")
+AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
+# Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
+AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 768}
+
+
+def crop_size(mouth_region_size: int) -> tuple[int, int]:
+    """Aligned face crop (H, W) for mouth size m: W = 1.25 m, H = int(1.3 W) (spec 1.4: 288 -> 468x360)."""
+    w = int(1.25 * mouth_region_size)
+    return int(1.3 * w), w
+
+
+def mouth_box(mouth_region_size: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the m x m mouth box inside the crop: rows [m/2, 3m/2), cols [m/8, 9m/8)."""
+    m = mouth_region_size
+    return m // 2, m // 2 + m, m // 8, m // 8 + m
+
+
+@dataclass
+class ModelConfig:
+    """Generator hyper-parameters. Defaults are the official LawDNet configuration."""
+
+    source_channel: int = 3
+    ref_channel: int = 15
+    audio_channel: int = 29          # width of one audio feature vector (29 DeepSpeech logits, 80 mel, ...)
+    audio_window: int = 5            # audio feature vectors per video frame fed to the generator
+    warp_layer_num: int = 2
+    num_kpoints: int = 5
+    coarse_grid_size: int = 60
+    warp_mode: str = "official"      # "official" (checkpoint-compatible) or "corrected" (smooth local warp)
+    # widths (official values; the tiny config shrinks them)
+    encoder_channels: tuple = (64, 128, 256)   # source/ref encoders; last one = feature channels C
+    align_channels: int = 128        # trans_conv / audio encoder width = number of attention tokens
+    attn_dim: int = 256              # attention projection width = width of the warp code
+    decoder_channels: int = 128
+    attn_grid: tuple = (8, 6)        # image grid the cross attention is tied to
+
+    def __post_init__(self):
+        self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
+        self.attn_grid = tuple(int(c) for c in self.attn_grid)
+        if self.warp_mode not in WARP_MODES:
+            raise ValueError(f"warp_mode must be one of {WARP_MODES}, got {self.warp_mode!r}")
+        if self.ref_channel % 3:
+            raise ValueError(f"ref_channel must be a multiple of 3, got {self.ref_channel}")
+        if self.audio_window < 1 or self.warp_layer_num < 1 or self.num_kpoints < 1:
+            raise ValueError("audio_window, warp_layer_num and num_kpoints must be >= 1")
+
+    @property
+    def feature_channels(self) -> int:
+        return self.encoder_channels[-1]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class DataConfig:
+    """Data preparation options (flag names follow the original data_processing script)."""
+
+    source_video_dir: str = ""
+    data_root: str = "./training_data"
+    audio_feature: str = "mel"
+    audio_model_path: str = ""       # weights of deepspeech / deepspeech2 / hubert front-ends
+    clip_length: int = 9
+    crop_width: int = 360            # out_W of the stored aligned crops (stages resize from it)
+    workers: int = 1
+    shard: str = ""                  # "K/N": process only share K of N
+
+
+@dataclass
+class TrainConfig:
+    """Training options; a stage file in config/experiment/ overrides some of them."""
+
+    name: str = "lawdnet"
+    stage: str = "frame_64"
+    train_data: str = "./training_data/training_json.json"
+    result_root: str = "./output/training_model_weight"
+    mouth_region_size: int = 64
+    batch_size: int = 16
+    augment_num: int = 32
+    clip_stage: bool = False
+    epochs_non_decay: int = 5
+    epochs_decay: int = 5
+    max_steps: int = 0               # 0 = run all epochs; >0 stops early (tests, demos)
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    lamb_perception: float = 10.0
+    lamb_img: float = 1.0
+    lamb_g_di: float = 1.0
+    lamb_g_dv: float = 1.0
+    lamb_sync: float = 0.1
+    sync_warmup_steps: int = 1000
+    init_from: str = ""              # previous stage's checkpoint (coarse-to-fine)
+    syncnet_path: str = ""
+    vgg_path: str = ""
+    no_perception: bool = False
+    resume: bool = False
+    keep_last: int = 3
+    save_every_steps: int = 0        # 0 = once per epoch
+    log_every: int = 50
+    image_every: int = 500
+    logger: str = "tensorboard"      # tensorboard | wandb | none
+    seed: int = 456
+    num_workers: int = 2
+    device: str = ""                 # "" = cuda if available else cpu
+    amp: str = "bf16"                # bf16 | fp16 | none (GPU only; CPU is always fp32)
+
+
+@dataclass
+class InferenceConfig:
+    """Options of inference_function.generate_video_with_audio."""
+
+    batch_size: int = 8
+    device: str = ""
+    mouth_region_size: int = 0       # 0 = from the checkpoint
+    audio_feature: str = ""          # "" = from the checkpoint
+    audio_model_path: str = ""
+    reference_seed: int = 456
+    cache_dir: str = ""              # template cache; "" = next to the video
+    amp: bool = True
+
+
+# ---------------------------------------------------------------- CLI plumbing
+
+def _base_type(tp):
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    return tp
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple = ()) -> None:
+    """Add one ``--<prefix><field>`` flag per dataclass field (bools become on/off switches)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = f"--{prefix}{f.name}"
+        tp = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default: {default})")
+        elif tp is tuple or typing.get_origin(tp) is tuple:
+            parser.add_argument(flag, type=int, nargs="+", default=None, help=f"(default: {default})")
+        else:
+            parser.add_argument(flag, type=tp, default=None, help=f"(default: {default})")
+
+
+def from_args(cls, args: argparse.Namespace, prefix: str = "", base: Optional[Any] = None, **overrides):
+    """Build ``cls`` from ``base`` (or defaults), then stage/overrides, then flags the user actually gave."""
+    obj = base if base is not None else cls()
+    values = dataclasses.asdict(obj)
+    values.update({k: v for k, v in overrides.items() if k in values})
+    for f in dataclasses.fields(cls):
+        v = getattr(args, prefix + f.name, None)
+        if v is not None:
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**values)

@@ -1,0 +1,84 @@
+"""The LawDNet generator (spec section 1), parameter names identical to the official state_dict.
+
+Inputs follow the official convention: masked source face (B, 3, Hc, Wc), 5 reference faces stacked on
+channels (B, 15, Hc, Wc), audio window (B, C_audio, T); RGB in [0, 1]. Output: the full face crop in (0, 1).
+
+Differences from the released code that do not change its function: no hard-coded autocast (the caller picks
+the precision), the coarse grid lives on the module's device, and only the last warp branch - the one whose
+result the official forward keeps (spec 1.6) - is computed. Branch 0 stays in the state_dict so that official
+checkpoints load, and it is computed only when ``compute_all_branches=True`` (for parity checks).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from config.config import ModelConfig
+from models.blocks import (DownBlock1d, DownBlock2d, ResBlock1d, ResBlock2d, SameBlock1d, SameBlock2d,
+                           UpBlock2d)
+from models.cross_attention import CrossAttention
+from models.local_affine_warp import LocalAffineWarp
+
+
+def _audio_out_len(window):
+    """Length after the audio encoder's two stride-2 convs (k3, pad 1)."""
+    for _ in range(2):
+        window = (window - 1) // 2 + 1
+    return window
+
+
+class LawDNet(nn.Module):
+    def __init__(self, config: ModelConfig = None, **overrides):
+        super().__init__()
+        cfg = ModelConfig(**{**(config.to_dict() if config else {}), **overrides})
+        self.config = cfg
+        e0, e1, C = cfg.encoder_channels
+        A, D, Dec = cfg.align_channels, cfg.attn_dim, cfg.decoder_channels
+        self.source_in_conv = nn.Sequential(
+            SameBlock2d(cfg.source_channel, e0, 7, 3), DownBlock2d(e0, e1, 3, 1), DownBlock2d(e1, C, 3, 1))
+        self.ref_in_conv = nn.Sequential(
+            SameBlock2d(cfg.ref_channel, e0, 7, 3), DownBlock2d(e0, e1, 3, 1), DownBlock2d(e1, C, 3, 1))
+        self.trans_conv = nn.Sequential(
+            SameBlock2d(2 * C, A, 3, 1),
+            SameBlock2d(A, A, 11, 5), SameBlock2d(A, A, 11, 5), DownBlock2d(A, A, 3, 1),
+            SameBlock2d(A, A, 7, 3), SameBlock2d(A, A, 7, 3), DownBlock2d(A, A, 3, 1),
+            SameBlock2d(A, A, 3, 1), DownBlock2d(A, A, 3, 1),
+            SameBlock2d(A, A, 3, 1), DownBlock2d(A, A, 3, 1))
+        self.audio_encoder = nn.Sequential(
+            SameBlock1d(cfg.audio_channel, A, 5, 2), ResBlock1d(A, A, 3, 1), DownBlock1d(A, A, 3, 1),
+            ResBlock1d(A, A, 3, 1), DownBlock1d(A, A, 3, 1), SameBlock1d(A, A, 3, 1))
+        self.appearance_conv_list = nn.ModuleList(
+            nn.Sequential(ResBlock2d(C, C, 3, 1), ResBlock2d(C, C, 3, 1)) for _ in range(cfg.warp_layer_num))
+        self.lawLayer_list = nn.ModuleList(
+            LocalAffineWarp(C, D, cfg.num_kpoints, cfg.coarse_grid_size, cfg.warp_mode)
+            for _ in range(cfg.warp_layer_num))
+        self.out_conv = nn.Sequential(
+            SameBlock2d(2 * C, Dec, 3, 1), UpBlock2d(Dec, Dec, 3, 1), ResBlock2d(Dec, Dec, 3, 1),
+            UpBlock2d(Dec, Dec, 3, 1), nn.Conv2d(Dec, 3, 7, padding=3), nn.Sigmoid())
+        self.cross_attention = CrossAttention(A, cfg.attn_grid, _audio_out_len(cfg.audio_window), D)
+        self.compute_all_branches = False
+
+    @property
+    def warp_mode(self):
+        return self.config.warp_mode
+
+    def set_warp_mode(self, mode):
+        self.config.warp_mode = mode
+        for layer in self.lawLayer_list:
+            layer.mode = mode
+
+    def warp_code(self, source_feature, ref_feature, audio):
+        img_para = self.trans_conv(torch.cat([source_feature, ref_feature], 1))
+        if tuple(img_para.shape[-2:]) != self.config.attn_grid:
+            # Lower stages share the attention's fixed grid through this resize (spec 1.3 step 3).
+            img_para = F.interpolate(img_para, size=self.config.attn_grid, mode="bilinear", align_corners=True)
+        return self.cross_attention(img_para, self.audio_encoder(audio))
+
+    def forward(self, source, reference, audio):
+        source_feature = self.source_in_conv(source)
+        ref_feature = self.ref_in_conv(reference)
+        code = self.warp_code(source_feature, ref_feature, audio)
+        last = len(self.lawLayer_list) - 1
+        branches = range(last + 1) if self.compute_all_branches else (last,)
+        for i in branches:  # only the last branch's output is used (spec 1.6)
+            warped = self.lawLayer_list[i](self.appearance_conv_list[i](ref_feature), code)
+        return self.out_conv(torch.cat([source_feature, warped], 1))

@@ -1,0 +1,1 @@
+"""Shared utilities: audio/video I/O, landmarks, face alignment, synthetic data."""
