@@ -69,6 +69,33 @@ def _whole_field(grid, kpoints, radius, similarity):
     return coarse_displacement(grid, kpoints, radius, similarity, chunk=kpoints.shape[2], _allow_compiled=False)
 
 
+def _field_rows_inplace(gx, gy, kp, nir, sim):
+    """Inference-only version of _field_chunk over rows r = (b, c): one keypoint at a time, in-place ops.
+
+    kp (N, R, 2, 1), nir = -1/rho (N, R, 1), sim (N, R, 4, 1) with sim[:, :, 1] already times pi; grid (1, P).
+    Accumulating the softmax numerators per keypoint keeps ~6 live (R, P) tensors instead of ~15 (N, R, P) ones.
+    """
+    nx = ny = den = None
+    for n in range(kp.shape[0]):
+        dx = gx - kp[n, :, 0]
+        dy = gy - kp[n, :, 1]
+        w = torch.hypot(dx, dy).mul_(nir[n]).exp_()
+        sc = (w * sim[n, :, 0]).add_(1)
+        ang = w * sim[n, :, 1]
+        a = torch.cos(ang).mul_(sc).sub_(1)          # scale*cos - 1
+        b = torch.sin(ang).mul_(sc)                  # scale*sin
+        ex = (a * dx).addcmul_(b, dy).addcmul_(w, sim[n, :, 2].expand_as(w))
+        ey = (a * dy).addcmul_(b, dx, value=-1).addcmul_(w, sim[n, :, 3].expand_as(w))
+        e = w.exp_()
+        if nx is None:
+            nx, ny, den = ex.mul_(e), ey.mul_(e), e
+        else:
+            nx.addcmul_(ex, e)
+            ny.addcmul_(ey, e)
+            den.add_(e)
+    return nx.div_(den), ny.div_(den)
+
+
 def coarse_displacement(grid, kpoints, radius, similarity, chunk=16, _allow_compiled=True):
     """Blended displacement field on the coarse grid.
 
@@ -78,19 +105,35 @@ def coarse_displacement(grid, kpoints, radius, similarity, chunk=16, _allow_comp
         return _compiled_field(grid, kpoints, radius, similarity)
     H0, W0, _ = grid.shape
     B, N, C, _ = kpoints.shape
+    needs_grad = torch.is_grad_enabled() and (kpoints.requires_grad or similarity.requires_grad
+                                              or radius.requires_grad)
+    if not needs_grad:
+        # rows = (b, c) pairs, processed in blocks of ~64 rows so each (rows, P) field stays in L2 cache
+        gx, gy = grid[..., 0].reshape(1, -1), grid[..., 1].reshape(1, -1)
+        kp = kpoints.permute(1, 0, 2, 3).reshape(N, B * C, 2, 1)
+        sim = similarity.permute(1, 0, 2, 3).reshape(N, B * C, 4, 1).clone()
+        sim[:, :, 1] *= math.pi
+        nir = radius.permute(1, 0, 2).reshape(N, B * C, 1).reciprocal().neg()
+        rows = max(1, (64 * 3600) // (H0 * W0))
+        out = torch.empty(B * C, H0 * W0, 2, dtype=kpoints.dtype, device=kpoints.device)
+        for r0 in range(0, B * C, rows):
+            sl = slice(r0, r0 + rows)
+            ex, ey = _field_rows_inplace(gx, gy, kp[:, sl], nir[:, sl], sim[:, sl])
+            out[sl, :, 0] = ex
+            out[sl, :, 1] = ey
+        return out.view(B, C, H0, W0, 2)
     gx = grid[..., 0].reshape(1, 1, 1, -1)
     gy = grid[..., 1].reshape(1, 1, 1, -1)
     kp = kpoints.permute(0, 2, 1, 3).unsqueeze(-1)           # (B, C, N, 2, 1)
     sim = similarity.permute(0, 2, 1, 3).unsqueeze(-1)       # (B, C, N, 4, 1)
     inv_rho = radius.permute(0, 2, 1).unsqueeze(-1).reciprocal()  # (B, C, N, 1)
-    use_ckpt = torch.is_grad_enabled() and (kpoints.requires_grad or similarity.requires_grad)
     xs, ys = [], []
     for c0 in range(0, C, chunk):
         sl = slice(c0, c0 + chunk)
         args = (gx, gy, kp[:, sl, :, 0], kp[:, sl, :, 1], inv_rho[:, sl],
                 sim[:, sl, :, 0], sim[:, sl, :, 1] * math.pi, sim[:, sl, :, 2], sim[:, sl, :, 3])
         # In training, recompute each chunk in backward instead of storing its intermediates (memory / C).
-        ex, ey = checkpoint(_field_chunk, *args, use_reentrant=False) if use_ckpt else _field_chunk(*args)
+        ex, ey = checkpoint(_field_chunk, *args, use_reentrant=False)
         xs.append(ex)
         ys.append(ey)
     return torch.stack((torch.cat(xs, 1), torch.cat(ys, 1)), dim=-1).view(B, C, H0, W0, 2)
