@@ -85,6 +85,9 @@ class DataConfig:
     crop_width: int = 360            # out_W of the stored aligned crops (stages resize from it)
     workers: int = 1
     shard: str = ""                  # "K/N": process only share K of N
+    device: str = "cpu"              # where the learned audio front-ends run (cpu, cuda, cuda:N)
+    openface_landmark_dir: str = ""  # optional folder of user OpenFace CSVs (<video>.csv) used instead of dlib
+    jpeg_quality: int = 95           # quality of the stored aligned crops
 
 
 @dataclass
