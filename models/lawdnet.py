@@ -56,6 +56,9 @@ class LawDNet(nn.Module):
             UpBlock2d(Dec, Dec, 3, 1), nn.Conv2d(Dec, 3, 7, padding=3), nn.Sigmoid())
         self.cross_attention = CrossAttention(A, cfg.attn_grid, _audio_out_len(cfg.audio_window), D)
         self.compute_all_branches = False
+        # Without autograd, large batches run in slices of this many frames: full-resolution decoder
+        # activations (128 x Hc x Wc floats per frame) dominate memory, and convs gain nothing past a few frames.
+        self.inference_micro_batch = 2
 
     @property
     def warp_mode(self):
@@ -74,6 +77,13 @@ class LawDNet(nn.Module):
         return self.cross_attention(img_para, self.audio_encoder(audio))
 
     def forward(self, source, reference, audio):
+        n = self.inference_micro_batch
+        if n and source.shape[0] > n and not torch.is_grad_enabled():
+            return torch.cat([self._forward(source[i:i + n], reference[i:i + n], audio[i:i + n])
+                              for i in range(0, source.shape[0], n)])
+        return self._forward(source, reference, audio)
+
+    def _forward(self, source, reference, audio):
         source_feature = self.source_in_conv(source)
         ref_feature = self.ref_in_conv(reference)
         code = self.warp_code(source_feature, ref_feature, audio)

@@ -218,3 +218,17 @@ def test_cuda_any_index_matches_cpu(model):
         gpu = model.to(dev)(source.to(dev), reference.to(dev), audio.to(dev)).cpu()
     model.cpu()
     assert (cpu - gpu).abs().max().item() < 1e-3
+
+
+def test_inference_micro_batches_equal_one_batch():
+    torch.manual_seed(6)
+    model = LawDNet(ModelConfig(encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32,
+                                decoder_channels=16)).eval()
+    source, reference, audio = random_inputs(64, batch=5)
+    with torch.no_grad():
+        model.inference_micro_batch = 2
+        sliced = model(source, reference, audio)
+        model.inference_micro_batch = 0
+        whole = model(source, reference, audio)
+    assert sliced.shape == whole.shape == (5, 3, *crop_size(64))
+    assert (sliced - whole).abs().max().item() <= 1e-6
