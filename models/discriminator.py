@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.checkpoint import strip_module_prefix
+
 
 class DownBlock(nn.Module):
     """Conv2d(k4, stride 1, no padding) -> LeakyReLU(0.2) -> optional 2x2 average pool."""
@@ -67,8 +69,3 @@ class Discriminator(nn.Module):
     def load_official_state_dict(self, state_dict: dict) -> None:
         """Strictly load an official ``net_dI``/``net_dV`` state dict (DDP ``module.`` prefix accepted)."""
         self.load_state_dict(strip_module_prefix(state_dict), strict=True)
-
-
-def strip_module_prefix(state_dict: dict) -> dict:
-    """Drop the ``module.`` prefix that DDP/DataParallel adds to every key (keys without it are kept as is)."""
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state_dict.items()}

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config.config import mouth_box
+from models.checkpoint import read_checkpoint, save_checkpoint, strip_module_prefix
 from utils.errors import UserError
 
 # ---------------------------------------------------------------- blocks (no normalization anywhere)
@@ -178,7 +179,7 @@ def _extract(obj, path: str) -> tuple[dict, dict]:
     else:
         raise UserError(f"'{path}' is not a SyncNet checkpoint (expected {{'state_dict': {{'net': ...}}}} "
                         "or {'syncnet': ..., 'config': ...})")
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+    sd = strip_module_prefix(sd)
     for key in (_FACE0, _AUDIO0, _FACE_LAST):
         if key not in sd or not torch.is_tensor(sd[key]) or sd[key].dim() < 3:
             raise UserError(f"'{path}' is not a SyncNet checkpoint (no usable {key})")
@@ -196,10 +197,7 @@ def load_syncnet(path: str, device: str | torch.device = "cpu") -> SyncNet:
                         "syncnet_256mouth.pth or one trained with this toolkit)")
     if not os.path.isfile(path):
         raise UserError(f"SyncNet checkpoint not found: '{path}'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise UserError(f"'{path}' is not a readable SyncNet checkpoint ({type(e).__name__})") from None
+    obj = read_checkpoint(path)
     sd, config = _extract(obj, path)
     try:
         model = SyncNet(**{k: config[k] for k in ("face_channels", "audio_channels", "hidden", "face_size",
@@ -224,8 +222,7 @@ def load_syncnet(path: str, device: str | torch.device = "cpu") -> SyncNet:
 
 def save_syncnet(model: SyncNet, path: str, **extra) -> None:
     """Write ``{'syncnet': state_dict, 'config': {...}, **extra}`` (the layout ``load_syncnet`` reads back)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({"syncnet": model.state_dict(), "config": dict(model.config), **extra}, path)
+    save_checkpoint({"syncnet": model.state_dict(), "config": dict(model.config), **extra}, path)
 
 
 # ---------------------------------------------------------------- loss helpers

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.checkpoint import read_checkpoint
 from utils.errors import UserError
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -61,9 +62,9 @@ class Vgg19Features(nn.Module):
         if not path or not os.path.isfile(path):
             raise UserError(f"VGG19 weight file not found: '{path}'; {_hint()}")
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a weight file"
-            raise UserError(f"'{path}' is not a readable VGG19 state dict ({type(e).__name__}); {_hint()}") from None
+            obj = read_checkpoint(path)
+        except UserError as e:
+            raise UserError(f"{e}; {_hint()}") from None
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
