@@ -1,0 +1,59 @@
+"""Network-free lip metrics (field survey 4.3): mouth opening vs audio energy, stillness in silence, jitter."""
+from __future__ import annotations
+
+import numpy as np
+
+INNER_UPPER = (61, 62, 63)
+INNER_LOWER = (67, 66, 65)
+SILENCE_DB = 35.0   # frames this far below the loud (95th percentile) level count as silence
+
+
+def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """(T,68,2) -> (T,) inner-lip gap (mean of 3 upper/lower pairs) divided by the outer eye-corner distance."""
+    lm = np.asarray(landmarks, np.float64)
+    gap = np.linalg.norm(lm[:, INNER_UPPER] - lm[:, INNER_LOWER], axis=-1).mean(-1)
+    eyes = np.linalg.norm(lm[:, 36] - lm[:, 45], axis=-1)
+    return gap / np.maximum(eyes, 1e-6)
+
+
+def audio_energy_db(samples_16k: np.ndarray, num_frames: int) -> np.ndarray:
+    """(num_frames,) RMS level in dBFS of each 40 ms frame (640 samples), floor -100 dB."""
+    x = np.asarray(samples_16k, np.float64)
+    x = np.pad(x, (0, max(0, num_frames * 640 - len(x))))[: num_frames * 640].reshape(num_frames, 640)
+    rms = np.sqrt((x ** 2).mean(1))
+    return 20 * np.log10(np.maximum(rms, 1e-5))
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def opening_energy_stats(opening: np.ndarray, energy_db: np.ndarray, max_lag: int = 2) -> dict:
+    """Correlation of mouth opening with audio level (lag 0 and the best lag within +-max_lag frames, positive =
+    mouth after audio) and how much the mouth moves during silence compared with speech."""
+    T = min(len(opening), len(energy_db))
+    o, e = np.asarray(opening[:T], np.float64), np.asarray(energy_db[:T], np.float64)
+    out = {"av_corr": _corr(o, e)}
+    best, lag = -np.inf, 0
+    for k in range(-max_lag, max_lag + 1):
+        c = _corr(o[max(0, k):T + min(0, k)], e[max(0, -k):T - max(0, k)])
+        if np.isfinite(c) and c > best:
+            best, lag = c, k
+    out["av_corr_best"], out["av_lag"] = (float(best) if np.isfinite(best) else float("nan")), lag
+    loud = np.percentile(e, 95) if T else 0.0
+    silent = e < loud - SILENCE_DB
+    d = np.abs(np.diff(o))
+    both_silent, both_speech = silent[1:] & silent[:-1], ~silent[1:] & ~silent[:-1]
+    out["silence_frames"] = int(silent.sum())
+    out["silence_motion"] = float(d[both_silent].mean()) if both_silent.any() else float("nan")
+    out["speech_motion"] = float(d[both_speech].mean()) if both_speech.any() else float("nan")
+    out["silence_opening"] = float(o[silent].mean()) if silent.any() else float("nan")
+    out["speech_opening"] = float(o[~silent].mean()) if (~silent).any() else float("nan")
+    return out
+
+
+def temporal_jitter(prev: np.ndarray, cur: np.ndarray) -> float:
+    """Mean absolute difference (0-255) between consecutive aligned mouth crops."""
+    return float(np.abs(cur.astype(np.float32) - prev.astype(np.float32)).mean())

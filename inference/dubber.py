@@ -1,0 +1,340 @@
+"""Dub a template video with new speech: the streaming pipeline (spec 6, with bugs 50-60 fixed).
+
+decode (thread) -> aligned crop + mask -> batched generator (``infer_fn``) -> paste-back -> H.264/AAC encode
+(thread). Memory is bounded whatever the video length: frames flow through bounded queues, only per-frame
+landmarks/matrices of the template are kept, and backward (ping-pong) runs are read in bounded chunks.
+
+``Dubber`` loads the model and the audio front-end once; ``prepare_template`` detects (or reads from the
+cache) the template's landmarks and picks the reference frames; ``dub`` renders one audio.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+
+from inference.frames import chunk_frames, iter_schedule
+from inference.overlap import Background, Consumer, StageTimer
+from inference.references import select_reference_indices
+from inference.runner import ModelRunner
+from inference.template import Template, prepare_template
+from utils.errors import UserError
+
+log = logging.getLogger("lawdnet.inference")
+
+FPS = 25.0
+NUM_REFERENCES = 5
+# Sample rates AAC encodes; others are resampled to 48 kHz for the output track.
+_AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+_VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
+
+InferFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PreparedTemplate:
+    """A template plus what this Dubber's crop size needs: matrices frame -> crop and the reference crops."""
+
+    template: Template
+    matrices: np.ndarray          # (N, 3, 3) float64
+    references: torch.Tensor      # (1, 15, Hc, Wc) float32 in [0, 1], CPU
+    reference_indices: list
+
+
+@dataclass
+class DubAudio:
+    """Decoded speech: 16 kHz samples for the features, native-rate samples for the output track."""
+
+    path: str
+    samples_16k: np.ndarray
+    samples: np.ndarray
+    sample_rate: int
+    num_frames: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples_16k) / 16000.0
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    from utils.audio_features import torch_device
+
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch_device(str(device))
+
+
+def check_output_path(output_path) -> str:
+    path = os.fspath(output_path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _VIDEO_EXTS:
+        raise UserError(f"{path}: unsupported output format {ext or '(no extension)'!r}; use one of "
+                        f"{', '.join(_VIDEO_EXTS)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{path}: the output folder is not a folder")
+    return path
+
+
+def _native_rate(path: str) -> int:
+    import av
+
+    try:
+        with av.open(path) as c:
+            if c.streams.audio:
+                return int(c.streams.audio[0].codec_context.sample_rate or 0)
+    except Exception:  # load_audio reports the problem with a proper message
+        return 0
+    return 0
+
+
+def load_dub_audio(path) -> DubAudio:
+    """Decode any audio (or the audio track of a video) for dubbing; UserError for missing/corrupt/empty."""
+    from utils.audio_io import load_audio, num_video_frames
+
+    path = os.fspath(path)
+    samples_16k = load_audio(path, 16000)
+    n = num_video_frames(len(samples_16k), 16000, FPS)
+    if n == 0:
+        raise UserError(f"{path}: the audio is empty")
+    sr = _native_rate(path)
+    sr = sr if sr in _AAC_RATES else 48000
+    samples = samples_16k if sr == 16000 else load_audio(path, sr)
+    return DubAudio(path, samples_16k, samples, sr, n)
+
+
+class Dubber:
+    """Load a LawDNet checkpoint once and dub any number of (template, audio) pairs with it.
+
+    ``mouth_region_size`` / ``audio_feature``: needed only for official checkpoints (they store neither;
+    defaults 288 / deepspeech2); for our checkpoints they must match what the checkpoint says, if given.
+    ``infer_fn(source, refs, audio) -> crops`` replaces the model call (see inference.runner).
+    """
+
+    def __init__(self, checkpoint, device=None, mouth_region_size: Optional[int] = None,
+                 audio_feature: Optional[str] = None, audio_model_path: str = "", batch_size: int = 8,
+                 reference_seed: int = 456, cache_dir: Optional[str] = None, amp: bool = True,
+                 channels_last: bool = True, cuda_graphs: bool = False, compile: bool = False,
+                 infer_fn: Optional[InferFn] = None, progress: bool = True, crf: int = 18, preset: str = "fast",
+                 queue_batches: int = 3):
+        from models import load_lawdnet, use_compiled_warp
+        from utils.audio_features import get_frontend
+        from utils.face_align import FaceAligner, mouth_mask
+
+        if int(batch_size) < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.model, info = load_lawdnet(os.fspath(checkpoint), device=self.device, return_info=True)
+        self.info = info
+        cfg = info["model_config"]
+        m, feat = info["mouth_region_size"], info["audio_feature"]
+        if info["official"]:
+            m, feat = int(mouth_region_size or m or 288), str(audio_feature or feat or "deepspeech2")
+        else:
+            if mouth_region_size and int(mouth_region_size) != m:
+                raise UserError(f"{checkpoint}: trained with mouth_region_size {m}, not {mouth_region_size}")
+            if audio_feature and audio_feature != feat:
+                raise UserError(f"{checkpoint}: trained with {feat!r} audio features, not {audio_feature!r}")
+        if m <= 0 or m % 8:
+            raise UserError(f"mouth_region_size must be a positive multiple of 8, got {m}")
+        self.mouth_region_size, self.audio_feature = int(m), feat
+        self.frontend = get_frontend(feat, audio_model_path, str(self.device))
+        if self.frontend.dim != cfg.audio_channel:
+            raise UserError(f"{checkpoint}: the generator takes {cfg.audio_channel}-dim audio features but "
+                            f"{feat!r} gives {self.frontend.dim} (pass the right --audio_feature)")
+        self.window = cfg.audio_window
+        self.aligner = FaceAligner.for_mouth_size(self.mouth_region_size)
+        self.crop_hw = self.aligner.crop_hw
+        self.mask = mouth_mask(*self.crop_hw)                      # (1,1,Hc,Wc) CPU
+        self.batch_size = int(batch_size)
+        self.reference_seed = int(reference_seed)
+        self.cache_dir = cache_dir or None
+        self.progress = progress
+        self.crf, self.preset = int(crf), str(preset)
+        self.queue_batches = int(queue_batches)
+        self.cuda = self.device.type == "cuda"
+        if compile:
+            use_compiled_warp(True)
+        self.runner = ModelRunner(self.model, self.device, amp=amp, channels_last=channels_last,
+                                  cuda_graphs=cuda_graphs)
+        self.infer_fn: InferFn = infer_fn or self.runner
+        self.pad_batches = bool(cuda_graphs) and self.cuda and infer_fn is None   # one graph for every batch
+
+    # ---------------------------------------------------------------- template
+    def prepare_template(self, video_path, use_cache: bool = True, detector=None) -> PreparedTemplate:
+        from utils.video_io import iter_frames
+
+        t = prepare_template(video_path, cache_dir=self.cache_dir, use_cache=use_cache, detector=detector,
+                             progress=self.progress)
+        matrices = self.aligner.estimate(t.landmarks)
+        idx = select_reference_indices(t.valid, NUM_REFERENCES, self.reference_seed)
+        crops = []
+        for i in idx:
+            frame = next(iter(iter_frames(t.path, fps=FPS, start_frame=i, max_frames=1)), None)
+            if frame is None:
+                raise UserError(f"{t.path}: cannot read reference frame {i} (file changed?)")
+            crops.append(self.aligner.crop(frame, matrices[i]))
+        refs = torch.from_numpy(np.concatenate(crops, axis=2)).permute(2, 0, 1)[None].float().div_(255)
+        return PreparedTemplate(t, matrices, refs.contiguous(), idx)
+
+    # ---------------------------------------------------------------- dubbing
+    def dub(self, template: PreparedTemplate, audio: Union[str, DubAudio], output_path,
+            progress_callback: Optional[Callable[[int, int], None]] = None,
+            frame_callback: Optional[Callable] = None) -> dict:
+        """Render ``audio`` on ``template`` into ``output_path`` (H.264 + AAC, 25 fps, the audio's length).
+
+        ``progress_callback(done, total)`` is called after each written frame; ``frame_callback(k, index,
+        input_frame, output_frame, has_face)`` sees every frame before encoding (tests, previews).
+        Returns statistics (frame counts, face-less frames, timings per stage, frames/s).
+        """
+        from tqdm import tqdm
+
+        from utils.audio_features import make_windows
+        from utils.face_align import paste_back, paste_back_torch
+        from utils.video_io import VideoWriter
+
+        output_path = check_output_path(output_path)
+        t_start = time.perf_counter()
+        timer = StageTimer()
+        if not isinstance(audio, DubAudio):
+            audio = timer.timed("audio", load_dub_audio, audio)
+        tpl = template.template
+        T, N = audio.num_frames, tpl.num_frames
+        feats = timer.timed("audio", self.frontend, audio.samples_16k, T)
+        windows = torch.from_numpy(make_windows(feats, self.window))          # (T, D, W)
+        refs_dev = template.references.to(self.device)
+        mask_dev = self.mask.to(self.device)
+        chunk = chunk_frames(tpl.height, tpl.width)
+        B = self.batch_size
+        counts = {"faceless": 0, "written": 0}
+        cuda = self.cuda
+
+        def batches():
+            """(ks, idx, frames, crops or None) per batch, produced in a background thread."""
+            it = iter_schedule(tpl.path, T, N, chunk)
+            k = 0
+            while k < T:
+                t0 = time.perf_counter()
+                items = []
+                for _ in range(min(B, T - k)):
+                    items.append(next(it))
+                timer.add("decode", time.perf_counter() - t0)
+                ks = list(range(k, k + len(items)))
+                k += len(items)
+                idx = [i for i, _ in items]
+                frames = [f for _, f in items]
+                crops = None
+                if not cuda:
+                    t0 = time.perf_counter()
+                    crops = [self.aligner.crop(f, template.matrices[i]) if tpl.valid[i] else None
+                             for i, f in zip(idx, frames)]
+                    timer.add("crop", time.perf_counter() - t0)
+                yield ks, idx, frames, crops
+
+        bar = tqdm(total=T, desc="dubbing", unit="frame", disable=not self.progress, smoothing=0.1)
+
+        writer = VideoWriter(output_path, fps=FPS, audio=audio.samples, sample_rate=audio.sample_rate,
+                             crf=self.crf, preset=self.preset, match_audio=True)
+
+        def write(item):
+            ks, idx, frames, gen = item
+            for j, (k, i, frame) in enumerate(zip(ks, idx, frames)):
+                out = frame
+                if gen is not None and gen[j] is not None:
+                    if self.cuda:
+                        out = gen[j]                                              # pasted on the GPU
+                    else:                                                         # CPU: paste here
+                        t0 = time.perf_counter()
+                        out = paste_back(frame, gen[j], template.matrices[i])
+                        timer.add("paste", time.perf_counter() - t0)
+                if frame_callback is not None:
+                    frame_callback(k, i, frame, out, bool(tpl.valid[i]))
+                t0 = time.perf_counter()
+                writer.write(out)
+                timer.add("encode", time.perf_counter() - t0)
+                counts["written"] += 1
+                bar.update(1)
+                if progress_callback is not None:
+                    progress_callback(counts["written"], T)
+
+        source = Background(batches(), maxsize=self.queue_batches, name="lawdnet-decode")
+        sink = Consumer(write, maxsize=self.queue_batches, name="lawdnet-encode")
+        ok = False
+        try:
+            for ks, idx, frames, crops in source:
+                sel = [j for j, i in enumerate(idx) if tpl.valid[i]]
+                counts["faceless"] += len(idx) - len(sel)
+                gen = None
+                if sel:
+                    gen = self._generate(ks, idx, frames, crops, sel, template, windows, refs_dev, mask_dev,
+                                         timer, paste_back_torch)
+                sink.put((ks, idx, frames, gen))
+            sink.finish()
+            timer.timed("encode", writer.close)
+            ok = True
+        finally:
+            bar.close()
+            source.close()
+            if not ok:
+                sink.abort()
+                writer.abort()
+        wall = time.perf_counter() - t_start
+        if counts["faceless"]:
+            log.warning("%s: %d of %d output frames show no face and were passed through unchanged",
+                        tpl.path, counts["faceless"], T)
+        return {
+            "output": output_path, "frames": T, "fps": T / wall if wall > 0 else 0.0, "seconds": wall,
+            "audio_seconds": audio.seconds, "video_seconds": T / FPS, "template_frames": N,
+            "template_faceless_frames": tpl.num_faceless, "faceless_frames": counts["faceless"],
+            "pingpong": T > N, "reference_indices": list(template.reference_indices),
+            "template_cached": tpl.from_cache, "template_seconds": tpl.seconds, "cache_file": tpl.cache_file,
+            "stage_seconds": dict(timer.seconds), "device": str(self.device),
+            "mouth_region_size": self.mouth_region_size, "audio_feature": self.audio_feature,
+            "batch_size": B,
+        }
+
+    def _generate(self, ks, idx, frames, crops, sel, template, windows, refs_dev, mask_dev, timer, paste_torch):
+        """Model outputs for the face frames of a batch: a list (None for face-less frames) of crops (CPU, float
+        0-255, pasted later in the encode thread) or of finished frames (GPU: pasted on the device)."""
+        dev = self.device
+        n = len(sel)
+        t0 = time.perf_counter()
+        mats = template.matrices[[idx[j] for j in sel]]
+        if self.cuda:
+            fr = torch.from_numpy(np.stack([frames[j] for j in sel])).pin_memory().to(dev, non_blocking=True)
+            fr = fr.permute(0, 3, 1, 2)                                       # (n,3,H,W) uint8
+            src = self.aligner.crop_torch(fr, mats).div_(255)
+        else:
+            src = torch.from_numpy(np.stack([crops[j] for j in sel])).permute(0, 3, 1, 2).float().div_(255)
+        src = src * (1 - mask_dev)
+        aud = windows[[ks[j] for j in sel]].to(dev)
+        pad = self.batch_size - n if self.pad_batches else 0
+        if pad:
+            src = torch.cat([src, src[-1:].expand(pad, -1, -1, -1)])
+            aud = torch.cat([aud, aud[-1:].expand(pad, -1, -1)])
+        refs = refs_dev.expand(src.shape[0], -1, -1, -1)
+        timer.add("crop", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        out = self.infer_fn(src, refs, aud)
+        if self.cuda:
+            torch.cuda.synchronize(dev)
+        timer.add("model", time.perf_counter() - t0)
+        out = out[:n]
+        result = [None] * len(idx)
+        if self.cuda:
+            t0 = time.perf_counter()
+            pasted = paste_torch(fr, out.float() * 255, mats)                # (n,3,H,W) uint8, on the device
+            pasted = pasted.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            timer.add("paste", time.perf_counter() - t0)
+            for j, p in zip(sel, pasted):
+                result[j] = p
+        else:
+            crops_out = out.detach().float().mul(255).permute(0, 2, 3, 1).cpu().numpy()
+            for j, c in zip(sel, crops_out):
+                result[j] = c
+        return result

@@ -1,0 +1,69 @@
+"""The default model call ``infer_fn(source, refs, audio) -> crops`` and its GPU options.
+
+A caller (the HTTP server) may replace it with any callable of the same signature, e.g. one that gathers frames
+of several jobs into one batch. Shapes: source (B,3,Hc,Wc) masked face in [0,1], refs (B,15,Hc,Wc),
+audio (B,C,W) feature windows, all float32 on the model's device; returns (B,3,Hc,Wc) float32 in [0,1].
+
+GPU options: bf16 autocast (``amp``), channels_last memory format, and CUDA graphs (``cuda_graphs``: one graph
+per batch size, captured after a warm-up on a side stream, inputs copied into static buffers, outputs cloned
+out of the graph's static buffer before the next replay). On CPU the model runs in float32, eager.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, device, amp: bool = True, channels_last: bool = True,
+                 cuda_graphs: bool = False):
+        self.model = model
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.amp = bool(amp) and self.cuda and torch.cuda.is_bf16_supported()
+        self.channels_last = bool(channels_last) and self.cuda
+        self.cuda_graphs = bool(cuda_graphs) and self.cuda
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._graphs: dict = {}
+        self._lock = threading.Lock()   # one model call at a time (server threads share a runner)
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float()
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, source, refs, audio):
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(source, refs, audio).float().clamp_(0, 1)
+
+    @torch.inference_mode()
+    def __call__(self, source: torch.Tensor, refs: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            source, refs, audio = self._prep(source), self._prep(refs), audio.to(self.device).float()
+            if not self.cuda_graphs:
+                return self._forward(source, refs, audio)
+            return self._graph_call(source, refs, audio)
+
+    def _graph_call(self, source, refs, audio):
+        key = (tuple(source.shape), tuple(refs.shape), tuple(audio.shape))
+        entry = self._graphs.get(key)
+        if entry is None:
+            static = [source.clone(), refs.clone(), audio.clone()]
+            stream = torch.cuda.Stream(device=self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up outside the graph (allocator, autotuning)
+                    self._forward(*static)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._forward(*static)
+            entry = self._graphs[key] = (graph, static, out)
+        graph, static, out = entry
+        for dst, src in zip(static, (source, refs, audio)):
+            dst.copy_(src)
+        graph.replay()
+        return out.clone()

@@ -1,0 +1,152 @@
+"""A template video prepared for dubbing: per-frame landmarks of the main face, cached on disk.
+
+Only per-frame geometry is kept (landmarks (N,68,2), a face-found flag, frame size and count), never frames.
+The cache file is keyed by a SHA-256 of the video's bytes plus every setting that changes the landmarks
+(detector, smoothing, frame rate, format version), so a changed video or setting is a different key and a
+stale cache can never be used (the original keyed its caches by file name only, spec bug 57). Cache files are
+written atomically and checked on load; a damaged one is ignored and rewritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from utils.errors import UserError
+
+CACHE_VERSION = 1
+CACHE_DIRNAME = ".lawdnet_cache"
+FPS = 25.0
+
+
+@dataclass
+class Template:
+    """Geometry of a template video at 25 fps; ``references`` is filled by the Dubber (small crops)."""
+
+    path: str
+    key: str
+    num_frames: int
+    height: int
+    width: int
+    landmarks: np.ndarray          # (N, 68, 2) float32, smoothed; interpolated where no face
+    valid: np.ndarray              # (N,) bool: a face was found
+    from_cache: bool = False
+    cache_file: str = ""
+    seconds: float = 0.0           # time spent preparing (0 when read from the cache)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_faceless(self) -> int:
+        return int((~self.valid).sum())
+
+
+def file_digest(path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def settings_key(**settings) -> str:
+    return json.dumps({"version": CACHE_VERSION, "fps": FPS, **settings}, sort_keys=True)
+
+
+def default_cache_dir(video_path) -> str:
+    """``.lawdnet_cache`` next to the video, or ``~/.cache/lawdnet`` when that folder is not writable."""
+    here = os.path.join(os.path.dirname(os.path.abspath(video_path)), CACHE_DIRNAME)
+    try:
+        os.makedirs(here, exist_ok=True)
+        if os.access(here, os.W_OK):
+            return here
+    except OSError:
+        pass
+    user = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lawdnet")
+    os.makedirs(user, exist_ok=True)
+    return user
+
+
+def _cache_file(cache_dir: str, video_path: str, key: str) -> str:
+    stem = os.path.splitext(os.path.basename(video_path))[0][:40]
+    return os.path.join(cache_dir, f"{stem}-{key[:24]}.npz")
+
+
+def load_cached(cache_file: str, key: str, video_path: str) -> Optional[Template]:
+    """The cached template if the file exists and matches ``key`` exactly; None otherwise."""
+    if not os.path.isfile(cache_file):
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            lm, valid = z["landmarks"].astype(np.float32), z["valid"].astype(bool)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None  # damaged or foreign: recompute and overwrite
+    n = int(meta.get("num_frames", -1))
+    if meta.get("key") != key or lm.shape != (n, 68, 2) or valid.shape != (n,) or not np.isfinite(lm).all():
+        return None
+    return Template(os.fspath(video_path), key, n, int(meta["height"]), int(meta["width"]), lm, valid,
+                    from_cache=True, cache_file=cache_file)
+
+
+def save_cached(cache_file: str, t: Template) -> None:
+    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+    meta = json.dumps({"key": t.key, "num_frames": t.num_frames, "height": t.height, "width": t.width,
+                       "video": os.path.basename(t.path), "created": time.time()})
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(cache_file))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, landmarks=t.landmarks, valid=t.valid, meta=np.array(meta))
+        os.replace(tmp, cache_file)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: bool = True, detector=None,
+                     smooth: float = 1.5, progress: bool = True) -> Template:
+    """Landmarks of the main face of every 25 fps frame of ``video_path`` (from the cache when valid).
+
+    ``cache_dir`` None -> :func:`default_cache_dir`. Raises UserError when the file is missing, is not a video,
+    or shows no face in any frame.
+    """
+    from utils.landmarks import LandmarkDetector, track_landmarks
+    from utils.video_io import count_frames, iter_frames, probe
+
+    video_path = os.fspath(video_path)
+    info = probe(video_path)  # UserError for missing / not-a-video files
+    det = detector or LandmarkDetector()
+    settings = {"detector": "dlib-hog", "upsample": det.upsample, "max_side": det.max_side,
+                "min_face": det.min_face, "predictor": os.path.basename(det.predictor_path), "smooth": smooth}
+    key = hashlib.sha256((file_digest(video_path) + settings_key(**settings)).encode()).hexdigest()
+    cache_file = ""
+    if use_cache:
+        cache_file = _cache_file(cache_dir or default_cache_dir(video_path), video_path, key)
+        cached = load_cached(cache_file, key, video_path)
+        if cached is not None:
+            return cached
+    t0 = time.perf_counter()
+    total = count_frames(video_path, FPS)
+    lm, valid = track_landmarks(iter_frames(video_path, fps=FPS), det, smooth=smooth, progress=progress, total=total)
+    if len(lm) == 0:
+        raise UserError(f"{video_path}: the video has no frames")
+    if not valid.any():
+        raise UserError(f"{video_path}: no face found in any of its {len(lm)} frames")
+    t = Template(video_path, key, len(lm), info.height, info.width, lm.astype(np.float32), valid,
+                 cache_file=cache_file, seconds=time.perf_counter() - t0)
+    if use_cache:
+        try:
+            save_cached(cache_file, t)
+        except OSError:  # a read-only cache folder must not stop the dubbing
+            t.cache_file = ""
+    return t
