@@ -1,0 +1,264 @@
+"""Client for the LawDNet dubbing server (server_LawDNet.py): CLI and function API.
+
+    python client_LawDNet.py [--server http://127.0.0.1:8000] [--api_key KEY] health
+    python client_LawDNet.py template face.mp4                       # -> prints the template id
+    python client_LawDNet.py dub --video face.mp4 --audio speech.wav --output out.mp4 [--async]
+    python client_LawDNet.py dub --template ID --audio speech.wav --output out.mp4
+    python client_LawDNet.py templates | delete-template ID | job ID
+
+Function API: ``LawDNetClient(server, api_key).dub(template_id, audio, output)``, or in one call
+``dub_video(server, video, audio, output)``. A busy server (503) is retried after its Retry-After.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Optional
+
+import httpx
+
+from utils.errors import UserError, cli_main
+
+API_KEY_ENV = "LAWDNET_API_KEY"
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+class ApiClientError(UserError):
+    """The server answered with an error: ``status``, ``error`` (code) and ``detail``."""
+
+    def __init__(self, status: int, error: str, detail: str, retry_after: Optional[float] = None):
+        super().__init__(f"server error {status} {error}: {detail}")
+        self.status, self.error, self.detail, self.retry_after = status, error, detail, retry_after
+
+
+def _content_type(path: str) -> str:
+    t, _ = mimetypes.guess_type(path)
+    return t if t and t.split("/")[0] in ("audio", "video") else "application/octet-stream"
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+        error, detail = body.get("error", "error"), body.get("detail", "")
+    except (ValueError, AttributeError):
+        error, detail = "error", resp.text[:200]
+    ra = resp.headers.get("retry-after")
+    raise ApiClientError(resp.status_code, error, detail, float(ra) if ra and ra.isdigit() else None)
+
+
+class LawDNetClient:
+    def __init__(self, server: str = DEFAULT_SERVER, api_key: Optional[str] = None, timeout: float = 900.0,
+                 retries: int = 5):
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.retries = int(retries)
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers,
+                                 timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def _request(self, method: str, url: str, files: Optional[dict] = None, data: Optional[dict] = None,
+                 stream_to: Optional[str] = None, **kw) -> httpx.Response:
+        """One request, retried on 503 (busy/queue full) after the server's Retry-After."""
+        for attempt in range(self.retries + 1):
+            handles = []
+            try:
+                mp = None
+                if files:
+                    mp = {}
+                    for field, path in files.items():
+                        fh = open(path, "rb")
+                        handles.append(fh)
+                        mp[field] = (os.path.basename(path), fh, _content_type(path))
+                try:
+                    if stream_to is None:
+                        resp = self.http.request(method, url, files=mp, data=data, **kw)
+                        if resp.status_code == 503 and attempt < self.retries:
+                            time.sleep(self._wait(resp))
+                            continue
+                        _raise_for(resp)
+                        return resp
+                    with self.http.stream(method, url, files=mp, data=data, **kw) as resp:
+                        if resp.status_code == 503 and attempt < self.retries:
+                            resp.read()
+                            time.sleep(self._wait(resp))
+                            continue
+                        if resp.status_code >= 400:
+                            resp.read()
+                            _raise_for(resp)
+                        if resp.headers.get("content-type", "").startswith("application/json"):
+                            resp.read()
+                            return resp   # async submit: a job, not a file
+                        self._save(resp, stream_to)
+                        return resp
+                except httpx.TransportError as e:
+                    raise UserError(f"cannot reach {self.http.base_url}: {type(e).__name__}: {e}") from None
+            except FileNotFoundError as e:
+                raise UserError(f"{e.filename}: file not found") from None
+            finally:
+                for fh in handles:
+                    fh.close()
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _wait(resp) -> float:
+        ra = resp.headers.get("retry-after", "")
+        return min(60.0, float(ra)) if ra.replace(".", "", 1).isdigit() else 2.0
+
+    @staticmethod
+    def _save(resp: httpx.Response, output_path: str) -> None:
+        folder = os.path.dirname(os.path.abspath(output_path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".dl_", suffix=".mp4", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in resp.iter_bytes(1 << 16):
+                    f.write(chunk)
+            os.replace(tmp, output_path)   # never leave a half-written output under the final name
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    # ------------------------------------------------------------------ API
+    def health(self) -> dict:
+        return self._request("GET", "/healthz").json()
+
+    def metrics(self) -> dict:
+        return self._request("GET", "/metrics", params={"format": "json"}).json()
+
+    def upload_template(self, video_path) -> dict:
+        """Upload a template video; returns its metadata (``template_id``, frames, ...)."""
+        return self._request("POST", "/v1/templates", files={"video": os.fspath(video_path)}).json()
+
+    def list_templates(self) -> list:
+        return self._request("GET", "/v1/templates").json()["templates"]
+
+    def delete_template(self, template_id: str) -> dict:
+        return self._request("DELETE", f"/v1/templates/{template_id}").json()
+
+    def dub(self, template_id: str, audio_path, output_path) -> dict:
+        """Synchronous dub: waits for the server and writes the mp4 to ``output_path``."""
+        resp = self._request("POST", "/v1/dub", files={"audio": os.fspath(audio_path)},
+                             data={"template_id": template_id}, stream_to=os.fspath(output_path))
+        return {"output": os.fspath(output_path), "job_id": resp.headers.get("x-job-id", ""),
+                "frames": int(resp.headers.get("x-frames", 0) or 0)}
+
+    def submit(self, template_id: str, audio_path) -> dict:
+        """Asynchronous dub: returns the job (``job_id``, ``status``)."""
+        return self._request("POST", "/v1/dub", files={"audio": os.fspath(audio_path)},
+                             data={"template_id": template_id, "async": "true"}).json()
+
+    def job(self, job_id: str) -> dict:
+        return self._request("GET", f"/v1/jobs/{job_id}").json()
+
+    def wait(self, job_id: str, poll_s: float = 0.5, timeout_s: Optional[float] = None,
+             progress: Optional[Callable[[dict], None]] = None) -> dict:
+        """Poll until the job ends; raises ApiClientError if it failed or was cancelled."""
+        end = time.monotonic() + timeout_s if timeout_s else None
+        while True:
+            j = self.job(job_id)
+            if progress is not None:
+                progress(j)
+            if j["status"] == "succeeded":
+                return j
+            if j["status"] in ("failed", "cancelled"):
+                raise ApiClientError(422 if j.get("error") == "unprocessable_media" else 500,
+                                     j.get("error", j["status"]), j.get("detail", ""))
+            if end is not None and time.monotonic() > end:
+                raise UserError(f"job {job_id} did not finish within {timeout_s} s (status {j['status']})")
+            time.sleep(poll_s)
+
+    def download(self, job_id: str, output_path) -> str:
+        self._request("GET", f"/v1/jobs/{job_id}/result", stream_to=os.fspath(output_path))
+        return os.fspath(output_path)
+
+    def delete_job(self, job_id: str) -> dict:
+        return self._request("DELETE", f"/v1/jobs/{job_id}").json()
+
+    def dub_async(self, template_id: str, audio_path, output_path, poll_s: float = 0.5,
+                  progress: Optional[Callable[[dict], None]] = None) -> dict:
+        """Submit, wait, download, then delete the job's result on the server."""
+        job = self.submit(template_id, audio_path)
+        info = self.wait(job["job_id"], poll_s=poll_s, progress=progress)
+        self.download(job["job_id"], output_path)
+        self.delete_job(job["job_id"])
+        return {"output": os.fspath(output_path), "job_id": job["job_id"], "frames": info.get("frames_total", 0)}
+
+
+def dub_video(server: str, video_path, audio_path, output_path, api_key: Optional[str] = None,
+              use_async: bool = False) -> dict:
+    """Upload ``video_path`` as a template (a no-op if the server has it) and dub it with ``audio_path``."""
+    with LawDNetClient(server, api_key) as c:
+        tid = c.upload_template(video_path)["template_id"]
+        out = (c.dub_async if use_async else c.dub)(tid, audio_path, output_path)
+        return {**out, "template_id": tid}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Client for the LawDNet dubbing server.")
+    p.add_argument("--server", default=os.environ.get("LAWDNET_SERVER", DEFAULT_SERVER), help="server base URL")
+    p.add_argument("--api_key", default=None, help=f"API key (default: env {API_KEY_ENV})")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("health", help="server status")
+    t = sub.add_parser("template", help="upload a template video, print its id")
+    t.add_argument("video")
+    sub.add_parser("templates", help="list templates")
+    d = sub.add_parser("delete-template", help="delete a template")
+    d.add_argument("template_id")
+    j = sub.add_parser("job", help="status of a job")
+    j.add_argument("job_id")
+    g = sub.add_parser("dub", help="dub a template with speech")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--template", help="template id (from 'template')")
+    src.add_argument("--video", help="template video (uploaded first; the server deduplicates)")
+    g.add_argument("--audio", required=True)
+    g.add_argument("--output", required=True)
+    g.add_argument("--async", dest="use_async", action="store_true", help="submit a job and poll it")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    with LawDNetClient(args.server, args.api_key) as c:
+        if args.cmd == "health":
+            out = c.health()
+        elif args.cmd == "template":
+            out = c.upload_template(args.video)
+        elif args.cmd == "templates":
+            out = c.list_templates()
+        elif args.cmd == "delete-template":
+            out = c.delete_template(args.template_id)
+        elif args.cmd == "job":
+            out = c.job(args.job_id)
+        else:
+            tid = args.template or c.upload_template(args.video)["template_id"]
+            if args.use_async:
+                def show(j):
+                    print(f"\r{j['status']} {j['progress']:.0%}", end="", file=sys.stderr, flush=True)
+                out = c.dub_async(tid, args.audio, args.output, progress=show)
+                print(file=sys.stderr)
+            else:
+                out = c.dub(tid, args.audio, args.output)
+            out["template_id"] = tid
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,72 @@
+"""The server's long-lived state: the model (loaded once), the model batcher, templates, jobs, metrics."""
+from __future__ import annotations
+
+import logging
+import os
+
+from server.batcher import BatchingInferer
+from server.config import ServerConfig
+from server.jobs import Job, JobManager, check_current_job
+from server.metrics import Metrics
+from server.storage import Storage
+from server.templates import TemplateStore
+
+log = logging.getLogger("lawdnet.server")
+
+
+class DubService:
+    def __init__(self, config: ServerConfig):
+        from inference.dubber import Dubber
+
+        self.config = config
+        self.storage = Storage(config.data_dir)
+        swept = self.storage.sweep_tmp()
+        if swept:
+            log.warning("removed %d work folder(s) left by a previous run", swept)
+        self.metrics = Metrics()
+        self.batcher = BatchingInferer(max_frames=config.max_batch_frames, wait_s=config.batch_wait_ms / 1000.0,
+                                       before_call=check_current_job, metrics=self.metrics)
+        self.dubber = Dubber(config.checkpoint, device=config.device or None,
+                             mouth_region_size=config.mouth_region_size or None,
+                             audio_feature=config.audio_feature or None, audio_model_path=config.audio_model_path,
+                             batch_size=config.batch_size, cache_dir=self.storage.cache, amp=config.amp,
+                             cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False)
+        self.batcher.target = self.dubber.runner
+        self.templates = TemplateStore(self.dubber, self.storage, max_analyses=config.max_template_jobs,
+                                       max_waiting=max(1, config.max_queue), memory=config.template_memory)
+        self.jobs = JobManager(self._render, self.storage, max_active=config.max_active_jobs,
+                               max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
+                               on_finish=self._release_template)
+        g = self.metrics.gauges
+        g["queue_depth"] = lambda: self.jobs.queued
+        g["jobs_running"] = lambda: self.jobs.running
+        g["model_calls_waiting"] = lambda: self.batcher.waiting
+        g["template_analyses_pending"] = lambda: self.templates.pending
+        g["templates_stored"] = lambda: len(self.storage.list_template_ids())
+        self.closing = False
+
+    def describe(self) -> dict:
+        d = self.dubber
+        return {"device": str(d.device), "mouth_region_size": d.mouth_region_size,
+                "audio_feature": d.audio_feature, "checkpoint": os.path.basename(self.config.checkpoint),
+                "batch_size": d.batch_size, "max_batch_frames": self.batcher.max_frames}
+
+    def _render(self, job: Job) -> dict:
+        def progress(done, total):
+            job.frames_done, job.frames_total = done, total
+            job.check_cancel()   # runs in the encode thread: stops a cancelled job within a frame
+
+        job.frames_total = job.audio.num_frames
+        return self.dubber.dub(job.template, job.audio, job.output_path, progress_callback=progress)
+
+    def _release_template(self, job: Job) -> None:
+        if job.template is not None:
+            job.template = None
+            self.templates.release(job.template_id)
+
+    def close(self, grace_s: float) -> dict:
+        self.closing = True
+        out = self.jobs.shutdown(grace_s)
+        self.batcher.close()
+        self.storage.sweep_tmp()
+        return out

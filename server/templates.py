@@ -1,0 +1,162 @@
+"""Template videos: content-addressed storage, landmark analysis (cached on disk), in-memory LRU, ref counts.
+
+The id is the first 24 hex digits of the video's SHA-256, so uploading the same video twice gives the same id
+and no second analysis. Landmarks live in the inference cache (``<data_dir>/cache``, keyed by content and
+settings), so a restarted server reloads a template without detecting faces again.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+import time
+from typing import Optional
+
+from server.errors import ApiError, user_message
+from server.storage import valid_id
+from utils.errors import UserError
+
+
+class TemplateStore:
+    def __init__(self, dubber, storage, max_analyses: int = 1, max_waiting: int = 8, memory: int = 8):
+        self.dubber = dubber
+        self.storage = storage
+        self.max_analyses = int(max_analyses)
+        self.max_waiting = int(max_waiting)
+        self.memory = int(memory)
+        self._lock = threading.Lock()
+        self._lru: collections.OrderedDict = collections.OrderedDict()   # id -> PreparedTemplate
+        self._refs: collections.Counter = collections.Counter()          # id -> jobs using it
+        self._id_locks: dict = {}
+        self._pending = 0
+        self._detectors: queue.Queue = queue.Queue()
+        self._made = 0
+
+    # ------------------------------------------------------------------ detectors (one per analysis slot)
+    def _take_detector(self):
+        with self._lock:
+            if self._detectors.empty() and self._made < self.max_analyses:
+                self._made += 1
+                make = True
+            else:
+                make = False
+        if make:
+            from utils.landmarks import LandmarkDetector
+            try:
+                return LandmarkDetector()
+            except BaseException:
+                with self._lock:
+                    self._made -= 1
+                raise
+        return self._detectors.get()
+
+    def _prepare(self, path: str):
+        det = self._take_detector()
+        try:
+            return self.dubber.prepare_template(path, use_cache=True, detector=det)
+        finally:
+            self._detectors.put(det)
+
+    # ------------------------------------------------------------------ queries
+    def list(self) -> list[dict]:
+        return [m for m in (self.storage.read_template_meta(i) for i in self.storage.list_template_ids()) if m]
+
+    def meta(self, template_id: str) -> Optional[dict]:
+        if not valid_id(template_id) or template_id not in self.storage.list_template_ids():
+            return None
+        return self.storage.read_template_meta(template_id)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    # ------------------------------------------------------------------ add
+    def add(self, upload) -> tuple[dict, bool]:
+        """Analyse and store an uploaded video (blocking; call from a worker thread).
+
+        Returns (meta, created). Raises ApiError 422 for a file that is not a usable video / has no face,
+        503 when too many analyses are waiting.
+        """
+        template_id = upload.sha256[:24]
+        with self._lock:
+            if self._pending >= self.max_analyses + self.max_waiting:
+                raise ApiError(503, "busy", f"{self._pending} template analyses in progress; try again later",
+                               {"Retry-After": "10"})
+            self._pending += 1
+            id_lock = self._id_locks.setdefault(template_id, threading.Lock())
+        try:
+            with id_lock:
+                existing = self.meta(template_id)
+                if existing is not None:
+                    return existing, False
+                t0 = time.perf_counter()
+                try:
+                    prepared = self._prepare(upload.path)
+                except UserError as e:
+                    raise ApiError(422, "unprocessable_media",
+                                   user_message(e, {upload.path: "the uploaded video"})) from None
+                t = prepared.template
+                meta = {"template_id": template_id, "frames": int(t.num_frames), "fps": 25.0,
+                        "seconds": round(t.num_frames / 25.0, 3), "width": int(t.width), "height": int(t.height),
+                        "faceless_frames": int(t.num_faceless), "bytes": int(upload.size), "created": time.time(),
+                        "analysis_seconds": round(time.perf_counter() - t0, 3)}
+                self.storage.commit_template(template_id, upload.path, meta)
+                # reload from the final location (cache hit): the dubber reads frames from template.path
+                self._remember(template_id, self._prepare(self.storage.template_video(template_id)))
+                return meta, True
+        finally:
+            with self._lock:
+                self._pending -= 1
+                if not id_lock.locked():
+                    self._id_locks.pop(template_id, None)
+
+    def _remember(self, template_id: str, prepared) -> None:
+        with self._lock:
+            self._lru[template_id] = prepared
+            self._lru.move_to_end(template_id)
+            while len(self._lru) > self.memory:
+                old = next(iter(self._lru))
+                if self._refs[old]:
+                    break
+                self._lru.pop(old)
+
+    # ------------------------------------------------------------------ use by jobs
+    def acquire(self, template_id: str):
+        """The prepared template for a job (from memory or the disk cache); pair with ``release``."""
+        if self.meta(template_id) is None:
+            raise ApiError(404, "template_not_found", f"no template with id {template_id!r}")
+        with self._lock:
+            self._refs[template_id] += 1
+            prepared = self._lru.get(template_id)
+            if prepared is not None:
+                self._lru.move_to_end(template_id)
+        if prepared is None:
+            try:
+                prepared = self._prepare(self.storage.template_video(template_id))
+            except UserError as e:
+                self.release(template_id)
+                raise ApiError(500, "template_damaged", user_message(e, {
+                    self.storage.template_video(template_id): f"template {template_id}"})) from None
+            except BaseException:
+                self.release(template_id)
+                raise
+            self._remember(template_id, prepared)
+        return prepared
+
+    def release(self, template_id: str) -> None:
+        with self._lock:
+            self._refs[template_id] -= 1
+            if self._refs[template_id] <= 0:
+                del self._refs[template_id]
+
+    def delete(self, template_id: str) -> None:
+        if self.meta(template_id) is None:
+            raise ApiError(404, "template_not_found", f"no template with id {template_id!r}")
+        with self._lock:
+            if self._refs[template_id]:
+                raise ApiError(409, "template_in_use", f"template {template_id} is used by "
+                                                       f"{self._refs[template_id]} job(s); delete it later")
+            prepared = self._lru.pop(template_id, None)
+        cache_file = prepared.template.cache_file if prepared is not None else ""
+        self.storage.delete_template(template_id, cache_file)
