@@ -9,6 +9,7 @@ written atomically and checked on load; a damaged one is ignored and rewritten.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -120,14 +121,20 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
     ``cache_dir`` None -> :func:`default_cache_dir`. Raises UserError when the file is missing, is not a video,
     or shows no face in any frame.
     """
-    from utils.landmarks import LandmarkDetector, track_landmarks
+    from utils.landmarks import LandmarkDetector, find_predictor, track_landmarks
     from utils.video_io import count_frames, iter_frames, probe
 
     video_path = os.fspath(video_path)
     info = probe(video_path)  # UserError for missing / not-a-video files
-    det = detector or LandmarkDetector()
-    settings = {"detector": "dlib-hog", "upsample": det.upsample, "max_side": det.max_side,
-                "min_face": det.min_face, "predictor": os.path.basename(det.predictor_path), "smooth": smooth}
+    # The cache key needs only the detector's settings; loading dlib's 100 MB predictor waits for a cache miss.
+    if detector is not None:
+        det_settings = (detector.upsample, detector.max_side, detector.min_face, detector.predictor_path)
+    else:
+        defaults = inspect.signature(LandmarkDetector).parameters
+        det_settings = (defaults["upsample"].default, defaults["max_side"].default, defaults["min_face"].default,
+                        find_predictor())
+    settings = {"detector": "dlib-hog", "upsample": det_settings[0], "max_side": det_settings[1],
+                "min_face": det_settings[2], "predictor": os.path.basename(det_settings[3]), "smooth": smooth}
     key = hashlib.sha256((file_digest(video_path) + settings_key(**settings)).encode()).hexdigest()
     cache_file = ""
     if use_cache:
@@ -137,6 +144,7 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
             return cached
     t0 = time.perf_counter()
     total = count_frames(video_path, FPS)
+    det = detector or LandmarkDetector()
     lm, valid = track_landmarks(iter_frames(video_path, fps=FPS), det, smooth=smooth, progress=progress, total=total)
     if len(lm) == 0:
         raise UserError(f"{video_path}: the video has no frames")
