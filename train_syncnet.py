@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Train the mouth/audio SyncNet (models/syncnet.py) on a prepared data root (the original has no such code).
+
+    python train_syncnet.py --train_data DATA/training_json.json --out syncnet.pth            # m 256, 256 px
+    python train_syncnet.py --train_data DATA --out sync_tiny.pth --mouth_region_size 32 --face_size 32 \
+        --hidden 32 --steps 300 --lr 1e-3
+
+Inputs: the mouth boxes (config.mouth_box) of 5 consecutive aligned crops at mouth size m, resized to
+face_size, stacked on channels; with them the audio window of sync_window rows centred on the middle frame
+(positive, label 1) or a window >= min_offset frames away / from another video (negative, label 0). Loss: MSE of
+the score map to the label (the scale the clip stage's sync loss expects: 1 = in sync), or BCE on logits.
+Held-out accuracy: on held-out videos when there are >= 2, else on the last val_fraction of every video.
+The result loads with models.syncnet.load_syncnet, so the clip stage takes it as --syncnet_path.
+"""
+import argparse
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from utils.errors import UserError, cli_main  # noqa: E402
+
+
+def init_weights(model):
+    """He init for every conv and zero for the second conv of each residual block (blocks start as identity).
+
+    PyTorch's default init attenuates the 15-channel mouth stack through the five conv/pool stages so much that the
+    face branch starts with ~1e-6 of the gradient the audio branch gets and the net settles on a constant score."""
+    import torch.nn as nn
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+            nn.init.zeros_(mod.bias)
+            if name.endswith("conv2"):
+                nn.init.zeros_(mod.weight)
+
+
+def split_videos(names, val_fraction):
+    """(train names, val names, segment mode): held-out videos when possible, else held-out segments."""
+    names = sorted(names)
+    n_val = int(math.ceil(len(names) * val_fraction)) if val_fraction > 0 else 0
+    if len(names) >= 2 and 0 < n_val < len(names):
+        return names[:-n_val], names[-n_val:], False
+    return names, names, True
+
+
+def _accuracy(model, loader, device, loss):
+    import torch
+
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            score = model(batch["face"].to(device), batch["audio"].to(device)).float().mean(dim=(1, 2, 3))
+            pred = score > (0.0 if loss == "bce" else 0.5)
+            correct += (pred == (batch["label"].to(device) > 0.5)).sum().item()
+            total += len(pred)
+    model.train()
+    return correct / max(1, total)
+
+
+def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hidden=128, audio_feature="",
+                  sync_window=9, min_offset=5, batch_size=16, steps=20000, lr=1e-4, loss="mse", val_fraction=0.2,
+                  val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print):
+    """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split"}."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from dataset.clip_dataset import SyncPairDataset
+    from dataset.index import load_index
+    from models.syncnet import SyncNet, save_syncnet
+    from training.distributed import pick_device
+    from training.sampler import ResumableSampler
+
+    if loss not in ("mse", "bce"):
+        raise UserError(f"--loss must be mse or bce, got '{loss}'")
+    if face_size < 32 or face_size % 32:
+        raise UserError(f"--face_size must be a positive multiple of 32, got {face_size}")
+    if sync_window < 1 or sync_window % 2 == 0:
+        raise UserError(f"--sync_window must be a positive odd number, got {sync_window}")
+    dev = pick_device(device, 0, 1)
+    index = load_index(train_data)
+    train_names, val_names, segments = split_videos(index.videos, val_fraction)
+    common = dict(index_path=train_data, mouth_region_size=mouth_region_size, face_size=face_size,
+                  audio_feature=audio_feature, sync_window=sync_window, min_offset=min_offset)
+    cut = 1.0 - val_fraction if segments else 1.0
+    train_ds = SyncPairDataset(videos=train_names, segment=(0.0, cut), augment_num=64, seed=seed, **common)
+    val_ds = SyncPairDataset(videos=val_names, segment=(cut, 1.0) if segments else (0.0, 1.0), augment_num=1,
+                             seed=seed + 1, **common)
+    split = ("held-out segments (last {:.0%} of each video)".format(val_fraction) if segments
+             else f"held-out videos: {', '.join(val_names)}")
+    log(f"SyncNet: {len(train_ds.store.videos)} training video(s), {split}")
+    # a fixed validation set: the same keys every evaluation
+    n_val = max(batch_size, int(val_items))
+    val_keys = [(0, i % len(val_ds)) if i < len(val_ds) else (i // len(val_ds), i % len(val_ds)) for i in range(n_val)]
+    val_loader = DataLoader(torch.utils.data.Subset(val_ds, val_keys), batch_size=batch_size, num_workers=0)
+
+    torch.manual_seed(seed)
+    model = SyncNet(15, train_ds.store.feature_dim, hidden, face_size, sync_window)
+    init_weights(model)
+    model = model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sampler = ResumableSampler(len(train_ds), batch_size, seed=seed)
+    loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True)
+    history, step, epoch = [], 0, 0
+    acc = _accuracy(model, val_loader, dev, loss)
+    log(f"SyncNet held-out accuracy before training: {acc:.3f}")
+    bar = tqdm(total=steps, desc="syncnet", unit="step", mininterval=1.0)
+    while step < steps:
+        sampler.set_position(epoch)
+        for batch in loader:
+            score = model(batch["face"].to(dev), batch["audio"].to(dev))
+            target = batch["label"].to(dev)[:, None, None, None].expand_as(score)
+            l = (F.mse_loss(score, target) if loss == "mse"
+                 else F.binary_cross_entropy_with_logits(score, target))
+            opt.zero_grad(set_to_none=True)
+            l.backward()
+            opt.step()
+            history.append(l.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{l.item():.4f}", refresh=False)
+            if eval_every and step % eval_every == 0 and step < steps:
+                acc = _accuracy(model, val_loader, dev, loss)
+                log(f"step {step}: held-out sync accuracy {acc:.3f}")
+            if step >= steps:
+                break
+        epoch += 1
+    bar.close()
+    acc = _accuracy(model, val_loader, dev, loss)
+    log(f"SyncNet held-out sync accuracy: {acc:.3f} (chance 0.5), {split}")
+    save_syncnet(model.cpu(), out_path, val_accuracy=acc, audio_feature=train_ds.store.feature,
+                 mouth_region_size=int(mouth_region_size), loss=loss, steps=step)
+    log(f"saved {out_path}")
+    return {"path": out_path, "val_accuracy": acc, "history": history, "split": split}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train_data", required=True, help="training_json.json or its data root")
+    p.add_argument("--out", required=True, help="output .pth (load_syncnet format)")
+    p.add_argument("--mouth_region_size", type=int, default=256, help="crop scale the mouth boxes are cut at")
+    p.add_argument("--face_size", type=int, default=256, help="SyncNet input size (multiple of 32)")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--audio_feature", default="", help="feature name in the index (default: its first)")
+    p.add_argument("--sync_window", type=int, default=9)
+    p.add_argument("--min_offset", type=int, default=5, help="negatives are at least this many frames off")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss", default="mse", choices=("mse", "bce"))
+    p.add_argument("--val_fraction", type=float, default=0.2)
+    p.add_argument("--val_items", type=int, default=512)
+    p.add_argument("--eval_every", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="")
+    p.add_argument("--num_workers", type=int, default=2)
+    return p
+
+
+def main(argv=None):
+    a = vars(build_parser().parse_args(argv))
+    out = a.pop("out")
+    return train_syncnet(a.pop("train_data"), out, **a)
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,40 @@
+"""Loss terms of spec 5.3 (weights come from TrainConfig; the caller multiplies)."""
+import torch
+import torch.nn.functional as F
+
+
+def lsgan_d_loss(disc, real, fake):
+    """Discriminator LSGAN loss 1/2 [MSE(D(fake), 0) + MSE(D(real), 1)], real and fake in one forward pass."""
+    _, logits = disc(torch.cat([real, fake.detach()], 0))
+    r, f = logits.float().chunk(2, 0)
+    return 0.5 * (F.mse_loss(f, torch.zeros_like(f)) + F.mse_loss(r, torch.ones_like(r)))
+
+
+def lsgan_g_loss(disc, fake):
+    """Generator LSGAN loss MSE(D(fake), 1). ``disc`` should be the bare module with frozen parameters, so this
+    pass neither computes nor all-reduces discriminator gradients."""
+    _, logits = disc(fake)
+    logits = logits.float()
+    return F.mse_loss(logits, torch.ones_like(logits))
+
+
+def frames_on_channels(x, clips):
+    """(clips*5, 3, H, W) frames, clip after clip -> (clips, 15, H, W): the temporal discriminator's input."""
+    return x.reshape(clips, -1, x.shape[-2], x.shape[-1])
+
+
+def sync_weight(lamb_sync: float, step: int, warmup_steps: int) -> float:
+    """Sync loss weight ramped linearly from 0 to lamb_sync over the first warmup_steps steps (the README notes
+    strong oscillation when the sync term is strong from the start)."""
+    if warmup_steps <= 0:
+        return float(lamb_sync)
+    return float(lamb_sync) * min(1.0, (step + 1) / warmup_steps)
+
+
+def lr_factor(non_decay: int, decay: int):
+    """LambdaLR factor for scheduler step k (stepped once per epoch): 1 for the first non_decay epochs, then a
+    linear decay; clamped to [0, 1] so a run that goes past the planned epochs never gets a negative lr
+    (spec bug 42)."""
+    def factor(k):
+        return min(1.0, max(0.0, 1.0 - max(0, k - non_decay) / (decay + 1)))
+    return factor

@@ -1,0 +1,406 @@
+"""One training stage (frame or clip) on one or many processes: ``train(...)`` / ``train_stage(stage, ...)``.
+
+Per step (spec 5.3-5.5): G makes x^ from the masked source, references and audio; the discriminators take one
+LSGAN step on (x, x^.detach()) - D_S per frame, in the clip stage also D_T on the 5 frames stacked on channels;
+then G takes one step on pixel MSE + multi-scale VGG19 perceptual + adversarial (+ temporal adversarial + ramped
+SyncNet loss in the clip stage). One GradScaler (fp16) serves all optimisers; bf16 needs none; CPU runs fp32.
+LR: AdamW, LambdaLR stepped per epoch with a clamped factor.
+"""
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from config.config import ModelConfig, TrainConfig, crop_size
+from dataset.clip_dataset import ClipDataset
+from dataset.frame_dataset import FrameDataset, worker_init
+from models.checkpoint import checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
+from models.discriminator import Discriminator
+from models.lawdnet import LawDNet
+from models.syncnet import load_syncnet, mouth_crops, sync_loss
+from models.vgg19 import load_vgg19, perceptual_loss
+from sync_batchnorm import convert_model
+from training import checkpoints as ckpts
+from training.distributed import (barrier, broadcast_object, gather_objects, init_distributed, mean_over_ranks,
+                                  parameter_hash, rng_state, seed_everything, set_rng_state)
+from training.loggers import TrainLogger, image_grid
+from training.losses import frames_on_channels, lr_factor, lsgan_d_loss, lsgan_g_loss, sync_weight
+from training.options import RunOptions, check, resolve
+from training.sampler import ResumableSampler
+from utils.errors import UserError
+from utils.face_align import mask_source, mouth_mask
+
+# Model fields that define the architecture: an init_from checkpoint must agree on them.
+_ARCH_FIELDS = ("source_channel", "ref_channel", "audio_channel", "audio_window", "warp_layer_num", "num_kpoints",
+                "encoder_channels", "align_channels", "attn_dim", "decoder_channels", "attn_grid")
+
+
+def train_stage(stage, **overrides):
+    """Function API: run ``stage`` (a config/experiment name) with TrainConfig/RunOptions keyword overrides and
+    ``model=dict(...)``, ``discriminator=dict(...)``. Returns the summary dict of ``train``."""
+    cfg, model, opts, disc = resolve(stage, **overrides)
+    return train(cfg, model, opts, disc)
+
+
+def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, discriminator: dict = None) -> dict:
+    """Run one stage. In a torchrun job every process calls this; alone it trains in one process.
+
+    Returns {"result_dir", "final", "global_step", "epoch", "param_hash", "history": [per-step loss dicts]}.
+    """
+    opts = options or RunOptions()
+    check(cfg, opts)
+    info = init_distributed(cfg.device, opts.dist_timeout_min)
+    try:
+        return _Stage(cfg, dict(model or {}), opts, dict(discriminator or {}), info).run()
+    finally:
+        info.close()
+
+
+class _Stage:
+    def __init__(self, cfg, model_overrides, opts, disc_kwargs, info):
+        self.cfg, self.opts, self.info = cfg, opts, info
+        self.device = info.device
+        self.result_dir = os.path.join(cfg.result_root, cfg.name, cfg.stage)
+        self.log(f"stage {cfg.stage}: {info.world_size} process(es) on {self.device}, results in {self.result_dir}")
+        seed_everything(cfg.seed, info.rank)
+
+        # frozen helper networks first: their errors are the cheapest to hit
+        self.vgg = None
+        if cfg.no_perception:
+            self.log("running without the perceptual loss (--no_perception)")
+        else:
+            self.vgg = load_vgg19(cfg.vgg_path, self.device)
+        self.syncnet = None
+        if cfg.clip_stage and cfg.lamb_sync > 0:
+            self.syncnet = load_syncnet(cfg.syncnet_path, self.device)
+
+        # data
+        ds_args = dict(index_path=cfg.train_data, mouth_region_size=cfg.mouth_region_size,
+                       augment_num=cfg.augment_num, audio_feature=opts.audio_feature,
+                       audio_window=opts.audio_window, clip_length=opts.clip_length, seed=cfg.seed)
+        self.dataset = (ClipDataset(sync_window=opts.sync_window, **ds_args) if cfg.clip_stage
+                        else FrameDataset(**ds_args))
+        store = self.dataset.store
+        if store.skipped:
+            self.log(f"skipping {len(store.skipped)} video(s) with too few valid frames: {', '.join(store.skipped[:5])}")
+        self.audio_feature = store.feature
+        dim = store.feature_dim
+        self.sampler = ResumableSampler(len(self.dataset), cfg.batch_size, info.rank, info.world_size, cfg.seed)
+        g = torch.Generator()
+        g.manual_seed(cfg.seed * 1000 + info.rank)
+        self.loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
+                                 num_workers=cfg.num_workers, worker_init_fn=worker_init if cfg.num_workers else None,
+                                 generator=g, pin_memory=self.device.type == "cuda", drop_last=True)
+        if self.syncnet is not None:
+            sc = self.syncnet.config
+            if sc["audio_channels"] != dim or sc["face_channels"] != 15:
+                raise UserError(f"{cfg.syncnet_path}: SyncNet takes {sc['audio_channels']}-wide audio and "
+                                f"{sc['face_channels']} face channels, but the data's '{self.audio_feature}' "
+                                f"features are {dim} wide (train one with train_syncnet.py on this data)")
+
+        # networks
+        self.model_config = ModelConfig(**{**model_overrides, "audio_channel": dim, "audio_window": opts.audio_window,
+                                           "warp_mode": opts.warp_mode})
+        torch.manual_seed(cfg.seed)                          # identical initial weights on every rank
+        gen = LawDNet(self.model_config)
+        if cfg.init_from:
+            self._init_from(gen, cfg.init_from)
+        self.gen = convert_model(gen.to(self.device))
+        self.d_s = Discriminator(3, **disc_kwargs).to(self.device)
+        self.d_t = Discriminator(15, **disc_kwargs).to(self.device) if cfg.clip_stage else None
+        self.disc_kwargs = disc_kwargs
+        H, W = crop_size(cfg.mouth_region_size)
+        self._check_patch(H, W, disc_kwargs)
+        self.mask = mouth_mask(H, W, self.device)
+        if info.distributed:
+            dev_ids = [self.device.index] if self.device.type == "cuda" else None
+            # the official forward computes only the last warp branch: branch 0's parameters get no gradient
+            self.gen_ddp = DDP(self.gen, device_ids=dev_ids, find_unused_parameters=True)
+            self.d_s_ddp = DDP(self.d_s, device_ids=dev_ids)
+            self.d_t_ddp = DDP(self.d_t, device_ids=dev_ids) if self.d_t is not None else None
+        else:
+            self.gen_ddp, self.d_s_ddp, self.d_t_ddp = self.gen, self.d_s, self.d_t
+
+        # optimisation
+        self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg.lr_g)
+        self.opt_d = [torch.optim.AdamW(d.parameters(), lr=cfg.lr_d) for d in self._discs()]
+        f = lr_factor(cfg.epochs_non_decay, cfg.epochs_decay)
+        self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, f) for o in [self.opt_g] + self.opt_d]
+        self.amp_dtype = None
+        if self.device.type == "cuda" and cfg.amp != "none":
+            self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.total_epochs = cfg.epochs_non_decay + cfg.epochs_decay
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.history = []
+        if cfg.resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    def log(self, msg):
+        if self.info.is_main:
+            print(f"[{self.cfg.stage}] {msg}", file=sys.stderr, flush=True)
+
+    def _discs(self):
+        return [d for d in (self.d_s, self.d_t) if d is not None]
+
+    @staticmethod
+    def _check_patch(H, W, disc_kwargs):
+        h, w = Discriminator.patch_size(H, W, disc_kwargs.get("num_blocks", 4))
+        if h < 1 or w < 1:
+            raise UserError(f"crops of {H}x{W} are too small for a {disc_kwargs.get('num_blocks', 4)}-block "
+                            "discriminator: raise --mouth_region_size")
+
+    def _init_from(self, gen, path):
+        """Coarse-to-fine: load the previous stage's generator; any mismatch is an error (spec bug 43)."""
+        ckpt_info = checkpoint_info(read_checkpoint(path), path)
+        theirs = ckpt_info["model_config"].to_dict()
+        ours = self.model_config.to_dict()
+        diff = [f"{k} {theirs[k]} vs {ours[k]}" for k in _ARCH_FIELDS if theirs[k] != ours[k]]
+        if diff:
+            raise UserError(f"--init_from {path}: its generator differs from this stage's ({'; '.join(diff)})")
+        if ckpt_info["audio_feature"] and ckpt_info["audio_feature"] != self.audio_feature:
+            raise UserError(f"--init_from {path} was trained on '{ckpt_info['audio_feature']}' features, the "
+                            f"data gives '{self.audio_feature}' (pass --audio_feature)")
+        gen.load_state_dict(ckpt_info["state_dict"], strict=True)
+        self.log(f"initialised the generator from {path}")
+
+    def _resume(self):
+        folder = self.result_dir
+        chosen = None
+        if self.info.is_main:
+            path, _ = ckpts.newest_readable(folder, log=self.log)
+            chosen = path
+        chosen = broadcast_object(chosen, self.info)
+        if chosen is None:
+            self.log(f"--resume: no checkpoint in {folder} yet, starting this stage from the beginning")
+            return
+        ck = read_checkpoint(chosen)
+        sd = ck["state_dict"]
+        self.gen.load_state_dict(checkpoint_info(ck, chosen)["state_dict"], strict=True)
+        self.d_s.load_state_dict(sd["net_dI"])
+        if self.d_t is not None:
+            if "net_dV" not in sd:
+                raise UserError(f"{chosen} is a frame-stage checkpoint; this stage trains clips")
+            self.d_t.load_state_dict(sd["net_dV"])
+        self.opt_g.load_state_dict(ck["optimizer"]["g"])
+        for o, s in zip(self.opt_d, ck["optimizer"]["d"]):
+            o.load_state_dict(s)
+        for s, st in zip(self.scheds, ck["scheduler"]):
+            s.load_state_dict(st)
+        if ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+        rng = ck.get("rng") or []
+        if len(rng) == self.info.world_size:
+            set_rng_state(rng[self.info.rank])
+        else:
+            self.log(f"warning: {chosen} was written by {len(rng)} process(es), this run has "
+                     f"{self.info.world_size}: RNG streams restart")
+        self.epoch, self.step_in_epoch, self.global_step = ck["epoch"], ck["step_in_epoch"], ck["global_step"]
+        if ck.get("batches_per_epoch") not in (None, self.sampler.batches_per_epoch) and self.step_in_epoch:
+            self.log("warning: batches per epoch changed since the checkpoint (other batch size or process "
+                     "count): the current epoch restarts")
+            self.step_in_epoch = 0
+        self.log(f"resumed from {chosen} (epoch {self.epoch + 1}, step {self.global_step})")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self):
+        rng = gather_objects(rng_state(), self.info)         # collective: every rank calls it
+        if not self.info.is_main:
+            return None
+        state = {"net_dI": {k: v.detach().cpu() for k, v in self.d_s.state_dict().items()}}
+        if self.d_t is not None:
+            state["net_dV"] = {k: v.detach().cpu() for k, v in self.d_t.state_dict().items()}
+        return lawdnet_checkpoint(
+            self.gen, self.audio_feature, self.cfg.mouth_region_size, state_dict=state,
+            optimizer={"g": self.opt_g.state_dict(), "d": [o.state_dict() for o in self.opt_d]},
+            scheduler=[s.state_dict() for s in self.scheds], scaler=self.scaler.state_dict(), rng=rng,
+            epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
+            batches_per_epoch=self.sampler.batches_per_epoch, world_size=self.info.world_size,
+            stage=self.cfg.stage, train_config=dataclasses.asdict(self.cfg), run_options=dataclasses.asdict(self.opts),
+            discriminator=dict(self.disc_kwargs))
+
+    def save(self, final=False):
+        ck = self._checkpoint()
+        if ck is not None:
+            path = ckpts.save_numbered(ck, self.result_dir, self.global_step, self.cfg.keep_last)
+            if final:
+                save_checkpoint(ck, os.path.join(self.result_dir, ckpts.FINAL))
+            self.log(f"saved {path}" + (" and final.pth" if final else ""))
+        barrier(self.info)
+
+    # ------------------------------------------------------------------ one step
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def step(self, batch):
+        cfg, dev = self.cfg, self.device
+        src = batch["source"].to(dev, non_blocking=True)
+        refs = batch["refs"].to(dev, non_blocking=True)
+        audio = batch["audio"].to(dev, non_blocking=True)
+        clips = src.shape[0]
+        if cfg.clip_stage:                                   # (B,5,...) -> (B*5,...), clip after clip
+            src, refs, audio = src.flatten(0, 1), refs.flatten(0, 1), audio.flatten(0, 1)
+        masked = mask_source(src, self.mask)
+        self.gen_ddp.train()
+        with self._autocast():
+            fake = self.gen_ddp(masked, refs, audio)
+
+        # discriminators
+        for d in self._discs():
+            d.requires_grad_(True)
+        with self._autocast():
+            loss_ds = lsgan_d_loss(self.d_s_ddp, src, fake)
+            loss_d = loss_ds
+            if self.d_t is not None:
+                loss_dt = lsgan_d_loss(self.d_t_ddp, frames_on_channels(src, clips), frames_on_channels(fake, clips))
+                loss_d = loss_d + loss_dt
+        for o in self.opt_d:
+            o.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_d).backward()
+        for o in self.opt_d:
+            self.scaler.step(o)
+
+        # generator
+        for d in self._discs():
+            d.requires_grad_(False)
+        logs = {}
+        with self._autocast():
+            loss_img = cfg.lamb_img * F.mse_loss(fake.float(), src)
+            loss_g_ds = cfg.lamb_g_di * lsgan_g_loss(self.d_s, fake)
+            loss_g = loss_img + loss_g_ds
+            if self.vgg is not None:
+                loss_perc = cfg.lamb_perception * perceptual_loss(self.vgg, fake, src)
+                loss_g = loss_g + loss_perc
+                logs["loss/g_perception"] = loss_perc.item()
+            if self.d_t is not None:
+                loss_g_dt = cfg.lamb_g_dv * lsgan_g_loss(self.d_t, frames_on_channels(fake, clips))
+                loss_g = loss_g + loss_g_dt
+                logs["loss/g_dT"] = loss_g_dt.item()
+                logs["loss/dT"] = loss_dt.item()
+            if self.syncnet is not None:
+                w = sync_weight(cfg.lamb_sync, self.global_step, cfg.sync_warmup_steps)
+                mouths = mouth_crops(fake.reshape(clips, -1, *fake.shape[1:]), cfg.mouth_region_size)
+                raw_sync = sync_loss(self.syncnet, mouths, batch["sync_audio"].to(dev, non_blocking=True)).float()
+                loss_g = loss_g + w * raw_sync
+                logs["loss/sync"] = raw_sync.item()
+                logs["weight/sync"] = w
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_g)
+        self.scaler.update()
+        if not math.isfinite(loss_g.item()) and self.amp_dtype != torch.float16:
+            raise RuntimeError(f"generator loss is {loss_g.item()} at step {self.global_step + 1}: lower the "
+                               "learning rates or check the data")
+        logs.update({"loss/g": loss_g.item(), "loss/img": loss_img.item(), "loss/g_dS": loss_g_ds.item(),
+                     "loss/dS": loss_ds.item()})
+        self._last = (masked, fake.detach(), src)
+        return logs
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self):
+        cfg, info = self.cfg, self.info
+        if info.is_main:
+            os.makedirs(self.result_dir, exist_ok=True)
+            with open(os.path.join(self.result_dir, "config.json"), "w") as f:
+                json.dump({"train": dataclasses.asdict(cfg), "model": self.model_config.to_dict(),
+                           "options": dataclasses.asdict(self.opts), "discriminator": self.disc_kwargs,
+                           "audio_feature": self.audio_feature, "world_size": info.world_size}, f, indent=1)
+        barrier(info)
+        logger = TrainLogger(cfg.logger, self.result_dir, cfg.name, cfg.stage,
+                             {"train": dataclasses.asdict(cfg), "model": self.model_config.to_dict()}, info.is_main)
+        per_epoch = self.sampler.batches_per_epoch
+        planned = self.total_epochs * per_epoch
+        if cfg.max_steps:
+            planned = min(planned, cfg.max_steps)
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=planned, initial=min(self.global_step, planned), disable=not info.is_main,
+                       desc=cfg.stage, unit="step", dynamic_ncols=True, mininterval=1.0)
+        except ImportError:
+            bar = None
+        items = cfg.batch_size * info.world_size
+        frames = items * (5 if cfg.clip_stage else 1)
+        t_last, n_last = time.perf_counter(), 0
+        t_first, first_step = None, self.global_step     # speed is measured after the first (warm-up) step
+        stop = bool(cfg.max_steps) and self.global_step >= cfg.max_steps
+        saved_at = -1
+        if stop or self.epoch >= self.total_epochs:
+            self.log(f"already trained to step {self.global_step}; writing final.pth")
+        while self.epoch < self.total_epochs and not stop:
+            self.sampler.set_position(self.epoch, self.step_in_epoch)
+            for batch in self.loader:
+                logs = self.step(batch)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                n_last += 1
+                self.history.append(logs)
+                t_end = time.perf_counter()
+                if t_first is None:
+                    t_first, first_step = t_end, self.global_step
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(g=f"{logs['loss/g']:.3f}", img=f"{logs['loss/img']:.4f}", refresh=False)
+                if self.global_step % cfg.log_every == 0:
+                    dt = time.perf_counter() - t_last
+                    vals = mean_over_ranks(logs, info)
+                    vals.update({"lr/g": self.opt_g.param_groups[0]["lr"], "lr/d": self.opt_d[0].param_groups[0]["lr"],
+                                 "speed/samples_per_s": n_last * items / dt, "speed/frames_per_s": n_last * frames / dt,
+                                 "epoch": self.epoch + self.step_in_epoch / per_epoch})
+                    logger.scalars(vals, self.global_step)
+                    t_last, n_last = time.perf_counter(), 0
+                if cfg.image_every and self.global_step % cfg.image_every == 0 and info.is_main:
+                    logger.image("samples/masked|generated|target", image_grid(*self._last), self.global_step)
+                stop = bool(cfg.max_steps) and self.global_step >= cfg.max_steps
+                if self.step_in_epoch == per_epoch:
+                    break
+                if stop or (cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0):
+                    self.save(final=False)
+                    saved_at = self.global_step
+                if stop:
+                    break
+            if self.step_in_epoch == per_epoch:
+                for s in self.scheds:
+                    s.step()
+                self.epoch += 1
+                self.step_in_epoch = 0
+                last = self.epoch >= self.total_epochs or stop
+                if not last and (not cfg.save_every_steps or self.global_step % cfg.save_every_steps == 0):
+                    self.save(final=False)
+                    saved_at = self.global_step
+        if bar is not None:
+            bar.close()
+        speed = 0.0
+        if t_first is not None and self.global_step > first_step:
+            speed = (self.global_step - first_step) * items / max(1e-9, t_end - t_first)
+            self.log(f"speed: {speed:.2f} samples/s ({speed * frames / items:.2f} frames/s) over "
+                     f"{self.global_step - first_step} steps after warm-up")
+        if saved_at == self.global_step:                     # final.pth = the checkpoint just written
+            if info.is_main:
+                src = ckpts.checkpoint_path(self.result_dir, self.global_step)
+                save_checkpoint(read_checkpoint(src), os.path.join(self.result_dir, ckpts.FINAL))
+            barrier(info)
+        else:
+            self.save(final=True)
+        logger.close()
+        phash = parameter_hash(self.gen, self.d_s)
+        print(f"[{cfg.stage}] rank {info.rank}/{info.world_size} done at step {self.global_step}: "
+              f"parameter sha1 {phash}", file=sys.stderr, flush=True)
+        return {"result_dir": self.result_dir, "final": os.path.join(self.result_dir, ckpts.FINAL),
+                "global_step": self.global_step, "epoch": self.epoch, "param_hash": phash,
+                "history": self.history, "model_config": self.model_config, "samples_per_s": speed}
