@@ -23,6 +23,14 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 STAGES=${STAGES:-"frame_64 frame_128 frame_256 clip_288"}
 RESULT_ROOT=${RESULT_ROOT:-./output/training_model_weight}
+# A --result_root among the flags wins over the environment (it decides where each stage's final.pth is).
+args=("$@")
+for i in "${!args[@]}"; do
+  case "${args[$i]}" in
+    --result_root) RESULT_ROOT=${args[$((i + 1))]:?--result_root needs a value} ;;
+    --result_root=*) RESULT_ROOT=${args[$i]#--result_root=} ;;
+  esac
+done
 if [ -z "${NPROC:-}" ]; then
   NPROC=$("$PYTHON" -c 'import torch; print(max(1, torch.cuda.device_count()))')
 fi

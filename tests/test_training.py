@@ -214,3 +214,24 @@ def test_torchrun_two_processes_agree_with_each_other_and_with_one_process(data,
     for net in ("net_g", "net_dI"):
         for k in a[net]:
             assert torch.allclose(a[net][k], b[net][k], atol=2e-5, rtol=1e-4), (net, k)
+
+
+def test_sequence_script_chains_stages_and_skips_finished_ones(data, tmp_path):
+    """train_sequence_distributed.sh: tiny -> tiny_clip under torchrun, the clip stage initialised from the
+    frame stage's final.pth under a --result_root given as a flag; a re-run skips both stages."""
+    sync = tmp_path / "sync.pth"
+    save_syncnet(SyncNet(15, 16, 16, face_size=32, audio_window=9), str(sync))
+    out_root = tmp_path / "runs"
+    cmd = ["bash", "train_sequence_distributed.sh", "seq", "--train_data", data, "--result_root", str(out_root),
+           "--mouth_region_size", str(M), "--no_perception", "--syncnet_path", str(sync), "--logger", "none",
+           "--num_workers", "0", "--augment_num", "2", "--max_steps", "2"]
+    env = {"STAGES": "tiny tiny_clip", "NPROC": "1", "PYTHON": sys.executable}
+    out = _run(cmd, env)
+    frame_final, clip_final = out_root / "seq" / "tiny" / "final.pth", out_root / "seq" / "tiny_clip" / "final.pth"
+    assert frame_final.is_file() and clip_final.is_file(), out[-2000:]
+    import json
+    clip_cfg = json.loads((out_root / "seq" / "tiny_clip" / "config.json").read_text())
+    assert os.path.samefile(clip_cfg["train"]["init_from"], frame_final)
+    assert load_lawdnet(str(clip_final)).config == load_lawdnet(str(frame_final)).config
+    again = _run(cmd, env)
+    assert again.count("already finished") == 2, again[-2000:]
