@@ -16,12 +16,12 @@ import json
 import mimetypes
 import os
 import sys
-import tempfile
 import time
 from typing import Callable, Optional
 
 import httpx
 
+from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
 
 API_KEY_ENV = "LAWDNET_API_KEY"
@@ -122,18 +122,9 @@ class LawDNetClient:
 
     @staticmethod
     def _save(resp: httpx.Response, output_path: str) -> None:
-        folder = os.path.dirname(os.path.abspath(output_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".dl_", suffix=".mp4", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in resp.iter_bytes(1 << 16):
-                    f.write(chunk)
-            os.replace(tmp, output_path)   # never leave a half-written output under the final name
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_write(output_path, "wb") as f:   # never a half-written output under the final name
+            for chunk in resp.iter_bytes(1 << 16):
+                f.write(chunk)
 
     # ------------------------------------------------------------------ API
     def health(self) -> dict:

@@ -22,9 +22,9 @@ can be moved, and two roots can be merged without copying clips)::
 """
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 FORMAT = "lawdnet-data-v1"
@@ -86,9 +86,5 @@ def write_index(path, crop_width, audio_features, videos):
     """Atomically write an index. ``videos``: name -> dict with paths relative to the index's folder."""
     data = {"format": FORMAT, "crop_width": int(crop_width), "audio_features": list(audio_features),
             "videos": videos}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
-    os.replace(tmp, path)

@@ -12,13 +12,13 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 CACHE_VERSION = 1
@@ -100,18 +100,10 @@ def load_cached(cache_file: str, key: str, video_path: str) -> Optional[Template
 
 
 def save_cached(cache_file: str, t: Template) -> None:
-    os.makedirs(os.path.dirname(cache_file), exist_ok=True)
     meta = json.dumps({"key": t.key, "num_frames": t.num_frames, "height": t.height, "width": t.width,
                        "video": os.path.basename(t.path), "created": time.time()})
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(cache_file))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, landmarks=t.landmarks, valid=t.valid, meta=np.array(meta))
-        os.replace(tmp, cache_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(cache_file, "wb") as f:
+        np.savez(f, landmarks=t.landmarks, valid=t.valid, meta=np.array(meta))
 
 
 def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: bool = True, detector=None,

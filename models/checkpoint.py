@@ -11,12 +11,12 @@ Writes are atomic (temporary file in the same folder, fsync, rename), so a proce
 leaves a truncated file under the final name.
 """
 import os
-import tempfile
 import zipfile
 
 import torch
 
 from config.config import ModelConfig
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 FORMAT = "lawdnet-v1"
@@ -44,20 +44,8 @@ def read_checkpoint(path, map_location="cpu"):
 
 def save_checkpoint(obj, path):
     """Atomically write ``obj`` to ``path`` (temp file + fsync + os.replace)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
 
 
 def strip_module_prefix(state_dict):

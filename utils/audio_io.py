@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 import wave
 
 import numpy as np
 
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 # Decoded sample formats (PyAV names without the planar "p") -> scale that maps them to [-1, 1].
@@ -146,17 +146,8 @@ def save_wav(path: str, samples: np.ndarray, sample_rate: int = 16000) -> None:
         if not np.all(np.isfinite(x)):
             raise ValueError("save_wav: samples contain NaN or infinite values")
         pcm = np.round(np.clip(x.astype(np.float64), -1.0, 1.0) * 32767.0).astype(np.int16)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".wav", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(int(sample_rate))
-            w.writeframes(pcm.astype("<i2").tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.astype("<i2").tobytes())

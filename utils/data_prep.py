@@ -34,7 +34,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from typing import Iterable, Optional
@@ -43,6 +42,7 @@ import numpy as np
 
 from config.config import AUDIO_FEATURES, DataConfig
 from dataset.index import INDEX_NAME, load_index, write_index
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".flv", ".ts", ".wmv")
@@ -98,45 +98,18 @@ class Layout:
 
 
 def _atomic_json(path: str, data) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, ensure_ascii=False)
 
 
 def _atomic_npy(path: str, array: np.ndarray) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npy", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.save(f, array)
 
 
 def _atomic_copy(src: str, dst: str) -> None:
-    folder = os.path.dirname(dst)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(dst)[1], dir=folder)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(dst, "wb") as f, open(src, "rb") as s:
+        shutil.copyfileobj(s, f, 1 << 20)
 
 
 def read_json(path: str):

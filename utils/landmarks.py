@@ -9,11 +9,11 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from typing import Iterable, Optional
 
 import numpy as np
 
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 NUM_LANDMARKS = 68
@@ -314,22 +314,13 @@ def write_openface_csv(path: str, landmarks: np.ndarray, valid: Optional[np.ndar
     if valid.shape != (len(lm),):
         raise UserError(f"{path}: valid must have shape ({len(lm)},), got {valid.shape}")
     lm = np.nan_to_num(lm)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            # OpenFace separates with ", " in the header and the rows
-            f.write(", ".join(_csv_header()) + "\n")
-            for t in range(len(lm)):
-                meta = [str(t + 1), "0", f"{t / fps:.3f}", "0.98" if valid[t] else "0", "1" if valid[t] else "0"]
-                coords = [f"{v:.3f}" for v in lm[t, :, 0]] + [f"{v:.3f}" for v in lm[t, :, 1]]
-                f.write(", ".join(meta + coords) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w", newline="") as f:
+        # OpenFace separates with ", " in the header and the rows
+        f.write(", ".join(_csv_header()) + "\n")
+        for t in range(len(lm)):
+            meta = [str(t + 1), "0", f"{t / fps:.3f}", "0.98" if valid[t] else "0", "1" if valid[t] else "0"]
+            coords = [f"{v:.3f}" for v in lm[t, :, 0]] + [f"{v:.3f}" for v in lm[t, :, 1]]
+            f.write(", ".join(meta + coords) + "\n")
 
 
 def read_openface_csv(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
 
 # ---------------------------------------------------------------------------------------------- sentences
@@ -483,10 +484,8 @@ def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, siz
         "head_motion": float(head_motion), "faceless_frames": [int(i) for i in np.flatnonzero(faceless)],
         "phonemes": [[round(t0, 4), round(t1, 4), ph] for t0, t1, ph in phonemes],
     }
-    tmp = meta_path + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(meta_path, "w", encoding="utf-8") as f:
         json.dump(meta, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, meta_path)
     return meta
 
 

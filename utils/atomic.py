@@ -1,0 +1,28 @@
+"""Atomic file writes: the one place that writes "temporary file next to the target, then rename".
+
+A reader never sees a half-written file under the final name, and a process killed mid-write leaves at most a
+hidden ``.tmp_*`` file behind, never a truncated output.
+"""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", fsync=False, **open_kwargs):
+    """``with atomic_write(p, "w") as f: f.write(...)`` -> ``p`` appears only if the block succeeds."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=folder)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
