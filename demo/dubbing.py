@@ -1,0 +1,53 @@
+"""Dub the held-out speech onto the template, and make the two baselines the dub is compared with:
+the template with its original mouth, and the same model driven by silence."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _fresh(out: str, *inputs: str) -> bool:
+    """``out`` exists and is newer than every input (a re-run can reuse it)."""
+    return os.path.isfile(out) and all(os.path.getmtime(out) >= os.path.getmtime(i) for i in inputs if i)
+
+
+def make_dubber(checkpoint: str, device: str = "", cache_dir: str = "", progress: bool = True, **kw):
+    from inference import Dubber
+
+    return Dubber(checkpoint, device=device or None, batch_size=8, cache_dir=cache_dir or None, progress=progress,
+                  **kw)
+
+
+def silence_like(audio_source: str, out_wav: str) -> str:
+    """A silent 16 kHz wav exactly as long as ``audio_source``'s audio (so the dub has the same frame count)."""
+    from utils.audio_io import load_audio, save_wav
+
+    if not _fresh(out_wav, audio_source):
+        n = len(load_audio(audio_source, 16000))
+        save_wav(out_wav, np.zeros(n, np.float32), 16000)
+    return out_wav
+
+
+def template_baseline(template: str, audio_source: str, out_path: str, num_frames: int) -> str:
+    """The template's first ``num_frames`` frames with ``audio_source``'s speech: what you get without dubbing."""
+    from utils.audio_io import load_audio
+    from utils.video_io import VideoWriter, iter_frames
+
+    if _fresh(out_path, template, audio_source):
+        return out_path
+    frames = list(iter_frames(template, fps=25.0, max_frames=num_frames))
+    while len(frames) < num_frames:            # a shorter template plays back and forth, as the dubber does
+        frames += frames[::-1][: num_frames - len(frames)]
+    with VideoWriter(out_path, fps=25.0, audio=load_audio(audio_source, 16000), sample_rate=16000,
+                     preset="fast") as w:
+        for f in frames:
+            w.write(f)
+    return out_path
+
+
+def dub(dubber, prepared_template, audio: str, out_path: str, checkpoint: str, template: str) -> dict:
+    """One dub (reused when ``out_path`` is newer than the checkpoint, template and audio)."""
+    if _fresh(out_path, checkpoint, template, audio):
+        return {"reused": True}
+    return dubber.dub(prepared_template, audio, out_path)

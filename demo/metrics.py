@@ -1,0 +1,81 @@
+"""Quality figures of one video against the ground truth: mouth openness over time (measured with the project's
+dlib landmarks) and its correlation with the ground-truth openness, plus the evaluation package's metrics
+(PSNR/SSIM of the frame and of the aligned mouth crop, jitter, seams, opening-vs-audio correlation)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def measured_openness(video: str, detector=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(opening per frame: inner-lip gap / eye distance, valid mask) from dlib landmarks tracked over ``video``."""
+    from evaluation.mouth_motion import mouth_opening
+    from utils.landmarks import LandmarkDetector, track_landmarks
+    from utils.video_io import count_frames, iter_frames
+
+    lm, valid = track_landmarks(iter_frames(video, fps=25.0), detector or LandmarkDetector(), smooth=0.0,
+                                progress=progress, total=count_frames(video, 25.0))
+    return mouth_opening(lm), valid
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r over the common length; 0 when either side does not move at all (no linear relation)."""
+    n = min(len(a), len(b))
+    a, b = np.asarray(a[:n], np.float64), np.asarray(b[:n], np.float64)
+    if n < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def speech_span(gt_openness: np.ndarray, thresh: float = 0.05) -> tuple[int, int]:
+    """[first, last + 1) frames of the spoken part (ground-truth openness above ``thresh``). Openness r is taken
+    there only: the silent lead-in and tail, closed in every video, would otherwise make any two videos agree."""
+    idx = np.flatnonzero(np.asarray(gt_openness) > thresh)
+    return (int(idx[0]), int(idx[-1]) + 1) if len(idx) >= 3 else (0, len(gt_openness))
+
+
+def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=None, mouth_size: int = 64,
+                  device: str = "cpu", progress: bool = False) -> dict:
+    """Everything the report shows for one video: openness track + correlation, evaluate(...) metrics."""
+    from evaluation import evaluate
+
+    opening, valid = measured_openness(video, detector, progress)
+    lo, hi = speech_span(gt_openness)
+    hi = min(hi, len(opening))
+    # frames without a detected face keep the tracker's interpolated landmarks: a generator that destroys the
+    # face is not rewarded by dropping its worst frames
+    res = {"openness": opening.tolist(), "openness_valid": valid.tolist(), "frames": int(len(opening)),
+           "openness_corr": correlation(opening[lo:hi], gt_openness[lo:hi]), "speech_span": [int(lo), int(hi)],
+           "openness_std": float(opening[valid].std()) if valid.any() else 0.0,
+           "face_frames": int(valid.sum())}
+    ev = evaluate(video, reference=reference, mouth_size=mouth_size, device=device, progress=progress,
+                  detector=detector)
+    for k in ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr"):
+        if k in ev:
+            v = ev[k]
+            res[k] = float(v) if v is not None and math.isfinite(float(v)) else None
+    res["evaluate"] = {k: _finite(v) for k, v in ev.items()}
+    return res
+
+
+def _finite(v):
+    """JSON-safe value: NaN/inf become None (strict JSON has no NaN)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(float(v)) else None
+    return v
+
+
+def _finite_tree(x):
+    """``_finite`` applied through dicts and lists."""
+    if isinstance(x, dict):
+        return {str(k): _finite_tree(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_tree(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _finite_tree(x.tolist())
+    return _finite(x)

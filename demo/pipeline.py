@@ -1,0 +1,295 @@
+"""``run_demo``: synthetic speaker -> data pipeline -> SyncNet -> tiny LawDNet (frame, then clip stage) -> dub a
+held-out sentence -> metrics against ground truth and two baselines -> report. Every step keeps its output in
+``output_dir`` and is skipped on a re-run when its output is there (a changed setting redoes what it affects)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from demo.budget import Budget
+from demo.speaker import SpeakerSpec
+from demo.training import TinyModel
+from utils.errors import UserError
+
+STEPS = ("make the data", "data pipeline", "train SyncNet", "train LawDNet frame stage (tiny)",
+         "train LawDNet clip stage (tiny_clip)", "dub held-out speech + baselines", "evaluate", "write report")
+# shares of the training time (what is left after the data steps minus the evaluation reserve)
+SHARES = {"syncnet": 0.12, "frame": 0.63, "clip": 0.25}
+
+
+@dataclass
+class DemoOptions:
+    output_dir: str = "demo_output"
+    minutes: float = 30.0
+    device: str = ""                       # "" = cuda if available, else cpu
+    data: str = ""                         # folder of real videos instead of the synthetic speaker
+    checkpoint: str = ""                   # trained/official generator: skip training
+    mouth_region_size: int = 0             # for official checkpoints (they do not store it)
+    audio_feature: str = ""
+    audio_model_path: str = ""
+    speaker: SpeakerSpec = field(default_factory=SpeakerSpec)
+    model: TinyModel = field(default_factory=TinyModel)
+    frame_steps: int = 0                   # > 0: exact step counts instead of the time budget (benchmarks)
+    clip_steps: int = 0
+    syncnet_steps: int = 0                 # > 0: exact SyncNet steps instead of its budget share
+    seed: int = 456
+    min_corr: float = 0.6
+    progress: bool = True
+    copy_picture_to: str = ""              # also save the side-by-side PNG here (e.g. docs/images/demo.png)
+
+
+def _check(o: DemoOptions) -> None:
+    if not o.minutes or o.minutes <= 0:
+        raise UserError(f"--minutes must be positive, got {o.minutes}")
+    if o.data and not os.path.isdir(o.data):
+        raise UserError(f"--data {o.data}: not a folder")
+    if o.checkpoint and not os.path.isfile(o.checkpoint):
+        raise UserError(f"--checkpoint {o.checkpoint}: file not found")
+    if o.device and not (o.device == "cpu" or o.device == "cuda" or o.device.startswith("cuda:")):
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {o.device!r}")
+    if o.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {o.device}: CUDA is not available on this machine")
+        if ":" in o.device and int(o.device.split(":")[1]) >= torch.cuda.device_count():
+            raise UserError(f"--device {o.device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if os.path.exists(o.output_dir) and not os.path.isdir(o.output_dir):
+        raise UserError(f"--output_dir {o.output_dir}: exists and is not a folder")
+
+
+def _invalidate(out: str, settings: dict, log) -> None:
+    """Remove the outputs a changed setting makes stale: data -> everything; model/training -> models."""
+    path = os.path.join(out, "demo_settings.json")
+    old = {}
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = {}
+    stale = []
+    if old.get("data") != settings["data"]:
+        stale = ["prepared", "models", "results"]
+    elif old.get("training") != settings["training"]:
+        stale = ["models", "results"]
+    for d in stale:
+        p = os.path.join(out, d)
+        if os.path.isdir(p):
+            log(f"settings changed since the last run: removing {p}")
+            shutil.rmtree(p)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=1)
+
+
+def _summary_mean(items: list[dict]) -> dict:
+    keys = ("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr")
+    out = {}
+    for row in ("dubbed", "template", "silence", "ground_truth"):
+        vals = {}
+        for k in keys:
+            xs = [it["videos"][row].get(k) for it in items if row in it["videos"]]
+            xs = [x for x in xs if x is not None and np.isfinite(x)]
+            vals[k] = float(np.mean(xs)) if xs else None
+        if any(row in it["videos"] for it in items):
+            out[row] = vals
+    return out
+
+
+def run_demo(opts: DemoOptions, log=None) -> dict:
+    """Run the whole demo; returns the metrics dict (also written to <output_dir>/metrics.json)."""
+    from demo import dubbing, figures, metrics, report, speaker, training
+    from models.checkpoint import checkpoint_info, read_checkpoint
+
+    _check(opts)
+    out = os.path.abspath(opts.output_dir)
+    os.makedirs(out, exist_ok=True)
+    budget = Budget(opts.minutes * 60.0, len(STEPS), log)
+    say = budget.log
+    settings = {"data": {"real": os.path.abspath(opts.data) if opts.data else "",
+                         "speaker": dataclasses.asdict(opts.speaker)},
+                "training": {"model": dataclasses.asdict(opts.model), "seed": opts.seed,
+                             "checkpoint": os.path.abspath(opts.checkpoint) if opts.checkpoint else ""}}
+    _invalidate(out, json.loads(json.dumps(settings)), say)
+    dev = opts.device
+    if not dev:
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+
+    with budget.step(STEPS[0], "real videos from " + opts.data if opts.data else "synthetic speaker"):
+        if opts.data:
+            data = speaker.real_data(opts.data, os.path.join(out, "data"), say)
+        else:
+            data = speaker.make_synthetic_speaker(os.path.join(out, "data"), opts.speaker, say)
+    gt_frames = sum(_num_frames(h.video) for h in data.heldout)
+    # dubbing + 2 landmark passes over 4 videos per held-out sentence + pictures (measured on a busy 2-core CPU)
+    reserve = 20.0 + 0.45 * gt_frames
+
+    checkpoint, sync_info, stage_info = opts.checkpoint, None, {}
+    m = opts.model.mouth_region_size
+    if checkpoint:
+        for s in STEPS[1:5]:
+            with budget.step(s, "skipped: --checkpoint given"):
+                pass
+    else:
+        with budget.step(STEPS[1], f"mel features, {int(1.25 * m)} px crops"):
+            index = training.prepare_data(data.train_dir, os.path.join(out, "prepared"), int(1.25 * m),
+                                          workers=min(2, os.cpu_count() or 1), progress=opts.progress, log=say)
+        models = os.path.join(out, "models")
+        os.makedirs(models, exist_ok=True)
+        secs = budget.share(SHARES["syncnet"], reserve)
+        with budget.step(STEPS[2], f"{opts.syncnet_steps} steps" if opts.syncnet_steps else f"about {secs:.0f} s"):
+            sync_info = training.train_syncnet_timed(index, os.path.join(models, "syncnet.pth"), secs, m,
+                                                     device=dev, log=say, steps=opts.syncnet_steps)
+        secs = budget.share(SHARES["frame"] / (SHARES["frame"] + SHARES["clip"]), reserve)
+        with budget.step(STEPS[3], f"{opts.frame_steps} steps" if opts.frame_steps else f"about {secs:.0f} s"):
+            stage_info["tiny"] = training.train_stage_timed(
+                "tiny", index, models, "demo", secs, opts.model, device=dev, seed=opts.seed,
+                max_steps=opts.frame_steps, log=say)
+        secs = budget.share(1.0, reserve)
+        with budget.step(STEPS[4], f"{opts.clip_steps} steps" if opts.clip_steps else f"about {secs:.0f} s"):
+            stage_info["tiny_clip"] = training.train_stage_timed(
+                "tiny_clip", index, models, "demo", secs, opts.model, device=dev,
+                init_from=stage_info["tiny"]["final"], syncnet_path=sync_info["path"], seed=opts.seed,
+                max_steps=opts.clip_steps, log=say)
+        checkpoint = stage_info["tiny_clip"]["final"]
+
+    res_dir = os.path.join(out, "results")
+    os.makedirs(res_dir, exist_ok=True)
+    items = []
+    with budget.step(STEPS[5], f"{len(data.heldout)} held-out sentence(s)"):
+        dubber = dubbing.make_dubber(checkpoint, dev, os.path.join(out, "cache"), opts.progress,
+                                     mouth_region_size=opts.mouth_region_size or None,
+                                     audio_feature=opts.audio_feature or None, audio_model_path=opts.audio_model_path)
+        prepared = dubber.prepare_template(data.template)
+        for h in data.heldout:
+            paths = {k: os.path.join(res_dir, f"{h.name}_{k}.mp4") for k in ("dubbed", "template", "silence")}
+            say(f"dubbing {h.name}: {h.text!r}")
+            dubbing.dub(dubber, prepared, h.video, paths["dubbed"], checkpoint, data.template)
+            wav = dubbing.silence_like(h.video, os.path.join(res_dir, f"{h.name}_silence.wav"))
+            dubbing.dub(dubber, prepared, wav, paths["silence"], checkpoint, data.template)
+            dubbing.template_baseline(data.template, h.video, paths["template"], _num_frames(h.video))
+            items.append({"name": h.name, "text": h.text, "paths": paths, "gt_video": h.video, "item": h})
+    with budget.step(STEPS[6], "landmarks + evaluation.evaluate on every video"):
+        from utils.landmarks import LandmarkDetector
+
+        det = LandmarkDetector()
+        for it in items:
+            h = it.pop("item")
+            gt_open = speaker.load_openness(h)
+            measured_gt, valid_gt = metrics.measured_openness(h.video, det)
+            if gt_open is None:                 # real data: the truth is what the landmarks see on the original
+                gt_open = measured_gt
+            it["gt_openness"] = np.asarray(gt_open, np.float64).tolist()
+            vids = {}
+            for key, path in list(it["paths"].items()) + ([("ground_truth", h.video)] if data.synthetic else []):
+                say(f"evaluating {os.path.basename(path)}")
+                vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev)
+            it["videos"] = vids
+    with budget.step(STEPS[7]):
+        first = items[0]
+        gt0 = np.asarray(first["gt_openness"])
+        shown = [("generated", first["videos"]["dubbed"]), ("template (original mouth)", first["videos"]["template"]),
+                 ("silence-driven", first["videos"]["silence"])]
+        if "ground_truth" in first["videos"]:
+            shown.append(("ground-truth video, measured", first["videos"]["ground_truth"]))
+        plot = figures.openness_plot([(n, np.asarray(v["openness"]), v["openness_corr"]) for n, v in shown], gt0,
+                                     os.path.join(out, "openness.png"),
+                                     f"{first['name']}: {first['text']}")
+        box = _mouth_box(first["gt_video"], data.template)
+        picks = figures.pick_frames(gt0)
+        sbs = figures.side_by_side([("input (template)", data.template), ("generated", first["paths"]["dubbed"]),
+                                    ("ground truth", first["gt_video"])], picks,
+                                   os.path.join(out, "side_by_side.png"), box=box, gt_openness=gt0)
+        if opts.copy_picture_to:
+            os.makedirs(os.path.dirname(os.path.abspath(opts.copy_picture_to)), exist_ok=True)
+            shutil.copyfile(sbs, opts.copy_picture_to)
+        rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+        summary = {"mean": _summary_mean(items)}
+        result = {
+            "synthetic": data.synthetic,
+            "heldout": [{"name": it["name"], "text": it["text"], "videos": _strip(it["videos"]),
+                         "gt_openness": it["gt_openness"],
+                         "openness": {k: v["openness"] for k, v in it["videos"].items()}} for it in items],
+            "mean": summary["mean"],
+            "artefacts": {"dubbed_mp4": rel(first["paths"]["dubbed"]), "template_mp4": rel(first["paths"]["template"]),
+                          "silence_mp4": rel(first["paths"]["silence"]), "side_by_side_png": rel(sbs),
+                          "openness_png": rel(plot), "report_html": "report.html", "report_md": "report.md",
+                          "metrics_json": "metrics.json"},
+            "setup": _setup(opts, data, checkpoint, sync_info, stage_info, dev),
+            "syncnet": sync_info, "training": stage_info,
+        }
+        result["quality_bar"] = report.quality_bar(result, opts.min_corr)
+        result["timings"] = dict(budget.timings)
+        result["timings"]["total"] = round(budget.elapsed(), 1)
+        report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
+        report.write_report(out, result)
+    result["timings"] = dict(budget.timings, total=round(budget.elapsed(), 1))
+    report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
+    say(f"report: {os.path.join(out, 'report.html')} (total {budget.elapsed() / 60:.1f} min)")
+    return result
+
+
+def _strip(videos: dict) -> dict:
+    return {k: {kk: vv for kk, vv in v.items() if kk not in ("openness", "openness_valid")} for k, v in videos.items()}
+
+
+def _num_frames(video: str) -> int:
+    from utils.video_io import count_frames
+
+    return count_frames(video, 25.0)
+
+
+def _mouth_box(gt_video: str, template: str):
+    """Lower-face box for the pictures: from the rendering's ground-truth landmarks when there are some, else
+    from landmarks tracked on the template's first frames."""
+    from utils.video_io import probe
+
+    info = probe(template)
+    gt_npz = os.path.splitext(gt_video)[0] + ".gt.npz"
+    if os.path.isfile(gt_npz):
+        lm = np.load(gt_npz)["landmarks"]
+    else:
+        from utils.landmarks import LandmarkDetector, track_landmarks
+        from utils.video_io import iter_frames
+
+        lm, valid = track_landmarks(iter_frames(template, fps=25.0, max_frames=25), LandmarkDetector(),
+                                    progress=False)
+        if not valid.any():
+            return None
+        lm = lm[valid]
+    from demo.figures import mouth_box_from_landmarks
+
+    return mouth_box_from_landmarks(lm, (info.height, info.width))
+
+
+def _setup(opts, data, checkpoint, sync_info, stage_info, dev) -> dict:
+    s = {"device": dev, "time budget (min)": opts.minutes, "checkpoint": os.path.relpath(checkpoint, opts.output_dir)
+         if not opts.checkpoint else opts.checkpoint}
+    if data.synthetic:
+        sp = opts.speaker
+        s.update({"data": "synthetic (utils/synthetic.py)", "voice": sp.voice, "video size": sp.size,
+                  "training videos": f"{sp.train_sentences} sentences x {len(sp.speeds)} speeds {list(sp.speeds)}",
+                  "held-out sentences": "; ".join(h.text for h in data.heldout),
+                  "template": f"new take of a training sentence: {data.template_text!r}"})
+    else:
+        s.update({"data": f"real videos from {opts.data}", "held out": data.heldout[0].video})
+    if not opts.checkpoint:
+        md = opts.model
+        s.update({"model": f"tiny LawDNet, mouth {md.mouth_region_size}, encoder {list(md.encoder_channels)}, "
+                           f"align {md.align_channels}, attn {md.attn_dim}, decoder {md.decoder_channels}, "
+                           f"coarse grid {md.coarse_grid_size}, warp {md.warp_mode}",
+                  "training": f"batch {md.batch_size} (clip stage {md.clip_batch_size} clips of 5), lr {md.lr}, "
+                              f"pixel MSE weight {md.img_weight}, no perceptual loss (no VGG weights offline)"})
+        for k, v in stage_info.items():
+            s[f"{k} stage"] = f"{v['steps']} steps in {v['seconds']:.0f} s, final image MSE {v['loss_img']:.4f}"
+        if sync_info:
+            s["SyncNet"] = f"{sync_info['steps']} steps, held-out sync accuracy {sync_info['val_accuracy']:.3f}"
+    return s

@@ -1,0 +1,131 @@
+"""The demo's report: metrics.json (every number) and report.html / report.md (video, pictures, tables)."""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+
+ROWS = [("dubbed", "LawDNet, held-out speech (ours)"),
+        ("template", "baseline: template with its original mouth"),
+        ("silence", "baseline: LawDNet driven by silence"),
+        ("ground_truth", "ground-truth video (measurement ceiling)")]
+COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "PSNR mouth (dB)", "{:.2f}"),
+           ("ssim_mouth", "SSIM mouth", "{:.3f}"), ("psnr", "PSNR frame (dB)", "{:.2f}"),
+           ("av_corr", "opening vs audio r", "{:+.3f}")]
+SYNTHETIC_NOTE = ("All data in this report are synthetic: the speaker is a landmark-warped still photo "
+                  "(skimage's astronaut) whose mouth follows espeak-ng speech, rendered by utils/synthetic.py. "
+                  "Nothing here measures quality on real faces.")
+
+
+def _fmt(v, spec):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return spec.format(v)
+
+
+def metrics_table(summary: dict) -> list[list[str]]:
+    """Rows of [name] + COLUMNS for the mean over held-out sentences."""
+    out = []
+    for key, title in ROWS:
+        vals = summary["mean"].get(key)
+        if vals is None:
+            continue
+        out.append([title] + [_fmt(vals.get(c), spec) for c, _, spec in COLUMNS])
+    return out
+
+
+def quality_bar(summary: dict, min_corr: float = 0.6) -> dict:
+    """The project's bar on held-out sentences: openness r >= min_corr, and mouth PSNR above both baselines."""
+    m = summary["mean"]
+    r = m["dubbed"].get("openness_corr")
+    p = m["dubbed"].get("psnr_mouth")
+    base_p = [m[k].get("psnr_mouth") for k in ("template", "silence") if k in m]
+    ok_r = r is not None and r >= min_corr
+    ok_p = p is not None and all(b is not None and p > b for b in base_p) and bool(base_p)
+    return {"min_corr": min_corr, "corr": r, "corr_ok": bool(ok_r), "psnr_mouth": p,
+            "baseline_psnr_mouth": base_p, "psnr_ok": bool(ok_p), "passed": bool(ok_r and ok_p)}
+
+
+def write_metrics(path: str, data: dict) -> str:
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, allow_nan=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _md_table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str, data: dict) -> tuple[str, str]:
+    """report.html and report.md in ``out_dir`` from the metrics dict (paths inside are relative to out_dir)."""
+    header = ["video"] + [t for _, t, _ in COLUMNS]
+    rows = metrics_table(data)
+    bar = data["quality_bar"]
+    verdict = (f"openness r = {_fmt(bar['corr'], '{:+.3f}')} (bar >= {bar['min_corr']}: "
+               f"{'met' if bar['corr_ok'] else 'NOT met'}); mouth PSNR {_fmt(bar['psnr_mouth'], '{:.2f}')} dB vs "
+               f"baselines {', '.join(_fmt(b, '{:.2f}') for b in bar['baseline_psnr_mouth'])} dB "
+               f"({'above both' if bar['psnr_ok'] else 'NOT above both'})")
+    per = []
+    for item in data["heldout"]:
+        for key, title in ROWS:
+            if key in item["videos"]:
+                v = item["videos"][key]
+                per.append([f"{item['name']}: {title}"] + [_fmt(v.get(c), s) for c, _, s in COLUMNS])
+    setup = data["setup"]
+    setup_rows = [[html.escape(str(k)), html.escape(str(v))] for k, v in setup.items()]
+    note = SYNTHETIC_NOTE if data.get("synthetic", True) else (
+        "Real videos (--data): the last video was held out and dubbed with its own speech (reconstruction "
+        "setting); its 'ground-truth openness' is measured with the same landmarks, and the template baseline is "
+        "the ground truth itself, so only the silence baseline is informative.")
+    a = data["artefacts"]
+
+    def h_table(hdr, rws):
+        t = "<table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in hdr) + "</tr>"
+        t += "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rws)
+        return t + "</table>"
+
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>LawDNet demo report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}.note{{background:#fff3cd;border:1px solid #e0c060;padding:.8em}}
+.pass{{color:#176317;font-weight:bold}}.fail{{color:#a01010;font-weight:bold}}</style></head><body>
+<h1>LawDNet demo report</h1>
+<p class="note"><b>Synthetic data.</b> {html.escape(note)}</p>
+<h2>Dubbed video (held-out sentence: {html.escape(data['heldout'][0]['text'])})</h2>
+<video controls width="384" src="{html.escape(a['dubbed_mp4'])}"></video>
+<p>Files: <a href="{html.escape(a['dubbed_mp4'])}">{html.escape(a['dubbed_mp4'])}</a>,
+template baseline <a href="{html.escape(a['template_mp4'])}">{html.escape(a['template_mp4'])}</a>,
+silence baseline <a href="{html.escape(a['silence_mp4'])}">{html.escape(a['silence_mp4'])}</a>.</p>
+<h2>Frames side by side</h2><img src="{html.escape(a['side_by_side_png'])}" style="max-width:100%">
+<h2>Mouth openness over time</h2><img src="{html.escape(a['openness_png'])}" style="max-width:100%">
+<h2>Metrics (mean over {len(data['heldout'])} held-out sentence(s))</h2>
+{h_table(header, rows)}
+<p class="{'pass' if bar['passed'] else 'fail'}">Quality bar {'met' if bar['passed'] else 'NOT met'}: {html.escape(verdict)}</p>
+<p>openness r: Pearson correlation of the mouth opening measured with dlib landmarks on each video (inner-lip
+gap / eye distance) with the ground-truth openness of the rendering. PSNR/SSIM: against the ground-truth video
+(frame, and the aligned mouth crop) from <code>evaluation.evaluate</code>. The ground-truth row shows how well
+the landmark measurement itself tracks the rendering (the ceiling for r).</p>
+<h3>Per sentence</h3>{h_table(header, per)}
+<h2>Set-up</h2>{h_table(['item', 'value'], setup_rows)}
+<h2>Time per step (s)</h2>{h_table(['step', 'seconds'], [[k, f'{v:.1f}'] for k, v in data['timings'].items()])}
+</body></html>"""
+    html_path = os.path.join(out_dir, "report.html")
+    with open(html_path + ".part", "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(html_path + ".part", html_path)
+    md = [f"# LawDNet demo report\n\n> **Synthetic data.** {note}\n",
+          f"Dubbed video: [{a['dubbed_mp4']}]({a['dubbed_mp4']})\n",
+          f"![frames side by side]({a['side_by_side_png']})\n", f"![openness]({a['openness_png']})\n",
+          f"## Metrics (mean over {len(data['heldout'])} held-out sentence(s))\n", _md_table(header, rows), "",
+          f"**Quality bar {'met' if bar['passed'] else 'NOT met'}:** {verdict}\n", "## Per sentence\n",
+          _md_table(header, per), "", "## Set-up\n", _md_table(["item", "value"], [[str(k), str(v)] for k, v in
+                                                                               setup.items()]), ""]
+    md_path = os.path.join(out_dir, "report.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write("\n".join(md))
+    return html_path, md_path

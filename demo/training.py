@@ -1,0 +1,173 @@
+"""Time-boxed demo training: data pipeline, SyncNet, tiny LawDNet frame stage then clip stage.
+
+Every step leaves its result on disk and is skipped when that result is already there, so a re-run resumes.
+Time boxing: the SyncNet trainer only takes a step count, so a short probe run measures its step time first;
+LawDNet stages run in chunks with ``resume=True`` and a growing ``max_steps``, each chunk sized from the speed
+the previous one measured (the CPU may be shared, so the speed is re-measured every chunk).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+from utils.errors import UserError
+
+# mouth size 32 (52 x 40 crops) and a 20-point coarse warp grid: one batch-4 training step of the tiny
+# generator takes ~0.3 s on 2 CPU cores (m=64 with the official 60-point grid: ~4 s), so a 30-minute budget
+# buys a few thousand steps
+MOUTH = 32
+
+
+@dataclass
+class TinyModel:
+    """Widths and training settings of the demo's LawDNet (ours to choose; see config/experiment/tiny.py)."""
+
+    mouth_region_size: int = MOUTH
+    coarse_grid_size: int = 20
+    encoder_channels: tuple = (16, 32, 64)
+    align_channels: int = 32
+    attn_dim: int = 64
+    decoder_channels: int = 32
+    batch_size: int = 4
+    clip_batch_size: int = 1
+    lr: float = 3e-4
+    img_weight: float = 10.0        # pixel MSE weight: stands in for the perceptual loss (no VGG weights offline)
+    warp_mode: str = "corrected"
+
+    def model_overrides(self) -> dict:
+        return dict(encoder_channels=tuple(self.encoder_channels), align_channels=self.align_channels,
+                    coarse_grid_size=self.coarse_grid_size,
+                    attn_dim=self.attn_dim, decoder_channels=self.decoder_channels)
+
+
+def _done(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _mark(path: str, info: dict) -> None:
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, path)
+
+
+def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int = 1, progress: bool = True,
+                 log=print) -> str:
+    """Run the project's data pipeline (mel features, crops ``crop_width`` wide) and write the index; its path."""
+    from config.config import DataConfig
+    from utils.data_prep import VIDEO_STAGES, generate_training_json, prepare_dataset
+
+    cfg = DataConfig(source_video_dir=train_dir, data_root=data_root, audio_feature="mel", crop_width=int(crop_width),
+                     workers=max(1, int(workers)))
+    report = prepare_dataset(cfg, VIDEO_STAGES, progress=progress)
+    counts = report["counts"]
+    bad = {v: r.get("reason", "") for v, r in report["videos"].items() if r.get("status") != "processed"}
+    for v, why in bad.items():
+        log(f"data: {v} not used: {why}")
+    path, summary = generate_training_json(data_root, ["mel"], int(crop_width))
+    if summary["videos"] < 1:
+        raise UserError(f"no usable training video in {train_dir} ({counts})")
+    log(f"data: {summary['videos']} training video(s) indexed in {path}")
+    return path
+
+
+def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_size: int = MOUTH, device: str = "",
+                        log=print, hidden: int = 32, face_size: int = 32, min_steps: int = 20, max_steps: int = 4000,
+                        steps: int = 0) -> dict:
+    """A SyncNet on the demo data within about ``seconds`` (exactly ``steps`` steps when > 0); skipped when
+    ``out_path`` is done already."""
+    from train_syncnet import train_syncnet
+
+    marker = out_path + ".done.json"
+    info = _done(marker)
+    if info and os.path.isfile(out_path):
+        log(f"SyncNet: reusing {out_path} (held-out accuracy {info['val_accuracy']:.3f}, {info['steps']} steps)")
+        return info
+    common = dict(mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden, batch_size=16, lr=1e-3,
+                  val_items=64, eval_every=0, device=device, num_workers=0)
+    marks = {}
+
+    def probe_log(msg):
+        if "before training" in msg:
+            marks["t0"] = time.monotonic()
+        elif "held-out sync accuracy" in msg and "t0" in marks and "t1" not in marks:
+            marks["t1"] = time.monotonic()
+
+    if steps <= 0:
+        t_start = time.monotonic()
+        n_probe = 10
+        train_syncnet(index, out_path + ".probe", steps=n_probe, log=probe_log, **common)
+        overhead = time.monotonic() - t_start
+        per_step = (marks["t1"] - marks["t0"]) / n_probe if "t1" in marks else overhead / n_probe
+        overhead = max(0.0, overhead - per_step * n_probe)
+        os.remove(out_path + ".probe")
+        steps = int(max(min_steps, min(max_steps, (seconds - overhead - (time.monotonic() - t_start)) / per_step)))
+        log(f"SyncNet: {per_step * 1000:.0f} ms/step -> {steps} steps")
+    res = train_syncnet(index, out_path, steps=steps, log=log, **common)
+    info = {"path": out_path, "val_accuracy": res["val_accuracy"], "steps": steps, "split": res["split"],
+            "final_loss": float(sum(res["history"][-20:]) / max(1, len(res["history"][-20:])))}
+    _mark(marker, info)
+    return info
+
+
+def train_stage_timed(stage: str, index: str, result_root: str, name: str, seconds: float, model: TinyModel,
+                      device: str = "", init_from: str = "", syncnet_path: str = "", seed: int = 456,
+                      min_steps: int = 5, max_steps: int = 0, log=print) -> dict:
+    """Train ``stage`` (tiny / tiny_clip) for about ``seconds`` (or exactly ``max_steps`` when > 0) in resumable
+    chunks; returns {"final", "steps", "seconds", "samples_per_s", "loss_img"}. Skipped when already done."""
+    from training.trainer import train_stage
+
+    result_dir = os.path.join(result_root, name, stage)
+    marker = os.path.join(result_dir, "demo_done.json")
+    info = _done(marker)
+    if info and os.path.isfile(info.get("final", "")):
+        log(f"{stage}: reusing {info['final']} ({info['steps']} steps)")
+        return info
+    clip = stage.endswith("clip")
+    batch = model.clip_batch_size if clip else model.batch_size
+    kw = dict(name=name, train_data=index, result_root=result_root, mouth_region_size=model.mouth_region_size, batch_size=batch,
+              augment_num=100000, epochs_non_decay=1, epochs_decay=0, no_perception=True, logger="none",
+              num_workers=0, image_every=0, log_every=10 ** 9, keep_last=2, resume=True, seed=seed,
+              lr_g=model.lr, lr_d=model.lr, warp_mode=model.warp_mode, model=model.model_overrides(),
+              lamb_img=model.img_weight, init_from=init_from, syncnet_path=syncnet_path, device=device)
+    if clip:
+        kw.update(sync_warmup_steps=50, lamb_sync=0.1 if syncnet_path else 0.0)
+    t_start = time.monotonic()
+    step, speed, overhead, history = 0, 0.0, 5.0, []
+    while True:
+        left = seconds - (time.monotonic() - t_start)
+        if max_steps:
+            target = max_steps
+        elif speed <= 0:
+            target = step + min_steps                       # first chunk: measure the speed
+        else:
+            n = int((min(left, max(60.0, left / 3)) - overhead) * speed / batch)
+            if n < 1:
+                break
+            target = step + n
+        if target <= step:
+            break
+        t0 = time.monotonic()
+        res = train_stage(stage, max_steps=target, save_every_steps=max(20, target - step), **kw)
+        dt = time.monotonic() - t0
+        done = res["global_step"] - step
+        step = res["global_step"]
+        history += res["history"]
+        if res["samples_per_s"] > 0:
+            speed = res["samples_per_s"]
+            overhead = max(1.0, dt - done * batch / speed)
+        if max_steps or done <= 0 or (time.monotonic() - t_start) > seconds - overhead:
+            break
+    elapsed = time.monotonic() - t_start
+    tail = [h["loss/img"] for h in history[-20:]]
+    info = {"final": res["final"], "steps": step, "seconds": round(elapsed, 1), "samples_per_s": speed,
+            "loss_img": float(sum(tail) / len(tail)) if tail else float("nan"), "stage": stage}
+    log(f"{stage}: {step} steps in {elapsed:.0f} s ({speed:.1f} samples/s), final image MSE {info['loss_img']:.4f}")
+    _mark(marker, info)
+    return info
