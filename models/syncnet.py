@@ -125,17 +125,19 @@ class SyncNet(nn.Module):
 
     face: (B, face_channels, S, S) RGB in [0, 1] (S = face_size, 256 for the released model, any multiple of 32
     works since the face encoder is fully convolutional); audio: (B, audio_channels, T) (T = audio_window, 9).
+    ``face_offset`` is subtracted from the face first: 0 for the released model; SyncNets trained here use 0.5,
+    since zero-centred mouths let the face branch learn (see train_syncnet.py).
     """
 
     def __init__(self, face_channels: int = 15, audio_channels: int = 29, hidden: int = 128,
-                 face_size: int = 256, audio_window: int = 9):
+                 face_size: int = 256, audio_window: int = 9, face_offset: float = 0.0):
         super().__init__()
         if hidden < 2 or hidden % 2:
             raise ValueError(f"hidden must be an even number >= 2, got {hidden}")
         if face_size < 32 or face_size % 32:
             raise ValueError(f"face_size must be a positive multiple of 32, got {face_size}")
         self.config = dict(face_channels=int(face_channels), audio_channels=int(audio_channels), hidden=int(hidden),
-                           face_size=int(face_size), audio_window=int(audio_window))
+                           face_size=int(face_size), audio_window=int(audio_window), face_offset=float(face_offset))
         self.face_size = int(face_size)
         self.audio_window = int(audio_window)
         self.face_encoder = FaceEncoder(face_channels, hidden)
@@ -153,8 +155,14 @@ class SyncNet(nn.Module):
         if audio.dim() != 3 or audio.shape[1] != c["audio_channels"] or audio.shape[0] != face.shape[0]:
             raise ValueError(f"SyncNet audio input must be (B,{c['audio_channels']},T) with B={face.shape[0]}, "
                              f"got {tuple(audio.shape)}")
-        face_map = self.face_encoder(face)
-        audio_vec = self.audio_encoder(audio)                  # (B, hidden)
+        return self.merge(self.encode_face(face), self.audio_encoder(audio))
+
+    def encode_face(self, face: torch.Tensor) -> torch.Tensor:
+        offset = self.config["face_offset"]
+        return self.face_encoder(face - offset if offset else face)
+
+    def merge(self, face_map: torch.Tensor, audio_vec: torch.Tensor) -> torch.Tensor:
+        """Score map of face maps (B, h, s, s) against audio embeddings (B, h)."""
         audio_map = audio_vec[:, :, None, None].expand(-1, -1, face_map.shape[2], face_map.shape[3])
         return self.merge_encoder(torch.cat([face_map, audio_map], dim=1))
 
@@ -201,7 +209,7 @@ def load_syncnet(path: str, device: str | torch.device = "cpu") -> SyncNet:
     sd, config = _extract(obj, path)
     try:
         model = SyncNet(**{k: config[k] for k in ("face_channels", "audio_channels", "hidden", "face_size",
-                                                  "audio_window") if k in config})
+                                                  "audio_window", "face_offset") if k in config})
     except (TypeError, ValueError) as e:
         raise UserError(f"'{path}' has an invalid SyncNet config: {e}") from None
     own = model.state_dict()

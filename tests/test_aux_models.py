@@ -121,7 +121,8 @@ def test_syncnet_loads_official_layout(tmp_path):
     torch.save({"state_dict": {"net": sd}}, path)
     net = load_syncnet(str(path))
     assert not net.training and all(not p.requires_grad for p in net.parameters())
-    assert net.config == dict(face_channels=15, audio_channels=29, hidden=128, face_size=256, audio_window=9)
+    assert net.config == dict(face_channels=15, audio_channels=29, hidden=128, face_size=256, audio_window=9,
+                              face_offset=0.0)   # the released model sees faces in [0, 1]
     own = net.state_dict()
     assert set(own) == set(sd)
     assert all(torch.equal(own[k], sd[k]) for k in sd)
