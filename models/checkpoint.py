@@ -119,8 +119,7 @@ def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config
     try:
         model.load_state_dict(info["state_dict"], strict=True)
     except RuntimeError as e:
-        missing, unexpected = _key_diff(model.state_dict(), info["state_dict"])
-        detail = "; ".join(x for x in (missing, unexpected) if x) or str(e).splitlines()[-1].strip()[:300]
+        detail = _key_diff(model.state_dict(), info["state_dict"]) or str(e).splitlines()[-1].strip()[:300]
         raise UserError(f"{path}: weights do not fit the LawDNet architecture ({detail})") from None
     info["model_config"] = cfg
     model = model.to(device).eval()
@@ -128,12 +127,13 @@ def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config
 
 
 def _key_diff(expected, got):
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(got) if tuple(expected[k].shape) != tuple(got[k].shape))
-    fmt = lambda name, keys: f"{name} {len(keys)}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" if keys else ""
-    return (fmt("missing", missing) + ("; " if missing and shapes else "") + fmt("wrong shape", shapes),
-            fmt("unexpected", unexpected))
+    """'missing N: a, b, c ...; wrong shape N: ...; unexpected N: ...' (empty when the keys and shapes agree)."""
+    groups = (("missing", sorted(set(expected) - set(got))),
+              ("wrong shape", sorted(k for k in set(expected) & set(got)
+                                     if tuple(expected[k].shape) != tuple(got[k].shape))),
+              ("unexpected", sorted(set(got) - set(expected))))
+    return "; ".join(f"{name} {len(keys)}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                     for name, keys in groups if keys)
 
 
 def lawdnet_checkpoint(model, audio_feature, mouth_region_size, **extra):
