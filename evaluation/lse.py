@@ -122,7 +122,7 @@ def lse_own_syncnet(model, mouths: torch.Tensor, feats: np.ndarray, device="cpu"
     for i in range(0, n_win, 16):
         x = torch.stack([mouths[j:j + 5].reshape(-1, *mouths.shape[-2:]) for j in range(i, min(n_win, i + 16))])
         x = torch.nn.functional.interpolate(x.to(device), size=(s, s), mode="bilinear", align_corners=False)
-        fm.append(model.face_encoder(x))
+        fm.append(model.encode_face(x))          # encode_face applies the SyncNet's face_offset
     fm = torch.cat(fm)                                                       # (n_win, h, s/32, s/32)
     av = torch.cat([model.audio_encoder(aw[i:i + 256].to(device)) for i in range(0, T, 256)])   # (T, h)
     dist = np.full((n_win, 2 * vshift + 1), np.nan)
@@ -131,7 +131,6 @@ def lse_own_syncnet(model, mouths: torch.Tensor, feats: np.ndarray, device="cpu"
         ok = np.flatnonzero((c >= 0) & (c < T))
         if not len(ok):
             continue
-        a = av[c[ok]][:, :, None, None].expand(-1, -1, fm.shape[2], fm.shape[3])
-        score = model.merge_encoder(torch.cat([fm[ok], a], 1)).mean(dim=(1, 2, 3))
+        score = model.merge(fm[ok], av[c[ok]]).mean(dim=(1, 2, 3))
         dist[ok, j] = (1 - score).float().cpu().numpy()
     return offsets_summary(dist, vshift)

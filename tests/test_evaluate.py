@@ -92,6 +92,38 @@ def test_seam_score_sees_a_pasted_box(vids, tmp_path):
     assert res["seam_paste"] > 1.5 * base["seam_paste"] and res["seam_paste"] > 1.5
 
 
+def test_own_syncnet_lse_scores_pairs_like_the_syncnet_itself():
+    """Every LSE distance is 1 - mean score of SyncNet.forward on that (5 mouths, audio window) pair, so the
+    SyncNet's face_offset (0.5 for SyncNets trained here) is applied exactly as in training."""
+    from evaluation.lse import lse_own_syncnet
+    from utils.audio_features import make_windows
+
+    torch.manual_seed(1)
+    net = SyncNet(face_channels=15, audio_channels=12, hidden=8, face_size=32, audio_window=5,
+                  face_offset=0.5).eval()
+    with torch.no_grad():                                # He init: the input (and its offset) reaches the score
+        for m in net.modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    T, vshift = 12, 2
+    mouths = torch.rand(T, 3, 40, 40)                    # resized to 32 inside, like the evaluation does
+    feats = np.random.default_rng(0).standard_normal((T, 12)).astype(np.float32)
+    res = lse_own_syncnet(net, mouths, feats, vshift=vshift)
+    win = torch.from_numpy(make_windows(feats, 5))
+    small = torch.nn.functional.interpolate(mouths, size=(32, 32), mode="bilinear", align_corners=False)
+    dist = np.full((T - 4, 2 * vshift + 1), np.nan)
+    with torch.no_grad():
+        for i in range(T - 4):
+            face = small[i:i + 5].reshape(1, 15, 32, 32)
+            for j, k in enumerate(range(-vshift, vshift + 1)):
+                if 0 <= i + 2 + k < T:
+                    dist[i, j] = 1 - net(face, win[i + 2 + k][None]).mean().item()
+    expected = offsets_summary(dist, vshift)
+    assert res["av_offset"] == expected["av_offset"] and res["lse_frames"] == T - 4
+    assert res["lse_d"] == pytest.approx(expected["lse_d"], abs=1e-5)
+    assert res["lse_c"] == pytest.approx(expected["lse_c"], abs=1e-5)
+
+
 def test_lse_with_syncnet_v2_and_own_syncnet(vids, tmp_path):
     torch.manual_seed(0)
     v2 = SyncNetV2()
