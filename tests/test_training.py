@@ -176,9 +176,16 @@ def test_clip_stage_from_frame_stage_with_vgg_and_syncnet(data, results, uninter
     save_syncnet(SyncNet(15, 16, 16, face_size=32, audio_window=9), str(sync))
     out = train_stage("tiny_clip", name="full", train_data=data, result_root=results, max_steps=2,
                       init_from=uninterrupted["final"], vgg_path=str(vgg), syncnet_path=str(sync),
-                      sync_warmup_steps=4, **{**COMMON, "no_perception": False, "augment_num": 1})
+                      sync_warmup_steps=4, lr_warmup_steps=4, adv_warmup_steps=2, lr_d=0.0,
+                      **{**COMMON, "no_perception": False, "augment_num": 1})
     h = out["history"]
     assert [x["weight/sync"] for x in h] == pytest.approx([0.1 * 1 / 4, 0.1 * 2 / 4])
+    assert [x["lr/g"] for x in h] == pytest.approx([1e-4 * 1 / 4, 1e-4 * 2 / 4])
+    assert [x["weight/adv"] for x in h] == pytest.approx([0.5, 1.0])
+    # the frame stage's spatial discriminator came along (lr_d = 0 keeps it as loaded)
+    d_frame = read_checkpoint(uninterrupted["final"])["state_dict"]["net_dI"]
+    d_clip = read_checkpoint(out["final"])["state_dict"]["net_dI"]
+    assert all(torch.equal(d_frame[k], d_clip[k]) for k in d_frame)
     assert all(x["loss/sync"] > 0 and x["loss/dT"] > 0 and x["loss/g_perception"] > 0 for x in h)
     ck = read_checkpoint(out["final"])
     assert {"net_g", "net_dI", "net_dV"} <= set(ck["state_dict"]) and ck["audio_feature"] == "toy"

@@ -23,12 +23,13 @@ def frames_on_channels(x, clips):
     return x.reshape(clips, -1, x.shape[-2], x.shape[-1])
 
 
-def sync_weight(lamb_sync: float, step: int, warmup_steps: int) -> float:
-    """Sync loss weight ramped linearly from 0 to lamb_sync over the first warmup_steps steps (the README notes
-    strong oscillation when the sync term is strong from the start)."""
+def ramp(weight: float, step: int, warmup_steps: int) -> float:
+    """A loss weight ramped linearly from 0 to ``weight`` over the first warmup_steps steps (the sync term: the
+    README notes strong oscillation when it is strong from the start; the adversarial terms: see
+    TrainConfig.adv_warmup_steps)."""
     if warmup_steps <= 0:
-        return float(lamb_sync)
-    return float(lamb_sync) * min(1.0, (step + 1) / warmup_steps)
+        return float(weight)
+    return float(weight) * min(1.0, (step + 1) / warmup_steps)
 
 
 def lr_factor(non_decay: int, decay: int):

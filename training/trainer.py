@@ -32,7 +32,7 @@ from training import checkpoints as ckpts
 from training.distributed import (barrier, broadcast_object, gather_objects, init_distributed, mean_over_ranks,
                                   parameter_hash, rng_state, seed_everything, set_rng_state)
 from training.loggers import TrainLogger, image_grid
-from training.losses import frames_on_channels, lr_factor, lsgan_d_loss, lsgan_g_loss, sync_weight
+from training.losses import frames_on_channels, lr_factor, lsgan_d_loss, lsgan_g_loss, ramp
 from training.options import RunOptions, check, resolve
 from training.sampler import ResumableSampler
 from utils.errors import UserError
@@ -111,10 +111,11 @@ class _Stage:
                                            "warp_mode": opts.warp_mode})
         torch.manual_seed(cfg.seed)                          # identical initial weights on every rank
         gen = LawDNet(self.model_config)
+        self.d_s = Discriminator(3, **disc_kwargs)
         if cfg.init_from:
             self._init_from(gen, cfg.init_from)
         self.gen = convert_model(gen.to(self.device))
-        self.d_s = Discriminator(3, **disc_kwargs).to(self.device)
+        self.d_s = self.d_s.to(self.device)
         self.d_t = Discriminator(15, **disc_kwargs).to(self.device) if cfg.clip_stage else None
         self.disc_kwargs = disc_kwargs
         H, W = crop_size(cfg.mouth_region_size)
@@ -161,8 +162,10 @@ class _Stage:
                             "discriminator: raise --mouth_region_size")
 
     def _init_from(self, gen, path):
-        """Coarse-to-fine: load the previous stage's generator; any mismatch is an error (spec bug 43)."""
-        ckpt_info = checkpoint_info(read_checkpoint(path), path)
+        """Coarse-to-fine: load the previous stage's generator (any mismatch is an error, spec bug 43) and its
+        spatial discriminator when it has one of the same shape."""
+        ck = read_checkpoint(path)
+        ckpt_info = checkpoint_info(ck, path)
         theirs = ckpt_info["model_config"].to_dict()
         ours = self.model_config.to_dict()
         diff = [f"{k} {theirs[k]} vs {ours[k]}" for k in _ARCH_FIELDS if theirs[k] != ours[k]]
@@ -173,6 +176,16 @@ class _Stage:
                             f"data gives '{self.audio_feature}' (pass --audio_feature)")
         gen.load_state_dict(ckpt_info["state_dict"], strict=True)
         self.log(f"initialised the generator from {path}")
+        # the spatial discriminator is fully convolutional: the previous stage's one fits any crop size, and
+        # starting it trained spares the generator a fresh discriminator's noisy gradients
+        d_sd = ck.get("state_dict", {}).get("net_dI") if isinstance(ck.get("state_dict"), dict) else None
+        if isinstance(d_sd, dict):
+            ours = self.d_s.state_dict()
+            if d_sd.keys() == ours.keys() and all(d_sd[k].shape == ours[k].shape for k in ours):
+                self.d_s.load_state_dict(d_sd)
+                self.log(f"initialised the spatial discriminator from {path}")
+            else:
+                self.log(f"{path}: its spatial discriminator has another shape; this stage trains a new one")
 
     def _resume(self):
         folder = self.result_dir
@@ -255,6 +268,7 @@ class _Stage:
         if cfg.clip_stage:                                   # (B,5,...) -> (B*5,...), clip after clip
             src, refs, audio = src.flatten(0, 1), refs.flatten(0, 1), audio.flatten(0, 1)
         masked = mask_source(src, self.mask)
+        self._warm_up_lr()
         self.gen_ddp.train()
         with self._autocast():
             fake = self.gen_ddp(masked, refs, audio)
@@ -277,22 +291,24 @@ class _Stage:
         # generator
         for d in self._discs():
             d.requires_grad_(False)
-        logs = {}
+        logs = {"lr/g": self.opt_g.param_groups[0]["lr"]}
         with self._autocast():
             loss_img = cfg.lamb_img * F.mse_loss(fake.float(), src)
-            loss_g_ds = cfg.lamb_g_di * lsgan_g_loss(self.d_s, fake)
+            w_adv = ramp(1.0, self.global_step, cfg.adv_warmup_steps)
+            loss_g_ds = w_adv * cfg.lamb_g_di * lsgan_g_loss(self.d_s, fake)
             loss_g = loss_img + loss_g_ds
+            logs["weight/adv"] = w_adv
             if self.vgg is not None:
                 loss_perc = cfg.lamb_perception * perceptual_loss(self.vgg, fake, src)
                 loss_g = loss_g + loss_perc
                 logs["loss/g_perception"] = loss_perc.item()
             if self.d_t is not None:
-                loss_g_dt = cfg.lamb_g_dv * lsgan_g_loss(self.d_t, frames_on_channels(fake, clips))
+                loss_g_dt = w_adv * cfg.lamb_g_dv * lsgan_g_loss(self.d_t, frames_on_channels(fake, clips))
                 loss_g = loss_g + loss_g_dt
                 logs["loss/g_dT"] = loss_g_dt.item()
                 logs["loss/dT"] = loss_dt.item()
             if self.syncnet is not None:
-                w = sync_weight(cfg.lamb_sync, self.global_step, cfg.sync_warmup_steps)
+                w = ramp(cfg.lamb_sync, self.global_step, cfg.sync_warmup_steps)
                 mouths = mouth_crops(fake.reshape(clips, -1, *fake.shape[1:]), cfg.mouth_region_size)
                 raw_sync = sync_loss(self.syncnet, mouths, batch["sync_audio"].to(dev, non_blocking=True)).float()
                 loss_g = loss_g + w * raw_sync
@@ -309,6 +325,17 @@ class _Stage:
                      "loss/dS": loss_ds.item()})
         self._last = (masked, fake.detach(), src)
         return logs
+
+    def _warm_up_lr(self):
+        """Scale the scheduler's lr by min(1, (step + 1) / lr_warmup_steps); a pure function of global_step, so a
+        resumed run follows the same schedule."""
+        n = self.cfg.lr_warmup_steps
+        if n <= 0:
+            return
+        f = min(1.0, (self.global_step + 1) / n)
+        for opt, sched in zip([self.opt_g] + self.opt_d, self.scheds):
+            for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+                group["lr"] = lr * f
 
     # ------------------------------------------------------------------ loop
 
