@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="folder of real videos instead of the synthetic speaker; the last "
                                               "one (by name) is held out and dubbed with its own speech")
     p.add_argument("--checkpoint", default="", help="use this generator (ours or official) and skip training")
+    p.add_argument("--syncnet", default="", help="a mel SyncNet (train_syncnet.py) for the LSE columns when "
+                                                 "--checkpoint skips training (default: the one the demo trains)")
     p.add_argument("--mouth_region_size", type=int, default=0, help="official checkpoints only (e.g. 288)")
     p.add_argument("--audio_feature", default="", help="official checkpoints only (e.g. deepspeech2)")
     p.add_argument("--audio_model_path", default="", help="weights of the audio front-end (deepspeech2/hubert)")
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=3e-4)
     g.add_argument("--frame_steps", type=int, default=0, help="exact frame-stage steps (default: time budget)")
     g.add_argument("--clip_steps", type=int, default=0, help="exact clip-stage steps (default: time budget)")
+    g.add_argument("--sync_weight", type=float, default=0.0, help="SyncNet loss weight in the clip stage (default: "
+                                                                  "0: on the tiny model it lowers lip-sync quality)")
     g.add_argument("--seed", type=int, default=456)
     p.add_argument("--save_picture", default="", help="also copy the side-by-side PNG here")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
@@ -56,13 +60,14 @@ def main(argv=None) -> dict:
     a = build_parser().parse_args(argv)
     if a.mouth_size < 16 or a.mouth_size % 8:
         raise UserError(f"--mouth_size must be a multiple of 8 and >= 16, got {a.mouth_size}")
-    if a.batch_size < 1 or a.lr <= 0 or a.frame_steps < 0 or a.clip_steps < 0:
-        raise UserError("--batch_size must be >= 1, --lr > 0, --frame_steps/--clip_steps >= 0")
+    if a.batch_size < 1 or a.lr <= 0 or a.frame_steps < 0 or a.clip_steps < 0 or a.sync_weight < 0:
+        raise UserError("--batch_size must be >= 1, --lr > 0, --frame_steps/--clip_steps/--sync_weight >= 0")
     spec = SpeakerSpec(train_sentences=a.train_sentences, heldout_sentences=a.heldout_sentences,
                        speeds=tuple(a.speeds), size=a.size)
-    model = TinyModel(mouth_region_size=a.mouth_size, batch_size=a.batch_size, lr=a.lr, warp_mode=a.warp_mode)
+    model = TinyModel(mouth_region_size=a.mouth_size, batch_size=a.batch_size, lr=a.lr, warp_mode=a.warp_mode,
+                      sync_weight=a.sync_weight)
     opts = DemoOptions(output_dir=a.output_dir, minutes=a.minutes, device=a.device, data=a.data,
-                       checkpoint=a.checkpoint, mouth_region_size=a.mouth_region_size, audio_feature=a.audio_feature,
+                       checkpoint=a.checkpoint, syncnet=a.syncnet, mouth_region_size=a.mouth_region_size, audio_feature=a.audio_feature,
                        audio_model_path=a.audio_model_path, speaker=spec, model=model, frame_steps=a.frame_steps,
                        clip_steps=a.clip_steps, seed=a.seed, progress=not a.no_progress,
                        copy_picture_to=a.save_picture)

@@ -36,8 +36,9 @@ def speech_span(gt_openness: np.ndarray, thresh: float = 0.05) -> tuple[int, int
 
 
 def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=None, mouth_size: int = 64,
-                  device: str = "cpu", progress: bool = False) -> dict:
-    """Everything the report shows for one video: openness track + correlation, evaluate(...) metrics."""
+                  device: str = "cpu", progress: bool = False, syncnet: str = "", audio: str | None = None) -> dict:
+    """Everything the report shows for one video: openness track + correlation, evaluate(...) metrics; with
+    ``syncnet`` (a mel SyncNet) also LSE-D/LSE-C of the video against ``audio`` (default: its own track)."""
     from evaluation import evaluate
 
     opening, valid = measured_openness(video, detector, progress)
@@ -49,9 +50,10 @@ def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=
            "openness_corr": correlation(opening[lo:hi], gt_openness[lo:hi]), "speech_span": [int(lo), int(hi)],
            "openness_std": float(opening[valid].std()) if valid.any() else 0.0,
            "face_frames": int(valid.sum())}
-    ev = evaluate(video, reference=reference, mouth_size=mouth_size, device=device, progress=progress,
-                  detector=detector)
-    for k in ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr"):
+    ev = evaluate(video, reference=reference, audio=audio, syncnet=syncnet or None, mouth_size=mouth_size,
+                  device=device, progress=progress, detector=detector)
+    for k in ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr", "own_lse_d",
+              "own_lse_c", "own_av_offset"):
         if k in ev:
             v = ev[k]
             res[k] = float(v) if v is not None and math.isfinite(float(v)) else None

@@ -30,6 +30,7 @@ class DemoOptions:
     device: str = ""                       # "" = cuda if available, else cpu
     data: str = ""                         # folder of real videos instead of the synthetic speaker
     checkpoint: str = ""                   # trained/official generator: skip training
+    syncnet: str = ""                      # mel SyncNet for the LSE columns (default: the one the demo trains)
     mouth_region_size: int = 0             # for official checkpoints (they do not store it)
     audio_feature: str = ""
     audio_model_path: str = ""
@@ -51,6 +52,8 @@ def _check(o: DemoOptions) -> None:
         raise UserError(f"--data {o.data}: not a folder")
     if o.checkpoint and not os.path.isfile(o.checkpoint):
         raise UserError(f"--checkpoint {o.checkpoint}: file not found")
+    if o.syncnet and not os.path.isfile(o.syncnet):
+        raise UserError(f"--syncnet {o.syncnet}: file not found")
     if o.device and not (o.device == "cpu" or o.device == "cuda" or o.device.startswith("cuda:")):
         raise UserError(f"--device must be cpu, cuda or cuda:N, got {o.device!r}")
     if o.device.startswith("cuda"):
@@ -89,7 +92,7 @@ def _invalidate(out: str, settings: dict, log) -> None:
 
 
 def _summary_mean(items: list[dict]) -> dict:
-    keys = ("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr")
+    keys = ("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr", "own_lse_c", "own_lse_d")
     out = {}
     for row in ("dubbed", "template", "silence", "ground_truth"):
         vals = {}
@@ -160,6 +163,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                 init_from=stage_info["tiny"]["final"], syncnet_path=sync_info["path"], seed=opts.seed,
                 max_steps=opts.clip_steps, log=say)
         checkpoint = stage_info["tiny_clip"]["final"]
+    sync_eval = opts.syncnet or (sync_info["path"] if sync_info else "")
 
     res_dir = os.path.join(out, "results")
     os.makedirs(res_dir, exist_ok=True)
@@ -191,7 +195,9 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
             vids = {}
             for key, path in list(it["paths"].items()) + ([("ground_truth", h.video)] if data.synthetic else []):
                 say(f"evaluating {os.path.basename(path)}")
-                vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev)
+                # every video is scored against the held-out speech (the silence baseline's own track is silent)
+                vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev,
+                                                  syncnet=sync_eval, audio=h.video)
             it["videos"] = vids
     with budget.step(STEPS[7]):
         first = items[0]
@@ -287,7 +293,9 @@ def _setup(opts, data, checkpoint, sync_info, stage_info, dev) -> dict:
                            f"align {md.align_channels}, attn {md.attn_dim}, decoder {md.decoder_channels}, "
                            f"coarse grid {md.coarse_grid_size}, warp {md.warp_mode}",
                   "training": f"batch {md.batch_size} (clip stage {md.clip_batch_size} clips of 5), lr {md.lr}, "
-                              f"pixel MSE weight {md.img_weight}, no perceptual loss (no VGG weights offline)"})
+                              f"pixel MSE weight {md.img_weight}, no perceptual loss (no VGG weights offline); "
+                              f"clip stage: sync loss weight {md.sync_weight}, adversarial terms ramped in over "
+                              f"{md.adv_warmup_steps} steps"})
         for k, v in stage_info.items():
             s[f"{k} stage"] = f"{v['steps']} steps in {v['seconds']:.0f} s, final image MSE {v['loss_img']:.4f}"
         if sync_info:

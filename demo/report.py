@@ -12,7 +12,8 @@ ROWS = [("dubbed", "LawDNet, held-out speech (ours)"),
         ("ground_truth", "ground-truth video (measurement ceiling)")]
 COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "PSNR mouth (dB)", "{:.2f}"),
            ("ssim_mouth", "SSIM mouth", "{:.3f}"), ("psnr", "PSNR frame (dB)", "{:.2f}"),
-           ("av_corr", "opening vs audio r", "{:+.3f}")]
+           ("av_corr", "opening vs audio r", "{:+.3f}"), ("own_lse_c", "LSE-C (demo SyncNet)", "{:.3f}"),
+           ("own_lse_d", "LSE-D (demo SyncNet)", "{:.3f}")]
 SYNTHETIC_NOTE = ("All data in this report are synthetic: the speaker is a landmark-warped still photo "
                   "(skimage's astronaut) whose mouth follows espeak-ng speech, rendered by utils/synthetic.py. "
                   "Nothing here measures quality on real faces.")
@@ -109,7 +110,9 @@ silence baseline <a href="{html.escape(a['silence_mp4'])}">{html.escape(a['silen
 <p>openness r: Pearson correlation of the mouth opening measured with dlib landmarks on each video (inner-lip
 gap / eye distance) with the ground-truth openness of the rendering. PSNR/SSIM: against the ground-truth video
 (frame, and the aligned mouth crop) from <code>evaluation.evaluate</code>. The ground-truth row shows how well
-the landmark measurement itself tracks the rendering (the ceiling for r).</p>
+the landmark measurement itself tracks the rendering (the ceiling for r). LSE-C / LSE-D: Wav2Lip's sync
+confidence (higher is better) and distance (lower is better) computed with the SyncNet this run trained, every
+video scored against the held-out speech (the silence baseline too); n/a when no SyncNet was trained or given.</p>
 <h3>Per sentence</h3>{h_table(header, per)}
 <h2>Set-up</h2>{h_table(['item', 'value'], setup_rows)}
 <h2>Time per step (s)</h2>{h_table(['step', 'seconds'], [[k, f'{v:.1f}'] for k, v in data['timings'].items()])}

@@ -69,6 +69,9 @@ def test_demo_writes_every_artefact_with_finite_numbers(demo_run):
             v = mean[row][k]
             assert v is not None and math.isfinite(v), (row, k, v)
         assert -1 <= mean[row]["openness_corr"] <= 1 and 0 < mean[row]["psnr_mouth"] < 100
+    for row in ("dubbed", "template", "silence", "ground_truth"):     # the demo SyncNet's LSE, vs the speech
+        assert math.isfinite(mean[row]["own_lse_c"]) and mean[row]["own_lse_c"] >= 0, row
+        assert math.isfinite(mean[row]["own_lse_d"]), row
     assert mean["ground_truth"]["openness_corr"] > 0.9
     assert mean["template"]["openness_corr"] < 0.6
     bar = m["quality_bar"]
@@ -89,11 +92,44 @@ def test_rerun_reuses_training(demo_run, tmp_path):
     assert "SyncNet: reusing" in r.stderr and "tiny: reusing" in r.stderr and "tiny_clip: reusing" in r.stderr
 
 
+def test_real_videos_with_a_given_checkpoint_skip_training(demo_run, tmp_path):
+    """--data + --checkpoint + --syncnet: the user's videos (only read), the last one held out and dubbed with its
+    own speech by the given generator, scored with the given SyncNet."""
+    from utils.synthetic import make_talking_head
+
+    out, _, _ = demo_run
+    videos = tmp_path / "my videos"
+    videos.mkdir()
+    make_talking_head(videos / "a_take.mp4", "Peter bought a big map before the trip.", size=160, seed=5,
+                      preset="ultrafast")
+    make_talking_head(videos / "b_take.mp4", "We watched the moon rise above the harbour.", size=160, seed=6,
+                      preset="ultrafast")
+    before = {p.name: p.stat().st_mtime_ns for p in videos.iterdir()}
+    res_dir = tmp_path / "real"
+    ckpt = out / "models" / "demo" / "tiny_clip" / "final.pth"
+    r = _run("--output_dir", str(res_dir), "--data", str(videos), "--checkpoint", str(ckpt),
+             "--syncnet", str(out / "models" / "syncnet.pth"), "--no_progress", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "held out b_take.mp4" in r.stderr and "skipped: --checkpoint given" in r.stderr
+    assert not (res_dir / "models").exists()                      # nothing was trained
+    m = json.loads((res_dir / "metrics.json").read_text())
+    assert m["synthetic"] is False and m["heldout"][0]["name"] == "b_take"
+    dubbed = m["mean"]["dubbed"]
+    for k in ("openness_corr", "psnr_mouth", "own_lse_c", "own_lse_d"):
+        assert dubbed[k] is not None and math.isfinite(dubbed[k]), k
+    assert count_frames(str(res_dir / m["artefacts"]["dubbed_mp4"]), 25.0) == count_frames(
+        str(videos / "b_take.mp4"), 25.0)
+    assert "Real videos" in (res_dir / "report.html").read_text()
+    assert {p.name: p.stat().st_mtime_ns for p in videos.iterdir()} == before
+
+
 @pytest.mark.parametrize("args, message", [
     (["--minutes", "0"], "--minutes must be positive"),
     (["--data", "/nonexistent/folder"], "not a folder"),
     (["--train_sentences", "9"], "--train_sentences"),
     (["--checkpoint", "/nonexistent/model.pth"], "file not found"),
+    (["--syncnet", "/nonexistent/syncnet.pth"], "--syncnet"),
+    (["--sync_weight", "-1"], "--sync_weight"),
 ])
 def test_bad_flags_give_one_line_error(tmp_path, args, message):
     r = _run("--output_dir", str(tmp_path / "o"), *args, timeout=120)
