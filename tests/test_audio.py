@@ -113,6 +113,20 @@ def test_load_compressed_formats(tmp_path, ext, codec):
     assert num_video_frames(len(y), SR) in (49, 50, 51)
 
 
+def test_aac_frame_padding_is_trimmed_to_the_stated_duration(tmp_path):
+    # 1.013 s is not a whole number of 1024-sample AAC frames: the decoder returns 16384 samples, the stream
+    # says 16208; the lengths must agree to the sample, like the wav the encoder was given
+    src, out = tmp_path / "src.wav", tmp_path / "a.m4a"
+    n = 16208
+    scipy.io.wavfile.write(src, SR, np.round(_sine(440, SR, n / SR) * 32767).astype(np.int16))
+    _run_ffmpeg("-i", str(src), "-c:a", "aac", str(out))
+    assert len(load_audio(str(src))) == n
+    y = load_audio(str(out))
+    assert len(y) == n
+    assert np.sqrt(np.mean(y[-400:] ** 2)) > 0.25             # the tail is the tone, not padding
+    assert num_video_frames(len(y), SR) == 25
+
+
 def test_load_audio_track_of_mp4_and_24khz_same_frames(tmp_path):
     # A video with an AAC track: the audio track is what load_audio returns.
     mp4 = tmp_path / "v.mp4"

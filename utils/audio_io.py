@@ -94,11 +94,14 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     chunks: list[np.ndarray] = []
     rate = None
+    duration_s = None
     try:
         with av.open(path, mode="r") as container:
             if not container.streams.audio:
                 raise UserError(f"{path}: the file has no audio stream")
             stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                duration_s = float(stream.duration * stream.time_base)
             for frame in container.decode(stream):
                 if frame.samples == 0:
                     continue
@@ -114,6 +117,9 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
     if not chunks or rate is None:
         raise UserError(f"{path}: the audio stream is empty (no samples decoded)")
     x = np.concatenate(chunks)
+    if duration_s is not None and 0 < round(duration_s * rate) < len(x):
+        # AAC decodes whole 1024-sample frames: drop the encoder's padding after the stream's stated end
+        x = x[:round(duration_s * rate)]
     if not np.all(np.isfinite(x)):
         raise UserError(f"{path}: the audio contains NaN or infinite samples")
     x = _resample(x, rate, sample_rate)
