@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from typing import Callable, Optional
 
 from config.config import InferenceConfig, add_arguments, from_args

@@ -28,21 +28,10 @@ CPU_BATCH = {"frame_64": 2, "frame_128": 1, "frame_256": 1, "clip_288": 1, "tiny
 
 
 def _weights(folder, feature_dim):
-    import torch
-
     from models.syncnet import SyncNet, save_syncnet
-    from models.vgg19 import VGG19_CFG
+    from training.toy_data import write_random_vgg19
 
-    sd, i, cin = {}, 0, 3
-    for item in VGG19_CFG:
-        if item == "M":
-            i += 1
-            continue
-        sd[f"features.{i}.weight"] = torch.randn(item, cin, 3, 3) * (2.0 / (9 * cin)) ** 0.5
-        sd[f"features.{i}.bias"] = torch.zeros(item)
-        cin, i = item, i + 2
-    vgg = os.path.join(folder, "vgg19.pth")
-    torch.save(sd, vgg)
+    vgg = write_random_vgg19(os.path.join(folder, "vgg19.pth"))
     sync = os.path.join(folder, "syncnet.pth")
     save_syncnet(SyncNet(15, feature_dim, 128, 256, 9), sync)
     return vgg, sync

@@ -6,7 +6,6 @@ mouth crops (uint8, its input size), which are small.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 

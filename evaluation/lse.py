@@ -9,7 +9,6 @@ distance of a pair is 1 - its mean score, aggregated the same way.
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterable, Optional
 
 import numpy as np
 import torch

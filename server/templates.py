@@ -7,7 +7,6 @@ settings), so a restarted server reloads a template without detecting faces agai
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import threading
 import time

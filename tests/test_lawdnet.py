@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from config.config import ModelConfig, crop_size
 from models import LawDNet, load_lawdnet, save_checkpoint

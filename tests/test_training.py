@@ -18,10 +18,9 @@ from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset
 from models.checkpoint import load_lawdnet, read_checkpoint
 from models.syncnet import SyncNet, save_syncnet
-from models.vgg19 import VGG19_CFG
 from training.checkpoints import list_checkpoints
 from training.losses import lr_factor
-from training.toy_data import make_toy_data
+from training.toy_data import make_toy_data, write_random_vgg19
 from training.trainer import train_stage
 from utils.errors import UserError
 
@@ -154,23 +153,9 @@ def test_loss_decreases_on_synthetic_data(data, results):
 
 # ---------------------------------------------------------------- clip stage with weight files
 
-def _vgg19_file(path):
-    """torchvision-layout VGG19 state dict (features.{i}.weight/bias) with random weights, as the user passes."""
-    g = torch.Generator().manual_seed(0)
-    sd, i, cin = {}, 0, 3
-    for item in VGG19_CFG:
-        if item == "M":
-            i += 1
-            continue
-        sd[f"features.{i}.weight"] = torch.randn(item, cin, 3, 3, generator=g) * (2.0 / (9 * cin)) ** 0.5
-        sd[f"features.{i}.bias"] = torch.zeros(item)
-        cin, i = item, i + 2
-    torch.save(sd, path)
-
-
 def test_clip_stage_from_frame_stage_with_vgg_and_syncnet(data, results, uninterrupted, tmp_path):
     vgg = tmp_path / "vgg19.pth"
-    _vgg19_file(vgg)
+    write_random_vgg19(vgg)
     sync = tmp_path / "sync.pth"
     torch.manual_seed(0)
     save_syncnet(SyncNet(15, 16, 16, face_size=32, audio_window=9), str(sync))

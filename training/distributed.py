@@ -60,7 +60,6 @@ def pick_device(flag: str, local_rank: int, world_size: int) -> torch.device:
 
 def init_distributed(device_flag: str = "", timeout_min: int = 30) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_flag, local, world)
     if device.type == "cuda":

@@ -90,3 +90,24 @@ def make_toy_data(root, num_videos=3, num_frames=40, crop_width=80, feature="toy
     path = os.path.join(root, INDEX_NAME)
     write_index(path, crop_width, [feature], videos)
     return path
+
+
+def write_random_vgg19(path, seed: int = 0) -> str:
+    """A VGG19 weight file in torchvision's layout (features.{i}.weight/bias) with He-initialised random weights:
+    stands in for the ImageNet file (which cannot be downloaded here) in tests and benchmarks of the perceptual
+    loss. Returns ``path``."""
+    import torch
+
+    from models.vgg19 import VGG19_CFG
+
+    g = torch.Generator().manual_seed(seed)
+    sd, i, cin = {}, 0, 3
+    for item in VGG19_CFG:
+        if item == "M":
+            i += 1
+            continue
+        sd[f"features.{i}.weight"] = torch.randn(item, cin, 3, 3, generator=g) * (2.0 / (9 * cin)) ** 0.5
+        sd[f"features.{i}.bias"] = torch.zeros(item)
+        cin, i = item, i + 2
+    torch.save(sd, path)
+    return str(path)
