@@ -96,7 +96,7 @@ def _accuracy(model, loader, device, loss):
 
 def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hidden=128, audio_feature="",
                   sync_window=9, min_offset=5, batch_size=16, steps=20000, lr=1e-4, loss="contrastive", val_fraction=0.2,
-                  val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print):
+                  val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print, progress=True):
     """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split"}."""
     import torch
     import torch.nn.functional as F
@@ -142,7 +142,7 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
     history, step, epoch = [], 0, 0
     acc = _accuracy(model, val_loader, dev, loss)
     log(f"SyncNet held-out accuracy before training: {acc:.3f}")
-    bar = tqdm(total=steps, desc="syncnet", unit="step", mininterval=1.0)
+    bar = tqdm(total=steps, desc="syncnet", unit="step", mininterval=1.0, disable=not progress)
     while step < steps:
         sampler.set_position(epoch)
         for batch in loader:
@@ -198,12 +198,14 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="")
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--no_progress", action="store_true", help="no progress bar (log files)")
     return p
 
 
 def main(argv=None):
     a = vars(build_parser().parse_args(argv))
     out = a.pop("out")
+    a["progress"] = not a.pop("no_progress")
     return train_syncnet(a.pop("train_data"), out, **a)
 
 

@@ -28,7 +28,8 @@ def format_tables(res: dict) -> str:
     def f(v, spec):
         return "n/a" if v is None else spec.format(v)
 
-    head = "| sentence | video | openness r | PSNR mouth (dB) | SSIM mouth | PSNR frame (dB) |\n|---|---|---|---|---|---|"
+    head = ("| sentence | video | openness r | PSNR mouth (dB) | SSIM mouth | PSNR frame (dB) | LSE-C | LSE-D |\n"
+            "|---|---|---|---|---|---|---|---|")
     lines = [head]
     for item in res["heldout"] + [{"name": "mean", "videos": res["mean"]}]:
         for key, title in ROWS:
@@ -37,7 +38,8 @@ def format_tables(res: dict) -> str:
                 continue
             lines.append(f"| {item['name']} | {title} | {f(v.get('openness_corr'), '{:+.3f}')} | "
                          f"{f(v.get('psnr_mouth'), '{:.2f}')} | {f(v.get('ssim_mouth'), '{:.3f}')} | "
-                         f"{f(v.get('psnr'), '{:.2f}')} |")
+                         f"{f(v.get('psnr'), '{:.2f}')} | {f(v.get('own_lse_c'), '{:.3f}')} | "
+                         f"{f(v.get('own_lse_d'), '{:.3f}')} |")
     bar = res["quality_bar"]
     lines.append("")
     lines.append(f"openness r {f(bar['corr'], '{:+.3f}')} (needs >= {bar['min_corr']}): "

@@ -41,6 +41,8 @@ def format_table(results: dict) -> str:
             ("PSNR mouth, dubbed (dB)", lambda r: f(r["mean"]["dubbed"]["psnr_mouth"], "{:.2f}")),
             ("PSNR mouth, silence baseline (dB)", lambda r: f(r["mean"]["silence"]["psnr_mouth"], "{:.2f}")),
             ("SSIM mouth, dubbed", lambda r: f(r["mean"]["dubbed"]["ssim_mouth"], "{:.3f}")),
+            ("LSE-C (demo SyncNet), dubbed", lambda r: f(r["mean"]["dubbed"].get("own_lse_c"), "{:.3f}")),
+            ("LSE-C (demo SyncNet), silence baseline", lambda r: f(r["mean"]["silence"].get("own_lse_c"), "{:.3f}")),
             ("frame stage: steps / s / final image MSE",
              lambda r: "{} / {:.0f} / {:.4f}".format(r["training"]["tiny"]["steps"], r["training"]["tiny"]["seconds"],
                                                      r["training"]["tiny"]["loss_img"])),

@@ -84,7 +84,7 @@ def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int =
 
 def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_size: int = MOUTH, device: str = "",
                         log=print, hidden: int = 32, face_size: int = 32, min_steps: int = 20, max_steps: int = 4000,
-                        steps: int = 0) -> dict:
+                        steps: int = 0, progress: bool = True) -> dict:
     """A SyncNet on the demo data within about ``seconds`` (exactly ``steps`` steps when > 0); skipped when
     ``out_path`` is done already."""
     from train_syncnet import train_syncnet
@@ -95,7 +95,7 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
         log(f"SyncNet: reusing {out_path} (held-out accuracy {info['val_accuracy']:.3f}, {info['steps']} steps)")
         return info
     common = dict(mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden, batch_size=16, lr=1e-3,
-                  val_items=64, eval_every=0, device=device, num_workers=0)
+                  val_items=64, eval_every=0, device=device, num_workers=0, progress=progress)
     marks = {}
 
     def probe_log(msg):
@@ -123,7 +123,7 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
 
 def train_stage_timed(stage: str, index: str, result_root: str, name: str, seconds: float, model: TinyModel,
                       device: str = "", init_from: str = "", syncnet_path: str = "", seed: int = 456,
-                      min_steps: int = 5, max_steps: int = 0, log=print) -> dict:
+                      min_steps: int = 5, max_steps: int = 0, log=print, progress: bool = True) -> dict:
     """Train ``stage`` (tiny / tiny_clip) for about ``seconds`` (or exactly ``max_steps`` when > 0) in resumable
     chunks; returns {"final", "steps", "seconds", "samples_per_s", "loss_img"}. Skipped when already done."""
     from training.trainer import train_stage
@@ -140,7 +140,8 @@ def train_stage_timed(stage: str, index: str, result_root: str, name: str, secon
               augment_num=100000, epochs_non_decay=1, epochs_decay=0, no_perception=True, logger="none",
               num_workers=0, image_every=0, log_every=10 ** 9, keep_last=2, resume=True, seed=seed,
               lr_g=model.lr, lr_d=model.lr, warp_mode=model.warp_mode, model=model.model_overrides(),
-              lamb_img=model.img_weight, init_from=init_from, syncnet_path=syncnet_path, device=device)
+              lamb_img=model.img_weight, init_from=init_from, syncnet_path=syncnet_path, device=device,
+              progress=progress)
     if clip:
         kw.update(sync_warmup_steps=300, lamb_sync=model.sync_weight if syncnet_path else 0.0,
                   adv_warmup_steps=model.adv_warmup_steps)

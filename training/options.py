@@ -20,6 +20,7 @@ class RunOptions:
     sync_window: int = 9             # audio rows fed to the SyncNet with 5 frames
     clip_length: int = 9             # references avoid the source's clip of this many frames
     dist_timeout_min: int = 30
+    progress: bool = True            # tqdm bar on the main process (--no-progress for log files)
 
 
 MODEL_PREFIX = "model_"
