@@ -44,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mouth_size", type=int, default=32, help="mouth_region_size of the tiny model (default: 32)")
     g.add_argument("--batch_size", type=int, default=4)
     g.add_argument("--lr", type=float, default=3e-4)
-    g.add_argument("--frame_steps", type=int, default=0, help="exact frame-stage steps (default: time budget)")
-    g.add_argument("--clip_steps", type=int, default=0, help="exact clip-stage steps (default: time budget)")
+    g.add_argument("--frame_steps", type=int, default=0, help="exact frame-stage steps (default: up to 3000 "
+                                                                  "within the time budget)")
+    g.add_argument("--clip_steps", type=int, default=0, help="exact clip-stage steps (default: up to 300 within "
+                                                                 "the time budget)")
     g.add_argument("--sync_weight", type=float, default=0.0, help="SyncNet loss weight in the clip stage (default: "
                                                                   "0: on the tiny model it lowers lip-sync quality)")
     g.add_argument("--seed", type=int, default=456)

@@ -156,13 +156,13 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         with budget.step(STEPS[3], f"{opts.frame_steps} steps" if opts.frame_steps else f"about {secs:.0f} s"):
             stage_info["tiny"] = training.train_stage_timed(
                 "tiny", index, models, "demo", secs, opts.model, device=dev, seed=opts.seed,
-                max_steps=opts.frame_steps, log=say, progress=opts.progress)
+                max_steps=opts.frame_steps, cap_steps=opts.model.frame_steps_cap, log=say, progress=opts.progress)
         secs = budget.share(1.0, reserve)
         with budget.step(STEPS[4], f"{opts.clip_steps} steps" if opts.clip_steps else f"about {secs:.0f} s"):
             stage_info["tiny_clip"] = training.train_stage_timed(
                 "tiny_clip", index, models, "demo", secs, opts.model, device=dev,
                 init_from=stage_info["tiny"]["final"], syncnet_path=sync_info["path"], seed=opts.seed,
-                max_steps=opts.clip_steps, log=say, progress=opts.progress)
+                max_steps=opts.clip_steps, cap_steps=opts.model.clip_steps_cap, log=say, progress=opts.progress)
         checkpoint = stage_info["tiny_clip"]["final"]
     sync_eval = opts.syncnet or (sync_info["path"] if sync_info else "")
 
