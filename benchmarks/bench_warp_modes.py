@@ -2,8 +2,8 @@
 """The same tiny LawDNet trained with the ``official`` and the ``corrected`` Local Affine Warp on the demo's
 synthetic speaker (same data, seed, SyncNet steps and training steps), quality side by side.
 
-    python benchmarks/bench_warp_modes.py                                   # 600 + 150 steps per mode
-    python benchmarks/bench_warp_modes.py --frame_steps 3000 --clip_steps 500 --out_dir bench_warp
+    python benchmarks/bench_warp_modes.py                                   # 3000 + 300 steps per mode (~14 min)
+    python benchmarks/bench_warp_modes.py --frame_steps 600 --clip_steps 100 --out_dir bench_warp   # quick look
 
 Each mode is a full demo.run_demo in <out_dir>/<mode>/ (data are rendered once and linked into both), so the
 table has the same columns as the demo report: openness r on held-out sentences, mouth PSNR/SSIM against the
@@ -62,8 +62,8 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out_dir", default="bench_warp_modes")
-    p.add_argument("--frame_steps", type=int, default=600)
-    p.add_argument("--clip_steps", type=int, default=150)
+    p.add_argument("--frame_steps", type=int, default=3000, help="the demo's cap (default: 3000)")
+    p.add_argument("--clip_steps", type=int, default=300, help="the demo's cap (default: 300)")
     p.add_argument("--syncnet_steps", type=int, default=1000)
     p.add_argument("--train_sentences", type=int, default=6)
     p.add_argument("--speeds", type=int, nargs="+", default=[140, 175, 210])
