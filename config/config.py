@@ -107,8 +107,8 @@ class TrainConfig:
     max_steps: int = 0               # 0 = run all epochs; >0 stops early (tests, demos)
     lr_g: float = 1e-4
     lr_d: float = 1e-4
-    # linear learning-rate ramp at the start of a stage: a fresh Adam state kicks every weight of an --init_from
-    # generator by ~lr on its first steps (image MSE x15 in the demo's clip stage without it)
+    # linear learning-rate ramp at the start of a stage: a fresh Adam state moves every weight of an --init_from
+    # generator by ~lr on its first steps (on the demo's clip stage it did not help; adv_warmup_steps did)
     lr_warmup_steps: int = 0
     # ramp of the generator's adversarial weights over a stage's first steps: a fresh discriminator's early
     # gradients are noise that drags an --init_from generator away from what it learnt (the discriminators train

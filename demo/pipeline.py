@@ -14,6 +14,7 @@ import numpy as np
 from demo.budget import Budget
 from demo.speaker import SpeakerSpec
 from demo.training import TinyModel
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 STEPS = ("make the data", "data pipeline", "train SyncNet", "train LawDNet frame stage (tiny)",
@@ -88,7 +89,7 @@ def _invalidate(out: str, settings: dict, log) -> None:
         if os.path.isdir(p):
             log(f"settings changed since the last run: removing {p}")
             shutil.rmtree(p)
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=1)
 
 

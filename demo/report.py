@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+from utils.atomic import atomic_write
+
 ROWS = [("dubbed", "LawDNet, held-out speech (ours)"),
         ("template", "baseline: template with its original mouth"),
         ("silence", "baseline: LawDNet driven by silence"),
@@ -49,10 +51,8 @@ def quality_bar(summary: dict, min_corr: float = 0.6) -> dict:
 
 
 def write_metrics(path: str, data: dict) -> str:
-    tmp = path + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, allow_nan=False)
-    os.replace(tmp, path)
     return path
 
 
@@ -118,9 +118,8 @@ video scored against the held-out speech (the silence baseline too); n/a when no
 <h2>Time per step (s)</h2>{h_table(['step', 'seconds'], [[k, f'{v:.1f}'] for k, v in data['timings'].items()])}
 </body></html>"""
     html_path = os.path.join(out_dir, "report.html")
-    with open(html_path + ".part", "w", encoding="utf-8") as f:
+    with atomic_write(html_path, "w", encoding="utf-8") as f:
         f.write(page)
-    os.replace(html_path + ".part", html_path)
     md = [f"# LawDNet demo report\n\n> **Synthetic data.** {note}\n",
           f"Dubbed video: [{a['dubbed_mp4']}]({a['dubbed_mp4']})\n",
           f"![frames side by side]({a['side_by_side_png']})\n", f"![openness]({a['openness_png']})\n",
@@ -129,6 +128,6 @@ video scored against the held-out speech (the silence baseline too); n/a when no
           _md_table(header, per), "", "## Set-up\n", _md_table(["item", "value"], [[str(k), str(v)] for k, v in
                                                                                setup.items()]), ""]
     md_path = os.path.join(out_dir, "report.md")
-    with open(md_path, "w", encoding="utf-8") as f:
+    with atomic_write(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(md))
     return html_path, md_path

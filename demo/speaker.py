@@ -91,11 +91,7 @@ def _render(path: str, text: str, log, **kw) -> dict:
         except (OSError, ValueError):
             pass
     log(f"rendering {os.path.basename(path)}: {text!r} ({kw['voice']}, {kw['speed']} wpm)")
-    meta = make_talking_head(path, text, preset="fast", **kw)
-    meta["tail_s"], meta["lead_s"] = kw.get("tail_s", 0.3), kw.get("lead_s", 0.3)
-    with open(meta_path, "w", encoding="utf-8") as f:
-        json.dump(meta, f, ensure_ascii=False, indent=1)
-    return meta
+    return make_talking_head(path, text, preset="fast", **kw)
 
 
 def make_synthetic_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> DemoData:

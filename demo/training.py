@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 # mouth size 32 (52 x 40 crops) and a 20-point coarse warp grid: one batch-4 training step of the tiny
@@ -60,10 +61,8 @@ def _done(path: str) -> dict | None:
 
 
 def _mark(path: str, info: dict) -> None:
-    tmp = path + ".part"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1)
-    os.replace(tmp, path)
 
 
 def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int = 1, progress: bool = True,

@@ -357,8 +357,8 @@ class _Stage:
         try:
             from tqdm import tqdm
 
-            bar = tqdm(total=planned, initial=min(self.global_step, planned), disable=not (info.is_main and self.opts.progress),
-                       desc=cfg.stage, unit="step", dynamic_ncols=True, mininterval=1.0)
+            bar = tqdm(total=planned, initial=min(self.global_step, planned), desc=cfg.stage, unit="step",
+                       disable=not (info.is_main and self.opts.progress), dynamic_ncols=True, mininterval=1.0)
         except ImportError:
             bar = None
         items = cfg.batch_size * info.world_size

@@ -415,7 +415,8 @@ def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, siz
     audio track has the same length plus ``extra_audio_s`` seconds of silence. Frames listed in
     ``faceless_frames`` show a heavily blurred image with no detectable face (``has_face`` False in the ground
     truth). ``head_motion`` scales the head movement (0 = still head). Returned keys: video, mouth, gt, meta
-    (paths), num_frames, fps, size, sample_rate, video_seconds, audio_seconds, text, voice, language, seed.
+    (paths), num_frames, fps, size, sample_rate, video_seconds, audio_seconds, text, voice, language, speed,
+    seed, head_motion, lead_s, tail_s.
     """
     import cv2
 
@@ -481,7 +482,7 @@ def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, siz
         "num_frames": int(num_frames), "fps": float(fps), "size": int(size), "sample_rate": int(sr),
         "video_seconds": num_frames / fps, "audio_seconds": len(audio) / sr,
         "text": text, "voice": voice, "language": language, "speed": int(speed), "seed": int(seed),
-        "head_motion": float(head_motion), "faceless_frames": [int(i) for i in np.flatnonzero(faceless)],
+        "head_motion": float(head_motion), "lead_s": float(lead_s), "tail_s": float(tail_s), "faceless_frames": [int(i) for i in np.flatnonzero(faceless)],
         "phonemes": [[round(t0, 4), round(t1, 4), ph] for t0, t1, ph in phonemes],
     }
     with atomic_write(meta_path, "w", encoding="utf-8") as f:
