@@ -102,6 +102,8 @@ def test_lr_factor_is_clamped_and_perception_needs_vgg(data, results):
     with pytest.raises(UserError, match="--vgg_path.*--no_perception"):
         train_stage("tiny", name="novgg", train_data=data, result_root=results, max_steps=1,
                     **{**COMMON, "no_perception": False})
+    with pytest.raises(UserError, match="--adv_warmup_steps must be >= 0"):
+        train_stage("tiny", name="neg", train_data=data, result_root=results, adv_warmup_steps=-5, **COMMON)
     with pytest.raises(UserError, match="unknown training stage"):
         train_stage("frame_99", train_data=data)
 

@@ -70,6 +70,9 @@ def check(cfg: TrainConfig, opts: RunOptions) -> None:
     for name in ("batch_size", "augment_num", "mouth_region_size", "keep_last"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("max_steps", "save_every_steps", "sync_warmup_steps", "adv_warmup_steps", "lr_warmup_steps"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"--{name} must be >= 0 (0 = off), got {getattr(cfg, name)}")
     if cfg.epochs_non_decay < 0 or cfg.epochs_decay < 0 or cfg.epochs_non_decay + cfg.epochs_decay < 1:
         raise UserError("--epochs_non_decay and --epochs_decay must be >= 0 with at least one epoch in all")
     for name in ("audio_window", "sync_window"):
