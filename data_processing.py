@@ -1,4 +1,4 @@
-"""Prepare a training set from a folder of raw videos (one command: ``--all``); stages live in utils/data_prep.py.
+"""Prepare a training set from a folder of raw videos (one command: ``--all``); stages live in dataset/prepare/.
 
     python data_processing.py --all --source_video_dir RAW --data_root OUT [--workers 4] [--shard K/N]
     python data_processing.py --generate_training_json --data_root OUT        # after all shards finished
@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
-    from utils import data_prep as dp
+    from dataset.prepare.indexing import generate_training_json, merge_data_roots
+    from dataset.prepare.pipeline import VIDEO_STAGES, parse_features, parse_shard, prepare_dataset
+    from dataset.prepare.report import merge_shard_reports, print_report
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,7 +76,7 @@ def main(argv=None) -> dict:
     cfg = from_args(DataConfig, args)
 
     if args.merge:
-        path, renames = dp.merge_data_roots(args.merge, cfg.data_root)
+        path, renames = merge_data_roots(args.merge, cfg.data_root)
         print(f"merged {len(args.merge)} data roots into {path}" + (f"; renamed {len(renames)} colliding ids:" if renames else ""))
         for old, new in renames.items():
             print(f"  {old} -> {new}")
@@ -82,7 +84,7 @@ def main(argv=None) -> dict:
 
     stages = {s for f, s in STAGE_FLAGS.items() if getattr(args, f)}
     if args.all:
-        stages |= set(dp.VIDEO_STAGES)
+        stages |= set(VIDEO_STAGES)
     make_index = args.all or args.generate_training_json
     if not stages and not make_index:
         parser.error("nothing to do: give --all, stage flags (--convert_fps, --crop_face, ...), "
@@ -90,10 +92,10 @@ def main(argv=None) -> dict:
     if args.extract_video_frame:
         print("note: --extract_video_frame only makes sure videos_25fps/<vid>.mp4 exists; frames are decoded on the fly")
     out: dict = {}
-    shard = dp.parse_shard(cfg.shard)
+    shard = parse_shard(cfg.shard)
     if stages:
-        report = dp.prepare_dataset(cfg, stages, retry_failed=args.retry_failed, progress=not args.no_progress)
-        dp.print_report(report)
+        report = prepare_dataset(cfg, stages, retry_failed=args.retry_failed, progress=not args.no_progress)
+        print_report(report)
         out["report"] = report
     if make_index:
         if shard is not None and stages:
@@ -101,12 +103,12 @@ def main(argv=None) -> dict:
                   f"python data_processing.py --generate_training_json --data_root {cfg.data_root}")
             return out
         if not stages:
-            merged = dp.merge_shard_reports(cfg.data_root)
+            merged = merge_shard_reports(cfg.data_root)
             if merged is not None:
-                dp.print_report(merged)
+                print_report(merged)
                 out["report"] = merged
-        feats = dp.parse_features(args.audio_feature) if args.audio_feature else None
-        path, summary = dp.generate_training_json(cfg.data_root, feats, args.crop_width)
+        feats = parse_features(args.audio_feature) if args.audio_feature else None
+        path, summary = generate_training_json(cfg.data_root, feats, args.crop_width)
         for vid, why in summary["excluded"].items():
             print(f"not indexed: {vid}: {why}")
         print(f"wrote {path}: {summary['videos']} videos, features {', '.join(summary['audio_features'])}, "

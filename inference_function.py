@@ -32,7 +32,7 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
     """Dub ``video_path`` with ``audio_path`` into ``output_path``; returns the statistics dict of
     ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, ...). Bad inputs raise UserError."""
     from inference.dubber import Dubber, check_output_path, load_dub_audio
-    from utils.video_io import probe
+    from utils.media.video_io import probe
 
     # cheap checks first, so a typo fails before the model and the landmarks are loaded
     check_output_path(output_path)

@@ -18,7 +18,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config.config import DataConfig  # noqa: E402
-from utils import data_prep as dp  # noqa: E402
+from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Peter bought a big map before the trip to Madrid. "
@@ -27,7 +27,8 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Peter bought a big map bef
 
 
 def make_source(path: str, seconds: float, size: int) -> dict:
-    from utils.synthetic import make_talking_head, synthesize_speech
+    from utils.synthetic.speech import synthesize_speech
+    from utils.synthetic.talking_head import make_talking_head
 
     speech, sr, _ = synthesize_speech(TEXT, "en", 175)
     tail = max(0.2, seconds - 0.2 - len(speech) / sr)
@@ -41,13 +42,13 @@ def bench(src: str, workers: int, work: str, feature: str, crop_width: int) -> d
         shutil.copy(src, os.path.join(sdir, f"v{i}.mp4"))
     cfg = DataConfig(source_video_dir=sdir, data_root=os.path.join(work, f"data_w{workers}"), workers=workers,
                      audio_feature=feature, crop_width=crop_width)
-    rep = dp.prepare_dataset(cfg, dp.VIDEO_STAGES, progress=False)
+    rep = prepare_dataset(cfg, VIDEO_STAGES, progress=False)
     bad = [r for r in rep["videos"].values() if r["status"] != "processed"]
     if bad:
         raise RuntimeError(f"benchmark video not processed: {bad[0]['reason']}")
     frames = sum(r["num_frames"] for r in rep["videos"].values())
     rates = {}
-    for stage in dp.VIDEO_STAGES:
+    for stage in VIDEO_STAGES:
         t = sum(r["timings"].get(stage, 0.0) for r in rep["videos"].values())
         rates[stage] = frames / (t / workers) if t > 0 else float("nan")
     rates["whole run (wall)"] = frames / rep["seconds"]
@@ -75,7 +76,7 @@ def main(argv=None) -> dict:
         if not a.work_dir:
             shutil.rmtree(work, ignore_errors=True)
     cols = [f"workers={w} (frames/s)" for w in a.workers]
-    names = list(dp.VIDEO_STAGES) + ["whole run (wall)"]
+    names = list(VIDEO_STAGES) + ["whole run (wall)"]
     w0 = max(len(n) for n in names)
     print(f"{'stage':<{w0}}  " + "  ".join(f"{c:>22}" for c in cols))
     for n in names:

@@ -30,9 +30,9 @@ def make_inputs(folder, seconds: float, frame_size: int):
     import numpy as np
 
     from inference.schedule import pingpong_index
-    from utils.audio_io import load_audio, save_wav
-    from utils.synthetic import make_talking_head
-    from utils.video_io import VideoWriter, iter_frames
+    from utils.media.audio_io import load_audio, save_wav
+    from utils.synthetic.talking_head import make_talking_head
+    from utils.media.video_io import VideoWriter, iter_frames
 
     base = os.path.join(folder, f"base_{frame_size}.mp4")
     if not os.path.exists(base):

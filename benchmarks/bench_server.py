@@ -44,8 +44,8 @@ def _speech(path, seconds):
     """``seconds`` of espeak-ng speech (repeated sentences, cut to length) as a 16-bit wav."""
     import numpy as np
 
-    from utils.audio_io import save_wav
-    from utils.synthetic import synthesize_speech
+    from utils.media.audio_io import save_wav
+    from utils.synthetic.speech import synthesize_speech
 
     x, sr, _ = synthesize_speech("The quick brown fox jumps over the lazy dog near the river bank.")
     n = int(seconds * sr)
@@ -87,7 +87,7 @@ def _pct(xs, q):
 def run_benchmark(url, video, audio, levels=(1, 4, 8), requests=None, api_key=None, warmup=True) -> list:
     """Measure each concurrency level; returns one dict per level."""
     from client_LawDNet import LawDNetClient
-    from utils.audio_io import audio_duration
+    from utils.media.audio_io import audio_duration
 
     host = urlparse(url).hostname
     if host not in LOOPBACK:
@@ -154,7 +154,7 @@ def main(argv=None):
     try:
         video = args.video
         if not video:
-            from utils.synthetic import make_talking_head
+            from utils.synthetic.talking_head import make_talking_head
             video = make_talking_head(os.path.join(work, "face.mp4"), "Hello there, nice to meet you.", size=160,
                                       head_motion=0.3, preset="veryfast")["video"]
         audio = _speech(os.path.join(work, "speech.wav"), args.audio_seconds)

@@ -21,7 +21,7 @@ def make_dubber(checkpoint: str, device: str = "", cache_dir: str = "", progress
 
 def silence_like(audio_source: str, out_wav: str) -> str:
     """A silent 16 kHz wav exactly as long as ``audio_source``'s audio (so the dub has the same frame count)."""
-    from utils.audio_io import load_audio, save_wav
+    from utils.media.audio_io import load_audio, save_wav
 
     if not _fresh(out_wav, audio_source):
         n = len(load_audio(audio_source, 16000))
@@ -31,8 +31,8 @@ def silence_like(audio_source: str, out_wav: str) -> str:
 
 def template_baseline(template: str, audio_source: str, out_path: str, num_frames: int) -> str:
     """The template's first ``num_frames`` frames with ``audio_source``'s speech: what you get without dubbing."""
-    from utils.audio_io import load_audio
-    from utils.video_io import VideoWriter, iter_frames
+    from utils.media.audio_io import load_audio
+    from utils.media.video_io import VideoWriter, iter_frames
 
     if _fresh(out_path, template, audio_source):
         return out_path

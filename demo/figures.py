@@ -22,7 +22,7 @@ def pick_frames(gt_openness: np.ndarray, count: int = 4) -> list[int]:
 
 
 def _read(video: str, indices: list[int]) -> dict[int, np.ndarray]:
-    from utils.video_io import iter_frames
+    from utils.media.video_io import iter_frames
 
     want, out = set(indices), {}
     for k, f in enumerate(iter_frames(video, fps=25.0)):

@@ -11,8 +11,8 @@ import numpy as np
 def measured_openness(video: str, detector=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(opening per frame: inner-lip gap / eye distance, valid mask) from dlib landmarks tracked over ``video``."""
     from evaluation.mouth_motion import mouth_opening
-    from utils.landmarks import LandmarkDetector, track_landmarks
-    from utils.video_io import count_frames, iter_frames
+    from utils.face.landmarks import LandmarkDetector, track_landmarks
+    from utils.media.video_io import count_frames, iter_frames
 
     lm, valid = track_landmarks(iter_frames(video, fps=25.0), detector or LandmarkDetector(), smooth=0.0,
                                 progress=progress, total=count_frames(video, 25.0))

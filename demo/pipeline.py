@@ -184,7 +184,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
             dubbing.template_baseline(data.template, h.video, paths["template"], _num_frames(h.video))
             items.append({"name": h.name, "text": h.text, "paths": paths, "gt_video": h.video, "item": h})
     with budget.step(STEPS[6], "landmarks + evaluation.evaluate on every video"):
-        from utils.landmarks import LandmarkDetector
+        from utils.face.landmarks import LandmarkDetector
 
         det = LandmarkDetector()
         for it in items:
@@ -250,7 +250,7 @@ def _strip(videos: dict) -> dict:
 
 
 def _num_frames(video: str) -> int:
-    from utils.video_io import count_frames
+    from utils.media.video_io import count_frames
 
     return count_frames(video, 25.0)
 
@@ -258,15 +258,15 @@ def _num_frames(video: str) -> int:
 def _mouth_box(gt_video: str, template: str):
     """Lower-face box for the pictures: from the rendering's ground-truth landmarks when there are some, else
     from landmarks tracked on the template's first frames."""
-    from utils.video_io import probe
+    from utils.media.video_io import probe
 
     info = probe(template)
     gt_npz = os.path.splitext(gt_video)[0] + ".gt.npz"
     if os.path.isfile(gt_npz):
         lm = np.load(gt_npz)["landmarks"]
     else:
-        from utils.landmarks import LandmarkDetector, track_landmarks
-        from utils.video_io import iter_frames
+        from utils.face.landmarks import LandmarkDetector, track_landmarks
+        from utils.media.video_io import iter_frames
 
         lm, valid = track_landmarks(iter_frames(template, fps=25.0, max_frames=25), LandmarkDetector(),
                                     progress=False)
@@ -283,7 +283,7 @@ def _setup(opts, data, checkpoint, sync_info, stage_info, dev) -> dict:
          if not opts.checkpoint else opts.checkpoint}
     if data.synthetic:
         sp = opts.speaker
-        s.update({"data": "synthetic (utils/synthetic.py)", "voice": sp.voice, "video size": sp.size,
+        s.update({"data": "synthetic (utils/synthetic/)", "voice": sp.voice, "video size": sp.size,
                   "training videos": f"{sp.train_sentences} sentences x {len(sp.speeds)} speeds {list(sp.speeds)}",
                   "held-out sentences": "; ".join(h.text for h in data.heldout),
                   "template": f"new take of a training sentence: {data.template_text!r}"})

@@ -17,7 +17,7 @@ COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "
            ("av_corr", "opening vs audio r", "{:+.3f}"), ("own_lse_c", "LSE-C (demo SyncNet)", "{:.3f}"),
            ("own_lse_d", "LSE-D (demo SyncNet)", "{:.3f}")]
 SYNTHETIC_NOTE = ("All data in this report are synthetic: the speaker is a landmark-warped still photo "
-                  "(skimage's astronaut) whose mouth follows espeak-ng speech, rendered by utils/synthetic.py. "
+                  "(skimage's astronaut) whose mouth follows espeak-ng speech, rendered by utils/synthetic/. "
                   "Nothing here measures quality on real faces.")
 
 

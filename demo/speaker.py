@@ -21,7 +21,7 @@ import numpy as np
 
 from utils.errors import UserError
 
-ENGLISH = [i for i, (lang, _) in enumerate(__import__("utils.synthetic", fromlist=["SENTENCES"]).SENTENCES)
+ENGLISH = [i for i, (lang, _) in enumerate(__import__("utils.synthetic.speech", fromlist=["SENTENCES"]).SENTENCES)
            if lang == "en"]
 EVAL_SEED = 777            # head-motion seed shared by the template and the ground truths
 
@@ -75,7 +75,7 @@ class DemoData:
 
 def _render(path: str, text: str, log, **kw) -> dict:
     """make_talking_head unless ``path`` already holds the same rendering (its .json metadata matches)."""
-    from utils.synthetic import make_talking_head
+    from utils.synthetic.talking_head import make_talking_head
 
     meta_path = os.path.splitext(path)[0] + ".json"
     if os.path.isfile(path) and os.path.isfile(meta_path) and os.path.isfile(os.path.splitext(path)[0] + ".mouth.npy"):
@@ -96,7 +96,7 @@ def _render(path: str, text: str, log, **kw) -> dict:
 
 def make_synthetic_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> DemoData:
     """Render (or reuse) the speaker's training videos, held-out ground truths and template."""
-    from utils.synthetic import SENTENCES
+    from utils.synthetic.speech import SENTENCES
 
     train_dir, eval_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "eval")
     os.makedirs(train_dir, exist_ok=True)
@@ -142,7 +142,7 @@ def real_data(video_dir: str, work_dir: str, log=print) -> DemoData:
     """The user's videos: the last one (sorted by name) is held out and dubbed with its own audio
     (reconstruction setting); the others are the training set, linked into ``<work_dir>/train`` (the user's
     folder is only read)."""
-    from utils.data_prep import VIDEO_EXTS
+    from dataset.prepare.layout import VIDEO_EXTS
 
     if not os.path.isdir(video_dir):
         raise UserError(f"--data {video_dir}: not a folder")

@@ -69,7 +69,8 @@ def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int =
                  log=print) -> str:
     """Run the project's data pipeline (mel features, crops ``crop_width`` wide) and write the index; its path."""
     from config.config import DataConfig
-    from utils.data_prep import VIDEO_STAGES, generate_training_json, prepare_dataset
+    from dataset.prepare.indexing import generate_training_json
+    from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset
 
     cfg = DataConfig(source_video_dir=train_dir, data_root=data_root, audio_feature="mel", crop_width=int(crop_width),
                      workers=max(1, int(workers)))

@@ -40,10 +40,10 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     from evaluation.lse import LipEmbedder, lse_own_syncnet, lse_syncnet_v2, sync_face_crop
     from evaluation.mouth_motion import audio_energy_db, mouth_opening, opening_energy_stats, temporal_jitter
     from evaluation.seam import SeamMeter
-    from utils.audio_io import load_audio, num_video_frames
-    from utils.face_align import PASTE_OUTER, FaceAligner
-    from utils.landmarks import LandmarkDetector, track_landmarks
-    from utils.video_io import count_frames, iter_frames, probe
+    from utils.media.audio_io import load_audio, num_video_frames
+    from utils.face.align import PASTE_OUTER, FaceAligner
+    from utils.face.landmarks import LandmarkDetector, track_landmarks
+    from utils.media.video_io import count_frames, iter_frames, probe
 
     generated = os.fspath(generated)
     info = probe(generated)
@@ -65,7 +65,7 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
         v2 = load_syncnet_v2(syncnet_v2, dev)
     if syncnet:
         from models.syncnet import load_syncnet
-        from utils.audio_features import get_frontend
+        from utils.audio.features import get_frontend
 
         own = load_syncnet(syncnet, dev)
         feat = syncnet_audio_feature or ("mel" if own.config["audio_channels"] == 80 else "")

@@ -109,7 +109,7 @@ def lse_syncnet_v2(model, lip_emb: torch.Tensor, samples_16k: np.ndarray, device
 def lse_own_syncnet(model, mouths: torch.Tensor, feats: np.ndarray, device="cpu", vshift: int = 15) -> dict:
     """LSE with models/syncnet.SyncNet: mouths (T, 3, S, S) in [0, 1] (aligned mouth boxes), feats (T, D) rows of
     the audio front-end it was trained on. Pair (window at frames i..i+4, audio window centred on i+2+k)."""
-    from utils.audio_features import make_windows
+    from utils.audio.base import make_windows
 
     T = min(len(mouths), len(feats))
     n_win = T - 4

@@ -62,7 +62,7 @@ class DubAudio:
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
-    from utils.audio_features import torch_device
+    from utils.device import torch_device
 
     if not device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,7 +95,7 @@ def _native_rate(path: str) -> int:
 
 def load_dub_audio(path) -> DubAudio:
     """Decode any audio (or the audio track of a video) for dubbing; UserError for missing/corrupt/empty."""
-    from utils.audio_io import load_audio, num_video_frames
+    from utils.media.audio_io import load_audio, num_video_frames
 
     path = os.fspath(path)
     samples_16k = load_audio(path, 16000)
@@ -123,8 +123,8 @@ class Dubber:
                  infer_fn: Optional[InferFn] = None, progress: bool = True, crf: int = 18, preset: str = "fast",
                  queue_batches: int = 3):
         from models import load_lawdnet, use_compiled_warp
-        from utils.audio_features import get_frontend
-        from utils.face_align import FaceAligner, mouth_mask
+        from utils.audio.features import get_frontend
+        from utils.face.align import FaceAligner, mouth_mask
 
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
@@ -167,7 +167,7 @@ class Dubber:
 
     # ---------------------------------------------------------------- template
     def prepare_template(self, video_path, use_cache: bool = True, detector=None) -> PreparedTemplate:
-        from utils.video_io import iter_frames
+        from utils.media.video_io import iter_frames
 
         t = prepare_template(video_path, cache_dir=self.cache_dir, use_cache=use_cache, detector=detector,
                              progress=self.progress)
@@ -194,9 +194,9 @@ class Dubber:
         """
         from tqdm import tqdm
 
-        from utils.audio_features import make_windows
-        from utils.face_align import paste_back, paste_back_torch
-        from utils.video_io import VideoWriter
+        from utils.audio.base import make_windows
+        from utils.face.align import paste_back, paste_back_torch
+        from utils.media.video_io import VideoWriter
 
         output_path = check_output_path(output_path)
         t_start = time.perf_counter()

@@ -12,7 +12,7 @@ import numpy as np
 
 from inference.schedule import source_runs
 from utils.errors import UserError
-from utils.video_io import iter_frames
+from utils.media.video_io import iter_frames
 
 FPS = 25.0
 

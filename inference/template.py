@@ -113,8 +113,8 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
     ``cache_dir`` None -> :func:`default_cache_dir`. Raises UserError when the file is missing, is not a video,
     or shows no face in any frame.
     """
-    from utils.landmarks import LandmarkDetector, find_predictor, track_landmarks
-    from utils.video_io import count_frames, iter_frames, probe
+    from utils.face.landmarks import LandmarkDetector, find_predictor, track_landmarks
+    from utils.media.video_io import count_frames, iter_frames, probe
 
     video_path = os.fspath(video_path)
     info = probe(video_path)  # UserError for missing / not-a-video files

@@ -41,7 +41,7 @@ class TemplateStore:
             else:
                 make = False
         if make:
-            from utils.landmarks import LandmarkDetector
+            from utils.face.landmarks import LandmarkDetector
             try:
                 return LandmarkDetector()
             except BaseException:

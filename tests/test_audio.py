@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 
-from utils.audio_features import MelFrontEnd, extract_features, get_frontend, make_windows, mel_to_hz
-from utils.audio_io import load_audio, num_video_frames, save_wav
+from utils.audio.base import make_windows
+from utils.audio.features import extract_features, get_frontend
+from utils.audio.mel import MelFrontEnd, mel_to_hz
+from utils.media.audio_io import load_audio, num_video_frames, save_wav
 from utils.errors import UserError
 
 SR = 16000

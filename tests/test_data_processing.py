@@ -14,11 +14,13 @@ import pytest
 import data_processing
 from config.config import DataConfig
 from dataset.index import load_index, write_index
-from utils import data_prep as dp
+from dataset.prepare.indexing import generate_training_json, merge_data_roots
+from dataset.prepare.layout import Layout
+from dataset.prepare.pipeline import VIDEO_STAGES, list_videos, parse_features, parse_shard, prepare_dataset, shard_ids
 from utils.errors import UserError
-from utils.landmarks import read_openface_csv
-from utils.synthetic import make_talking_head
-from utils.video_io import count_frames, probe, write_video
+from utils.face.landmarks import read_openface_csv
+from utils.synthetic.talking_head import make_talking_head
+from utils.media.video_io import count_frames, probe, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CROP_W = 128
@@ -88,7 +90,7 @@ def test_report_statuses(full):
 
 def test_outputs_exact_lengths(full, raw):
     root = full["root"]
-    L = dp.Layout(root)
+    L = Layout(root)
     index = load_index(root)
     assert sorted(index.videos) == sorted(GOOD) and index.crop_width == CROP_W and index.audio_features == ["mel"]
     for name in GOOD:
@@ -126,7 +128,7 @@ def test_outputs_exact_lengths(full, raw):
 def test_landmarks_match_ground_truth(full, raw):
     # blong is 25 fps: frame i of the prepared video is frame i of the source
     gt = np.load(raw["meta"]["blong"]["gt"])["landmarks"]
-    lm, valid = read_openface_csv(dp.Layout(full["root"]).csv("blong"))
+    lm, valid = read_openface_csv(Layout(full["root"]).csv("blong"))
     assert valid.all() and lm.shape == gt.shape
     err = np.linalg.norm(lm - gt, axis=-1)
     assert np.median(err) < 3.0, np.median(err)
@@ -136,7 +138,7 @@ def test_rerun_is_noop(full, raw):
     root = full["root"]
     before = _files(root)
     cfg = DataConfig(source_video_dir=raw["dir"], data_root=root, crop_width=CROP_W)
-    rep = dp.prepare_dataset(cfg, dp.VIDEO_STAGES, progress=False)
+    rep = prepare_dataset(cfg, VIDEO_STAGES, progress=False)
     assert {v["status"] for n, v in rep["videos"].items() if n in GOOD} == {"skipped"}
     assert all(rep["videos"][n]["reason"] == "already processed" for n in GOOD)
     assert rep["videos"]["corrupt"]["status"] == "failed" and rep["videos"]["corrupt"]["previous_run"]
@@ -153,7 +155,7 @@ def sharded(raw, tmp_path_factory):
     reports = []
     for k in (0, 1):
         cfg = DataConfig(source_video_dir=raw["dir"], data_root=root, crop_width=CROP_W, shard=f"{k}/2")
-        reports.append(dp.prepare_dataset(cfg, dp.VIDEO_STAGES, progress=False))
+        reports.append(prepare_dataset(cfg, VIDEO_STAGES, progress=False))
     out = data_processing.main(["--generate_training_json", "--data_root", root])
     return {"root": root, "reports": reports, "out": out}
 
@@ -196,9 +198,9 @@ def test_merge(full, sharded, tmp_path):
     other = tmp_path / "w64"
     write_index(str(other / "training_json.json"), 64, ["mel"], {})
     with pytest.raises(UserError, match="different widths"):
-        dp.merge_data_roots([full["root"], str(other)], str(tmp_path / "bad"))
+        merge_data_roots([full["root"], str(other)], str(tmp_path / "bad"))
     with pytest.raises(UserError, match="new folder"):
-        dp.merge_data_roots([full["root"], sharded["root"]], full["root"])
+        merge_data_roots([full["root"], sharded["root"]], full["root"])
 
 
 def test_stagewise_user_csv_and_stale_part(full, raw, tmp_path):
@@ -206,7 +208,7 @@ def test_stagewise_user_csv_and_stale_part(full, raw, tmp_path):
     src.mkdir()
     shutil.copy(os.path.join(raw["dir"], "blong.mp4"), src / "blong.mp4")
     root = str(tmp_path / "data")
-    L = dp.Layout(root)
+    L = Layout(root)
     # one stage at a time, as in the original's README one-liner
     data_processing.main(["--extract_audio", "--source_video_dir", str(src), "--data_root", root, "--no_progress"])
     assert os.path.isfile(L.wav("blong")) and os.path.isfile(L.video("blong"))
@@ -222,30 +224,30 @@ def test_stagewise_user_csv_and_stale_part(full, raw, tmp_path):
     with open(L.csv("blong")) as a, open(os.path.join(user_csvs, "blong.csv")) as b:
         assert a.read() == b.read()
     assert not os.path.exists(L.crops("blong") + ".part")
-    assert sorted(os.listdir(L.crops("blong"))) == sorted(os.listdir(dp.Layout(full["root"]).crops("blong")))
+    assert sorted(os.listdir(L.crops("blong"))) == sorted(os.listdir(Layout(full["root"]).crops("blong")))
     assert list(load_index(root).videos) == ["blong"]
 
 
 def test_bad_input(tmp_path):
     for bad in ("2/2", "1", "a/b", "-1/3"):
         with pytest.raises(UserError, match="shard"):
-            dp.parse_shard(bad)
-    assert dp.parse_shard("3/4") == (3, 4)
+            parse_shard(bad)
+    assert parse_shard("3/4") == (3, 4)
     ids = [f"v{i}" for i in range(7)]
-    parts = [dp.shard_ids(reversed(ids), (k, 3)) for k in range(3)]
+    parts = [shard_ids(reversed(ids), (k, 3)) for k in range(3)]
     assert sorted(sum(parts, [])) == ids and parts[0] == ["v0", "v3", "v6"]
     with pytest.raises(UserError, match="not a folder"):
-        dp.prepare_dataset(DataConfig(source_video_dir=str(tmp_path / "nope"), data_root=str(tmp_path / "o")),
+        prepare_dataset(DataConfig(source_video_dir=str(tmp_path / "nope"), data_root=str(tmp_path / "o")),
                            ["convert_fps"])
     with pytest.raises(UserError, match="audio_model_path"):
-        dp.prepare_dataset(DataConfig(source_video_dir=str(tmp_path), data_root=str(tmp_path / "o"),
+        prepare_dataset(DataConfig(source_video_dir=str(tmp_path), data_root=str(tmp_path / "o"),
                                       audio_feature="hubert"), ["extract_audio_features"])
     with pytest.raises(UserError, match="unknown --audio_feature"):
-        dp.parse_features("mel,wav2lip")
+        parse_features("mel,wav2lip")
     with pytest.raises(UserError, match="no finished videos"):
-        dp.generate_training_json(str(tmp_path))
+        generate_training_json(str(tmp_path))
     with pytest.raises(SystemExit):
         data_processing.main(["--data_root", str(tmp_path)])  # no stage selected
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "a.mov").write_bytes(b"")
-    assert sorted(dp.list_videos(str(tmp_path))) == ["a", "a_mp4"]
+    assert sorted(list_videos(str(tmp_path))) == ["a", "a_mp4"]

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.audio_io import load_audio, num_video_frames
-from utils.video_io import count_frames, iter_frames, probe
+from utils.media.audio_io import load_audio, num_video_frames
+from utils.media.video_io import count_frames, iter_frames, probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "demo.py")
@@ -96,7 +96,7 @@ def test_rerun_reuses_training(demo_run, tmp_path):
 def test_real_videos_with_a_given_checkpoint_skip_training(demo_run, tmp_path):
     """--data + --checkpoint + --syncnet: the user's videos (only read), the last one held out and dubbed with its
     own speech by the given generator, scored with the given SyncNet."""
-    from utils.synthetic import make_talking_head
+    from utils.synthetic.talking_head import make_talking_head
 
     out, _, _ = demo_run
     videos = tmp_path / "my videos"

@@ -14,8 +14,8 @@ from evaluation.lse import offsets_summary
 from evaluation.syncnet_v2 import SyncNetV2, load_syncnet_v2
 from models.syncnet import SyncNet, save_syncnet
 from utils.errors import UserError
-from utils.synthetic import make_talking_head
-from utils.video_io import VideoWriter, iter_frames
+from utils.synthetic.talking_head import make_talking_head
+from utils.media.video_io import VideoWriter, iter_frames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,8 +69,8 @@ def test_reconstruction_metrics_and_av_correlation(vids):
 def test_seam_score_sees_a_pasted_box(vids, tmp_path):
     """A hard-edged brightened box over the lower face (the original paste-back's artefact) raises the seam
     score measured on that box's outline."""
-    from utils.face_align import PASTE_OUTER, FaceAligner
-    from utils.landmarks import LandmarkDetector
+    from utils.face.align import PASTE_OUTER, FaceAligner
+    from utils.face.landmarks import LandmarkDetector
 
     det = LandmarkDetector()
     out = tmp_path / "box.mp4"
@@ -96,7 +96,7 @@ def test_own_syncnet_lse_scores_pairs_like_the_syncnet_itself():
     """Every LSE distance is 1 - mean score of SyncNet.forward on that (5 mouths, audio window) pair, so the
     SyncNet's face_offset (0.5 for SyncNets trained here) is applied exactly as in training."""
     from evaluation.lse import lse_own_syncnet
-    from utils.audio_features import make_windows
+    from utils.audio.base import make_windows
 
     torch.manual_seed(1)
     net = SyncNet(face_channels=15, audio_channels=12, hidden=8, face_size=32, audio_window=5,

@@ -7,9 +7,9 @@ from skimage import data
 
 from config.config import crop_size, mouth_box
 from utils.errors import UserError
-from utils.face_align import (FaceAligner, apply_transform, fit_similarity, mask_source, mouth_mask,
+from utils.face.align import (FaceAligner, apply_transform, fit_similarity, mask_source, mouth_mask,
                               paste_back, paste_back_torch, paste_mask)
-from utils.landmarks import LandmarkDetector
+from utils.face.landmarks import LandmarkDetector
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

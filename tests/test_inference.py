@@ -17,11 +17,11 @@ from inference.template import prepare_template
 from inference_function import generate_video_with_audio
 from models import LawDNet
 from models.checkpoint import save_checkpoint, save_lawdnet
-from utils.audio_io import load_audio, num_video_frames, save_wav
+from utils.media.audio_io import load_audio, num_video_frames, save_wav
 from utils.errors import UserError
-from utils.face_align import paste_mask
-from utils.synthetic import make_talking_head
-from utils.video_io import VideoWriter, probe, read_frames
+from utils.face.align import paste_mask
+from utils.synthetic.talking_head import make_talking_head
+from utils.media.video_io import VideoWriter, probe, read_frames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
@@ -85,7 +85,7 @@ def test_end_to_end_pingpong_paste_and_faceless(work, tmp_path):
     for k in faceless_out:
         assert np.array_equal(seen[k][1], seen[k][2])
     # face frames: bit-identical outside the paste mask, changed inside it (random generator)
-    from utils.face_align import FaceAligner
+    from utils.face.align import FaceAligner
 
     al = FaceAligner.for_mouth_size(64)
     M = al.estimate(tpl.landmarks)

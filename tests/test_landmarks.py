@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from utils.errors import UserError
-from utils.landmarks import (LandmarkDetector, find_predictor, read_openface_csv, smooth_landmarks,
+from utils.face.landmarks import (LandmarkDetector, find_predictor, read_openface_csv, smooth_landmarks,
                              track_landmarks, write_openface_csv)
 
 

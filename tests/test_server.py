@@ -17,9 +17,10 @@ from config.config import ModelConfig
 from models import LawDNet
 from models.checkpoint import save_lawdnet
 from server_LawDNet import create_app
-from utils.audio_io import load_audio, num_video_frames, save_wav
-from utils.synthetic import make_talking_head, synthesize_speech
-from utils.video_io import probe, read_frames
+from utils.media.audio_io import load_audio, num_video_frames, save_wav
+from utils.synthetic.speech import synthesize_speech
+from utils.synthetic.talking_head import make_talking_head
+from utils.media.video_io import probe, read_frames
 
 TEXTS = ["One.", "Two birds.", "Open the door.", "Good morning."]
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from utils.errors import UserError
-from utils.landmarks import LandmarkDetector
-from utils.synthetic import SENTENCES, is_vowel, make_dataset, make_talking_head
-from utils.video_io import count_frames, probe, read_audio_track, read_frames
+from utils.face.landmarks import LandmarkDetector
+from utils.synthetic.speech import SENTENCES, is_vowel
+from utils.synthetic.talking_head import make_dataset, make_talking_head
+from utils.media.video_io import count_frames, probe, read_audio_track, read_frames
 
 EN_TEXT = "Peter bought a big map."
 REPO = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
-"""utils.video_io on real encodes: PyAV/libx264/AAC writes, decodes by timestamp, atomic writes, bad files."""
+"""utils.media.video_io on real encodes: PyAV/libx264/AAC writes, decodes by timestamp, atomic writes, bad files."""
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from utils.errors import UserError
-from utils.video_io import (VideoInfo, VideoWriter, convert_to_fps, count_frames, iter_frames, probe,
+from utils.media.video_io import (VideoInfo, VideoWriter, convert_to_fps, count_frames, iter_frames, probe,
                             read_audio_track, read_frames, write_video)
 
 av = pytest.importorskip("av")

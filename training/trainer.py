@@ -36,7 +36,7 @@ from training.losses import frames_on_channels, lr_factor, lsgan_d_loss, lsgan_g
 from training.options import RunOptions, check, resolve
 from training.sampler import ResumableSampler
 from utils.errors import UserError
-from utils.face_align import mask_source, mouth_mask
+from utils.face.align import mask_source, mouth_mask
 
 # Model fields that define the architecture: an init_from checkpoint must agree on them.
 _ARCH_FIELDS = ("source_channel", "ref_channel", "audio_channel", "audio_window", "warp_layer_num", "num_kpoints",

@@ -313,7 +313,7 @@ def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_fra
 
 def read_audio_track(path, sample_rate: int = 16000) -> np.ndarray:
     """The audio track of a video as float32 mono at ``sample_rate`` (UserError if it has none)."""
-    from utils.audio_io import load_audio
+    from utils.media.audio_io import load_audio
 
     return load_audio(path, sample_rate)
 

@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from utils.audio_features import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd, torch_device
+from utils.audio.base import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd
+from utils.device import torch_device
 from utils.errors import UserError
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",

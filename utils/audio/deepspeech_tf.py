@@ -24,7 +24,8 @@ import re
 
 import numpy as np
 
-from utils.audio_features import SAMPLE_RATE, AudioFrontEnd, torch_device
+from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.device import torch_device
 from utils.errors import UserError
 
 N_MFCC = 26

@@ -28,7 +28,8 @@ import types
 
 import numpy as np
 
-from utils.audio_features import SAMPLE_RATE, AudioFrontEnd, torch_device
+from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.device import torch_device
 from utils.errors import UserError
 
 DEFAULT_SPECT = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming"}

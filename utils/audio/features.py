@@ -1,0 +1,65 @@
+"""Front-end registry: build a front-end by name (config.AUDIO_FEATURES) and extract a file's features."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from config.config import AUDIO_FEATURES
+from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.errors import UserError
+from utils.media.audio_io import load_audio
+
+# Which weights each learned front-end needs (used in error messages).
+MODEL_HELP = {
+    "deepspeech": "the TF DeepSpeech v0.1 frozen graph output_graph.pb",
+    "deepspeech2": "deepspeech.pytorch's LibriSpeech_Pretrained_v3.ckpt (PyTorch-Lightning checkpoint)",
+    "hubert": "a local Hugging Face HuBERT or wav2vec2 model folder (config.json + weights)",
+}
+
+
+def _require_model_path(name: str, model_path: str, want_dir: bool) -> str:
+    kind = "folder" if want_dir else "file"
+    hint = f"'{name}' audio features need {MODEL_HELP[name]}; pass it with --audio_model_path"
+    if not model_path:
+        raise UserError(f"no model given: {hint}")
+    path = os.fspath(model_path)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: not found; {hint}")
+    if want_dir and not os.path.isdir(path):
+        raise UserError(f"{path}: expected a model {kind}; {hint}")
+    if not want_dir and not os.path.isfile(path):
+        raise UserError(f"{path}: expected a model {kind}; {hint}")
+    return path
+
+
+def get_frontend(name: str, model_path: str = "", device: str = "cpu") -> AudioFrontEnd:
+    """Build the front-end ``name`` (one of config.AUDIO_FEATURES); ``model_path`` holds its weights."""
+    key = str(name).strip().lower()
+    if key not in AUDIO_FEATURES:
+        raise UserError(f"unknown audio feature {name!r}; choose one of {', '.join(AUDIO_FEATURES)}")
+    if key == "mel":
+        from utils.audio.mel import MelFrontEnd
+
+        return MelFrontEnd()
+    if key == "deepspeech":
+        from utils.audio.deepspeech_tf import DeepSpeechFrontEnd
+
+        return DeepSpeechFrontEnd(_require_model_path(key, model_path, want_dir=False), device=device)
+    if key == "deepspeech2":
+        from utils.audio.deepspeech2 import DeepSpeech2FrontEnd
+
+        return DeepSpeech2FrontEnd(_require_model_path(key, model_path, want_dir=False), device=device)
+    from utils.audio.hubert import HubertFrontEnd
+
+    return HubertFrontEnd(_require_model_path(key, model_path, want_dir=True), device=device)
+
+
+def extract_features(audio_path: str, name: str = "mel", model_path: str = "", num_frames: int | None = None,
+                     device: str = "cpu") -> np.ndarray:
+    """Load ``audio_path`` (any format, resampled to 16 kHz) and return its (num_frames, dim) features.
+
+    Builds the front-end on every call; to process many files keep one ``get_frontend(...)`` object instead.
+    """
+    frontend = get_frontend(name, model_path, device)
+    return frontend(load_audio(audio_path, SAMPLE_RATE), num_frames)
