@@ -5,9 +5,12 @@
     python client_LawDNet.py dub --video face.mp4 --audio speech.wav --output out.mp4 [--async]
     python client_LawDNet.py dub --template ID --audio speech.wav --output out.mp4
     python client_LawDNet.py templates | delete-template ID | job ID
+    python client_LawDNet.py stream --template ID --audio speech.wav --output received.mp4 [--stats_json s.json]
 
 Function API: ``LawDNetClient(server, api_key).dub(template_id, audio, output)``, or in one call
 ``dub_video(server, video, audio, output)``. A busy server (503) is retried after its Retry-After.
+``stream_audio(server, template_id, audio, output)`` sends speech to a live session paced at real time over the
+WebSocket protocol (README, "Live dubbing") and records what comes back.
 """
 from __future__ import annotations
 
@@ -201,6 +204,164 @@ def dub_video(server: str, video_path, audio_path, output_path, api_key: Optiona
         return {**out, "template_id": tid}
 
 
+def _ws_url(server: str, path: str, params: dict) -> str:
+    from urllib.parse import urlencode
+
+    base = server.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[8:]
+    elif base.startswith("http://"):
+        base = "ws://" + base[7:]
+    return f"{base}{path}?{urlencode(params)}"
+
+
+def _percentile(xs, q):
+    import numpy as np
+
+    return float(np.percentile(xs, q)) if len(xs) else None
+
+
+def stream_audio(server: str, template_id: str, audio_path, output_path, api_key: Optional[str] = None,
+                 chunk_ms: float = 40.0, stats_json: Optional[str] = None, lead_in_s: float = 0.6,
+                 tail_s: float = 0.6, timeout_s: float = 30.0) -> dict:
+    """Live-dub ``audio_path`` on a stored template: send it as 16 kHz PCM chunks of ``chunk_ms`` paced at real
+    time, record the returned frames + audio into ``output_path`` and return statistics.
+
+    Stats: per-frame latency (chunk that completes a frame's audio sent -> that frame received) p50 / p95 /
+    max in ms, frames delivered / dropped (not rendered in time) / missing, and the A/V offset measured on the
+    recording (evaluation/stream_sync.py; positive = picture after sound).
+    """
+    import threading
+
+    import numpy as np
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+    from websockets.sync.client import connect
+
+    from inference.dubber import check_output_path
+    from server.live_routes import unpack_frame
+    from utils.media.audio_io import load_audio
+    from utils.media.video_io import VideoWriter
+
+    if not 20 <= chunk_ms <= 200:
+        raise UserError(f"--chunk_ms must be 20-200, got {chunk_ms:g}")
+    output_path = check_output_path(output_path)
+    samples = load_audio(os.fspath(audio_path), 16000)
+    if not len(samples):
+        raise UserError(f"{audio_path}: the audio is empty")
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = _ws_url(server, "/v1/live/ws", {"template_id": template_id, "sample_rate": 16000})
+    try:
+        ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None)
+    except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
+        raise UserError(f"cannot open a live session at {server}: {type(e).__name__}: {e}") from None
+    frames, done = [], threading.Event()
+    info: dict = {}
+    total = len(pcm)
+    try:
+        first = json.loads(ws.recv(timeout=timeout_s))
+        if first.get("type") != "ready":
+            raise ApiClientError(int(first.get("status", 500)), first.get("error", "error"), first.get("detail", ""))
+        info["session"] = first
+
+        def receive():
+            try:
+                for msg in ws:
+                    if isinstance(msg, bytes):
+                        head, jpeg, audio = unpack_frame(msg)
+                        frames.append((time.monotonic(), head, jpeg, audio))
+                        if head["speech"] and head["audio_pos"] + head["audio_samples"] >= total:
+                            info.setdefault("last_speech_at", time.monotonic())
+                    else:
+                        m = json.loads(msg)
+                        info.setdefault("messages", []).append(m)
+                        if m.get("type") == "closed":
+                            info["closed"] = m
+            except ConnectionClosed:
+                pass
+            finally:
+                done.set()
+
+        rx = threading.Thread(target=receive, daemon=True)
+        rx.start()
+        time.sleep(lead_in_s)
+        step = int(round(16000 * chunk_ms / 1000))
+        sent = []
+        t0 = time.monotonic()
+        for i, a in enumerate(range(0, total, step)):
+            delay = t0 + i * step / 16000 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            ws.send(pcm[a:a + step].tobytes())
+            sent.append(time.monotonic())
+        ws.send(json.dumps({"type": "end"}))
+        end = time.monotonic() + timeout_s
+        while "last_speech_at" not in info and not done.is_set() and time.monotonic() < end:
+            time.sleep(0.02)
+        time.sleep(tail_s)
+        try:
+            ws.send(json.dumps({"type": "close"}))
+        except ConnectionClosed:
+            pass
+        done.wait(10)
+    finally:
+        ws.close()
+    if not frames:
+        raise UserError("the server sent no frames")
+    # the recording: frames in timeline order (a missing index repeats the previous picture)
+    import cv2
+
+    frames.sort(key=lambda f: f[1]["k"])
+    k0 = frames[0][1]["k"]
+    by_k = {f[1]["k"]: f for f in frames}
+    kmax = frames[-1][1]["k"]
+    pictures, audio, missing = [], [], 0
+    last = frames[0]
+    for k in range(k0, kmax + 1):
+        f = by_k.get(k)
+        if f is None:
+            missing += 1
+            f = last
+        last = f
+        pictures.append(f[2])
+        audio.append(f[3])
+    audio_f = np.concatenate(audio).astype(np.float32) / 32768.0
+    decoded = []
+    with VideoWriter(output_path, fps=25.0, audio=audio_f, sample_rate=16000, crf=18, preset="veryfast") as w:
+        for jpg in pictures:
+            rgb = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+            decoded.append(rgb)
+            w.write(rgb)
+    # latency of each speech frame: the chunk holding its last sample was sent -> the frame arrived
+    lat = []
+    speech = [f for f in frames if f[1]["speech"]]
+    for t_recv, head, _, _ in speech:
+        last_sample = min(head["audio_pos"] + head["audio_samples"], total) - 1
+        ci = min(last_sample // step, len(sent) - 1)
+        lat.append(1000 * (t_recv - sent[ci]))
+    from evaluation.stream_sync import av_offset
+
+    sync = av_offset(np.stack(decoded), audio_f, info["session"].get("mouth_box"))
+    expected = -(-total // 640)
+    stats = {
+        "output": output_path, "session_id": info["session"].get("session_id"), "chunk_ms": chunk_ms,
+        "audio_seconds": round(total / 16000, 3), "frames_received": len(frames), "frames_missing": missing,
+        "speech_frames_expected": expected, "speech_frames_delivered": len(speech),
+        "frames_dropped": sum(1 for f in frames if f[1]["dropped"]),
+        "speech_frames_dropped": sum(1 for f in speech if f[1]["dropped"]),
+        "latency_ms": {"p50": _percentile(lat, 50), "p95": _percentile(lat, 95),
+                       "max": max(lat) if lat else None, "mean": float(np.mean(lat)) if lat else None},
+        "av_offset_frames": sync.get("offset_frames"), "av_offset_correlation": sync.get("correlation"),
+        "server": (info.get("closed") or {}).get("stats", {}),
+        "lookahead_ms": info["session"].get("lookahead_ms"), "batch_size": info["session"].get("batch_size"),
+    }
+    if stats_json:
+        with atomic_write(stats_json, "w") as f:
+            json.dump(stats, f, indent=1)
+    return stats
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Client for the LawDNet dubbing server.")
     p.add_argument("--server", default=os.environ.get("LAWDNET_SERVER", DEFAULT_SERVER), help="server base URL")
@@ -221,11 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio", required=True)
     g.add_argument("--output", required=True)
     g.add_argument("--async", dest="use_async", action="store_true", help="submit a job and poll it")
+    st = sub.add_parser("stream", help="live-dub speech sent at real time; record what comes back")
+    st.add_argument("--template", required=True, help="template id (from 'template')")
+    st.add_argument("--audio", required=True, help="speech file (any format), sent as 16 kHz PCM")
+    st.add_argument("--output", required=True, help="recording of the returned stream (mp4)")
+    st.add_argument("--stats_json", default=None, help="write latency / delivery / A/V offset statistics here")
+    st.add_argument("--chunk_ms", type=float, default=40.0, help="size of each sent chunk (20-200 ms)")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.cmd == "stream":
+        out = stream_audio(args.server, args.template, args.audio, args.output, api_key=args.api_key,
+                           chunk_ms=args.chunk_ms, stats_json=args.stats_json)
+        print(json.dumps(out, indent=1))
+        return out
     with LawDNetClient(args.server, args.api_key) as c:
         if args.cmd == "health":
             out = c.health()

@@ -298,6 +298,26 @@ class Dubber:
             "batch_size": B,
         }
 
+    def render_frames(self, template: PreparedTemplate, indices, frames, windows: torch.Tensor) -> list:
+        """Dubbed RGB uint8 frames for template frames ``indices`` (already decoded: ``frames``) driven by the
+        audio feature windows ``windows`` (n, C, W): one batch of ``dub``, for callers that bring their own
+        audio timeline (live sessions, server/live.py). Face-less frames come back unchanged."""
+        from utils.face.align import paste_back, paste_back_torch
+
+        tpl = template.template
+        indices = list(indices)
+        sel = [j for j, i in enumerate(indices) if tpl.valid[i]]
+        if not sel:
+            return list(frames)
+        crops = None if self.cuda else [self.aligner.crop(f, template.matrices[i]) if tpl.valid[i] else None
+                                        for i, f in zip(indices, frames)]
+        gen = self._generate(list(range(len(indices))), indices, frames, crops, sel, template, windows,
+                             template.references.to(self.device), self.mask.to(self.device), StageTimer(),
+                             paste_back_torch)
+        if self.cuda:
+            return [f if g is None else g for f, g in zip(frames, gen)]
+        return [f if g is None else paste_back(f, g, template.matrices[i]) for f, g, i in zip(frames, gen, indices)]
+
     def _generate(self, ks, idx, frames, crops, sel, template, windows, refs_dev, mask_dev, timer, paste_torch):
         """Model outputs for the face frames of a batch: a list (None for face-less frames) of crops (CPU, float
         0-255, pasted later in the encode thread) or of finished frames (GPU: pasted on the device)."""

@@ -24,12 +24,13 @@ from server.config import ServerConfig, from_dict
 from server.errors import ApiError
 from server.jobs import FINISHED, SUCCEEDED, Job
 from server.limits import load_audio_upload
+from server.live_routes import OPEN_PATHS as _LIVE_OPEN_PATHS, add_live_routes
 from server.storage import new_id, valid_id
 from server.uploads import read_multipart
 
 log = logging.getLogger("lawdnet.server")
 VERSION = "1.0"
-_OPEN_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect")
+_OPEN_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect") + _LIVE_OPEN_PATHS
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -327,4 +328,5 @@ def create_app(config) -> FastAPI:
         await run_in_threadpool(svc.jobs.forget, job)
         return {"deleted": job.id, "status": job.status}
 
+    add_live_routes(app, cfg, service)   # live sessions (WebSocket, WebRTC) and the web page
     return app

@@ -25,6 +25,12 @@ class ServerConfig:
     max_queue: int = 16                  # jobs waiting for a worker (503 + Retry-After when full)
     max_active_jobs: int = 4             # jobs rendering at the same time (their frames share model batches)
     max_template_jobs: int = 1           # template analyses at the same time (landmarks are CPU-heavy)
+    # live sessions (server/live.py)
+    max_sessions: int = 4                # live sessions at the same time (503 busy above)
+    session_idle_timeout_s: float = 60.0 # a live session that gets no audio for this long ends
+    live_batch_size: int = 4             # frames per live model call (latency: look-ahead + one batch + encode)
+    live_lead_ms: float = 0.0            # how early a live batch is rendered before it is sent; 0 = adaptive
+    live_jpeg_quality: int = 85          # JPEG quality of WebSocket live frames
     # model / batching
     batch_size: int = 8                  # frames per job per model call
     max_batch_frames: int = 32           # frames of several jobs merged into one model call
@@ -53,7 +59,13 @@ class ServerConfig:
                      "shutdown_grace_s"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_active_jobs", "max_template_jobs", "batch_size", "max_batch_frames", "template_memory"):
+        if not 1 <= int(self.live_jpeg_quality) <= 100:
+            raise UserError(f"--live_jpeg_quality must be 1-100, got {self.live_jpeg_quality}")
+        for name in ("session_idle_timeout_s", "live_lead_ms"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_active_jobs", "max_template_jobs", "batch_size", "max_batch_frames", "template_memory",
+                     "max_sessions", "live_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue < 0:

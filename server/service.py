@@ -37,7 +37,13 @@ class DubService:
         self.jobs = JobManager(self._render, self.storage, max_active=config.max_active_jobs,
                                max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
                                on_finish=self._release_template)
+        from server.live import LiveManager
+
+        self.live = LiveManager(self.dubber, self.templates, self.metrics, max_sessions=config.max_sessions,
+                                idle_timeout_s=config.session_idle_timeout_s, batch_size=config.live_batch_size,
+                                lead_ms=config.live_lead_ms, jpeg_quality=config.live_jpeg_quality)
         g = self.metrics.gauges
+        g["live_sessions"] = lambda: self.live.count
         g["queue_depth"] = lambda: self.jobs.queued
         g["jobs_running"] = lambda: self.jobs.running
         g["model_calls_waiting"] = lambda: self.batcher.waiting
@@ -66,6 +72,7 @@ class DubService:
 
     def close(self, grace_s: float) -> dict:
         self.closing = True
+        self.live.close_all()
         out = self.jobs.shutdown(grace_s)
         self.batcher.close()
         self.storage.sweep_tmp()

@@ -1,0 +1,54 @@
+"""A/V offset of a recording without a SyncNet: when does the mouth region move relative to the sound?
+
+``v_k`` = mean |frame_k - frame_(k-1)| over the mouth box, ``u_k`` = mean |mel_k - mel_(k-1)| of the audio
+track (utils/audio/mel.py rows, one per frame). A generator driven by a symmetric audio window changes the mouth
+when the features in its window change, so ``v`` is ``u`` blurred symmetrically and their cross-correlation
+peaks at the true offset. The best lag (parabola-refined) is the offset in frames: positive = the picture comes
+after the sound. Used on the recordings of ``client_LawDNet.py stream``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def activity_signals(frames: np.ndarray, audio_16k: np.ndarray, box: Optional[Sequence[int]] = None):
+    """(v, u): per-frame mouth motion and audio-feature change, same length (frames[1:] vs rows[1:])."""
+    from utils.audio.mel import MelFrontEnd
+
+    f = np.asarray(frames)
+    if box is not None:
+        x0, y0, x1, y1 = (int(b) for b in box)
+        f = f[:, y0:y1, x0:x1]
+    f = f.astype(np.float32)
+    v = np.abs(np.diff(f, axis=0)).mean(axis=(1, 2, 3))
+    rows = MelFrontEnd()(np.asarray(audio_16k, np.float32), len(frames))
+    u = np.abs(np.diff(rows, axis=0)).mean(axis=1)
+    return v, u
+
+
+def av_offset(frames: np.ndarray, audio_16k: np.ndarray, box: Optional[Sequence[int]] = None,
+              max_lag: int = 10) -> dict:
+    """``{"offset_frames", "correlation", "lags", "curve"}`` from the cross-correlation of v and u."""
+    v, u = activity_signals(frames, audio_16k, box)
+    n = min(len(v), len(u))
+    if n < 2 * max_lag + 5:
+        return {"offset_frames": None, "correlation": None, "reason": "recording too short"}
+    v, u = v[:n], u[:n]
+    v = (v - v.mean()) / (v.std() or 1.0)
+    u = (u - u.mean()) / (u.std() or 1.0)
+    lags = list(range(-max_lag, max_lag + 1))
+    curve = []
+    for lag in lags:   # corr(v_(k+lag), u_k): the picture reacts `lag` frames after the sound
+        a, b = (v[lag:], u[:n - lag]) if lag >= 0 else (v[:n + lag], u[-lag:])
+        curve.append(float(np.mean(a * b)))
+    i = int(np.argmax(curve))
+    off = float(lags[i])
+    if 0 < i < len(curve) - 1:
+        y0, y1, y2 = curve[i - 1], curve[i], curve[i + 1]
+        den = y0 - 2 * y1 + y2
+        if den < 0:
+            off += 0.5 * (y0 - y2) / den
+    return {"offset_frames": round(off, 2), "correlation": round(curve[i], 3), "lags": lags,
+            "curve": [round(c, 3) for c in curve]}

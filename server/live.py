@@ -1,0 +1,488 @@
+"""Live dubbing sessions: speech pushed in as it is produced, dubbed frames with that audio sent out in real time.
+
+Timeline. Output slot k is one 25 fps frame plus its 40 ms of audio (640 samples at 16 kHz); it is sent at
+``E_k = T0 + 40 ms * k``. Slots are formed in batches of ``B`` (``--live_batch_size``) by the session's producer
+thread, ``lead`` seconds before the first slot's send time (enough to render the batch). Forming a batch decides
+what each slot plays: the next 640 samples of pushed speech, or idle silence. Every slot shows the template
+frame of the ping-pong schedule (index k) rendered by the model with that slot's audio window, so the idle
+template keeps moving with a closed, still mouth (silence features) and nothing jumps when speech starts or
+stops: a window straddling the boundary sees silence on one side, exactly as offline with leading silence.
+
+Jitter buffer. While idle, pushed speech starts as soon as its first frame plus the generator's look-ahead (2
+frames for the 5-frame window, plus the front-end's right context) plus one input chunk of cushion is there: it
+is placed in the LAST slots of the batch being formed, so it starts within one batch. While speaking, a batch
+waits (until shortly before it must be rendered) for its frames plus look-ahead; if the input falls behind, the
+missing slots become silence (an underrun, counted) and the next speech starts again as above. ``end`` marks
+the end of an utterance: its last frames are sent at once with silence as look-ahead.
+
+Batches of all sessions are formed on one shared 40 ms * B grid, so their model calls arrive together at the
+server's frame batcher (server/batcher.py) and are merged. A frame not rendered by its send time is replaced by
+the previous picture (counted as dropped); a producer that falls behind skips rendering until it is on time.
+Nothing is written to disk; a session holds its template (ref-counted) until it ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from server.errors import ApiError
+from server.storage import new_id
+from utils.audio.base import FRAME_SAMPLES as FR
+from utils.audio.streaming import StreamingFeatures
+
+log = logging.getLogger("lawdnet.server")
+
+FPS = 25.0
+FRAME_S = 1.0 / FPS
+RATE = 16000
+_EPOCH = time.monotonic()          # the shared batch grid of every session starts here
+MAX_LAG_S = 3.0                    # a consumer this far behind the timeline ends its session
+
+
+@dataclass(eq=False)
+class Slot:
+    k: int
+    send_at: float
+    audio: np.ndarray                 # (640,) float32 at 16 kHz, what is played with this frame
+    speech: bool                      # carries pushed audio (False: idle silence)
+    audio_pos: int = -1               # position (16 kHz samples) of audio[0] in the pushed stream; -1 idle
+    template_index: int = 0
+    frame: Optional[np.ndarray] = None   # RGB uint8 once rendered
+    jpeg: Optional[bytes] = None
+    dropped: bool = False
+
+
+class _Resampler:
+    """Pushed PCM at any rate -> float32 16 kHz mono, stateful across chunks (no clicks at chunk borders)."""
+
+    def __init__(self, rate: int):
+        self.rate = int(rate)
+        self._r = None
+        if self.rate != RATE:
+            import av
+
+            self._r = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self._r is None:
+            return x
+        import av
+
+        frame = av.AudioFrame.from_ndarray(x[None, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate = self.rate
+        out = [f.to_ndarray().reshape(-1) for f in self._r.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def _grid_start(after: float, period: float) -> float:
+    """The first instant of the shared batch grid at or after ``after``."""
+    n = np.ceil((after - _EPOCH) / period)
+    return _EPOCH + n * period
+
+
+class LiveSession:
+    def __init__(self, dubber, prepared, template_id: str, *, batch_size: int = 4, lead_s: float = 0.0,
+                 sample_rate: int = RATE, jpeg_quality: int = 0, idle_timeout_s: float = 60.0,
+                 on_close=None, metrics=None, kind: str = "ws"):
+        if int(sample_rate) < 8000 or int(sample_rate) > 192000:
+            raise ApiError(400, "bad_request", f"sample_rate must be 8000-192000 Hz, got {sample_rate}")
+        self.id = new_id()
+        self.kind = kind
+        self.template_id = template_id
+        self.created = time.time()
+        self.dubber, self.prepared = dubber, prepared
+        self.features = StreamingFeatures(dubber.frontend)
+        self.half = int(dubber.window) // 2
+        self.B = max(1, int(batch_size))
+        self.lookahead = self.half * FR + self.features.right        # samples needed after a frame
+        self.fixed_lead = float(lead_s)
+        self.jpeg_quality = int(jpeg_quality)
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.sample_rate = int(sample_rate)
+        self._resample = _Resampler(self.sample_rate)
+        self._on_close = on_close
+        self.metrics = metrics
+        self._cond = threading.Condition()
+        self._queue = np.zeros(0, np.float32)     # pushed 16 kHz audio not yet placed on the timeline
+        self._queue_pos = 0                        # stream position of _queue[0]
+        self._ended = False                        # the queued audio is a complete utterance
+        self._chunks: collections.deque = collections.deque(maxlen=8)   # sizes of recent pushes (samples)
+        self.last_input = time.monotonic()
+        self._playing = False
+        keep = (self.features.left + self.half) * FR
+        self._hist = np.zeros(keep, np.float32)    # audio played just before the next batch (silence at start)
+        self._slots: collections.deque = collections.deque()
+        self._last_picture: Optional[Slot] = None
+        self._render_times: collections.deque = collections.deque([self.B * FRAME_S * 0.5], maxlen=12)
+        self.closed = False
+        self.close_reason = ""
+        self.error: Optional[BaseException] = None
+        self.stats = collections.Counter()
+        self.t0 = _grid_start(time.monotonic() + 2 * self.B * FRAME_S + 0.2, self.B * FRAME_S)
+        self._thread = threading.Thread(target=self._run, name=f"lawdnet-live-{self.id[:6]}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ input side (any thread)
+    def push_pcm16(self, data: bytes) -> None:
+        """Append little-endian int16 mono PCM at the session's sample rate."""
+        if len(data) % 2:
+            raise ApiError(400, "bad_request", "PCM chunks must hold whole 16-bit samples")
+        self.push(np.frombuffer(data, "<i2").astype(np.float32) / 32768.0)
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append float mono samples in [-1, 1] at the session's sample rate."""
+        x = self._resample(np.asarray(samples, np.float32).reshape(-1))
+        if not len(x):
+            return
+        with self._cond:
+            if self.closed:
+                return
+            if self._ended:           # a new utterance after an ended one that is still queued
+                self._ended = False
+            self._queue = np.concatenate([self._queue, np.clip(x, -1, 1)])
+            self._chunks.append(len(x))
+            self.last_input = time.monotonic()
+            self.stats["samples_in"] += len(x)
+            self._cond.notify_all()
+
+    def end_utterance(self) -> None:
+        """No more audio follows for now: send what is queued without waiting for look-ahead."""
+        with self._cond:
+            self._ended = bool(len(self._queue))
+            self._cond.notify_all()
+
+    @property
+    def pushed_samples(self) -> int:
+        return int(self.stats["samples_in"])
+
+    # ------------------------------------------------------------------ timeline
+    def send_time(self, k: int) -> float:
+        return self.t0 + k * FRAME_S
+
+    @property
+    def render_s(self) -> float:
+        """Render time of a batch to plan for: the slowest of the last dozen (CPU load varies)."""
+        return max(self._render_times)
+
+    @property
+    def lead(self) -> float:
+        if self.fixed_lead > 0:
+            return self.fixed_lead
+        return min(max(1.25 * self.render_s + 0.03, 2 * FRAME_S), 2 * self.B * FRAME_S)
+
+    def _jitter(self) -> int:
+        return max(self._chunks) if self._chunks else FR
+
+    def _take(self, n_frames: int, partial_ok: bool) -> list:
+        """Pop up to ``n_frames`` frames of queued audio: [(audio, stream position)]."""
+        out = []
+        for _ in range(n_frames):
+            if len(self._queue) >= FR or (partial_ok and len(self._queue)):
+                a = self._queue[:FR]
+                out.append((np.pad(a, (0, FR - len(a))) if len(a) < FR else a, self._queue_pos))
+                self._queue = self._queue[FR:]
+                self._queue_pos += len(a)
+            else:
+                break
+        if not len(self._queue):
+            self._ended = False
+        return out
+
+    def _form(self, n: int) -> tuple[list, np.ndarray]:
+        """Decide the content of slots n..n+B-1; returns (slots, tentative look-ahead audio)."""
+        B = self.B
+        deadline = self.send_time(n) - 1.1 * self.render_s - 0.01
+        with self._cond:
+            while not self.closed:
+                avail, now = len(self._queue), time.monotonic()
+                if self._ended:
+                    break
+                if self._playing and avail >= B * FR + self.lookahead:
+                    break
+                if not self._playing and (avail == 0 or avail >= B * FR + self.lookahead + self._jitter()):
+                    break
+                if now >= deadline:
+                    break
+                self._cond.wait(timeout=min(0.01, deadline - now))
+            avail = len(self._queue)
+            quiet = time.monotonic() - self.last_input
+            ended = self._ended or bool(avail and quiet > 1.5 * self._jitter() / RATE + 2 * FRAME_S)
+            was_playing = self._playing
+            if was_playing:
+                taken = self._take(B, partial_ok=ended)
+                first = 0
+            else:
+                r = -(-avail // FR) if ended else (avail - self.lookahead - self._jitter()) // FR
+                taken = self._take(min(B, max(0, r)), partial_ok=ended)
+                first = B - len(taken)           # speech goes into the last slots: starts within this batch
+            if not taken or (ended and not len(self._queue)):
+                self._playing = False
+            elif was_playing and len(taken) < B:  # the input fell behind: re-buffer before going on
+                self._playing = False
+                self.stats["underruns"] += 1
+            else:
+                self._playing = True
+            ahead = self._queue[:self.lookahead].copy()
+        slots = []
+        j = 0
+        for i in range(B):
+            k = n + i
+            if first <= i < first + len(taken):
+                a, pos = taken[j]
+                j += 1
+                slots.append(Slot(k, self.send_time(k), a, True, pos))
+            else:
+                slots.append(Slot(k, self.send_time(k), np.zeros(FR, np.float32), False))
+        return slots, ahead
+
+    def _windows(self, slots: list, ahead: np.ndarray) -> torch.Tensor:
+        """(B, C, W) feature windows of the batch from the played history, the batch and the look-ahead."""
+        batch = np.concatenate([s.audio for s in slots])
+        la = np.zeros(self.lookahead, np.float32)
+        la[:len(ahead)] = ahead
+        signal = np.concatenate([self._hist, batch, la])
+        self._hist = np.concatenate([self._hist, batch])[-len(self._hist):] if len(self._hist) else self._hist
+        W = 2 * self.half + 1
+        rows = self.features.rows(signal, len(slots) + 2 * self.half)          # (B + 2h, C)
+        idx = np.arange(len(slots))[:, None] + np.arange(W)[None, :]
+        return torch.from_numpy(np.ascontiguousarray(rows[idx].transpose(0, 2, 1)))
+
+    # ------------------------------------------------------------------ producer thread
+    def _run(self):
+        from inference.frames import chunk_frames, iter_schedule
+
+        tpl = self.prepared.template
+        try:
+            frames = iter_schedule(tpl.path, 1 << 60, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
+            n = 0
+            while not self.closed:
+                start = self.send_time(n) - self.lead
+                with self._cond:
+                    while not self.closed and time.monotonic() < start:
+                        self._cond.wait(timeout=min(0.05, start - time.monotonic()))
+                if self.closed:
+                    break
+                slots, ahead = self._form(n)
+                pictures = []
+                for s in slots:
+                    s.template_index, f = next(frames)
+                    pictures.append(f)
+                windows = self._windows(slots, ahead)
+                with self._cond:
+                    self._slots.extend(slots)
+                    self._cond.notify_all()
+                t0 = time.monotonic()
+                # a batch that cannot be ready in time is skipped (its slots are dropped) to catch up
+                if t0 + self.render_s > slots[-1].send_at:
+                    self.stats["batches_skipped"] += 1
+                else:
+                    out = self.dubber.render_frames(self.prepared, [s.template_index for s in slots], pictures,
+                                                    windows)
+                    jpegs = [self._jpeg(f) for f in out] if self.jpeg_quality else [None] * len(out)
+                    self._render_times.append(time.monotonic() - t0)
+                    with self._cond:
+                        for s, f, j in zip(slots, out, jpegs):
+                            if not s.dropped:
+                                s.frame, s.jpeg = f, j
+                n += self.B
+        except BaseException as e:  # the session ends; the transport reports it
+            if not self.closed:
+                log.exception("live session %s failed", self.id)
+                self.error = e
+                self.close("internal error: " + type(e).__name__)
+        finally:
+            self.close(self.close_reason or "ended")
+            self._finish()
+
+    def _jpeg(self, rgb: np.ndarray) -> bytes:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        return buf.tobytes()
+
+    # ------------------------------------------------------------------ output side (asyncio)
+    async def frames(self):
+        """Yield ``(slot, picture_slot)`` at each slot's send time; ``picture_slot`` holds the picture to show
+        (the slot itself, or the previous picture when the slot was not rendered in time: ``slot.dropped``)."""
+        k = 0
+        while not self.closed:
+            delay = self.send_time(k) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > MAX_LAG_S:
+                self.close("the client does not read the stream fast enough")
+                return
+            slot = None
+            while not self.closed:
+                with self._cond:
+                    if self._slots and self._slots[0].k == k:
+                        slot = self._slots.popleft()
+                if slot is not None:
+                    break
+                await asyncio.sleep(0.004)
+            if slot is None:
+                return
+            with self._cond:
+                if slot.frame is None:
+                    slot.dropped = True
+            if slot.dropped:
+                self.stats["frames_dropped"] += 1
+                if self.metrics is not None:
+                    self.metrics.inc("live_frames_dropped_total")
+                pic = self._last_picture
+                if pic is None:           # nothing rendered yet: show the raw template frame
+                    slot.frame = self._raw_frame(slot)
+                    slot.jpeg = self._jpeg(slot.frame) if self.jpeg_quality else None
+                    pic = self._last_picture = slot
+            else:
+                pic = self._last_picture = slot
+            self.stats["frames_sent"] += 1
+            self.stats["speech_frames_sent"] += int(slot.speech)
+            if self.metrics is not None:
+                self.metrics.inc("live_frames_sent_total")
+            yield slot, pic
+            k += 1
+
+    def _raw_frame(self, slot: Slot) -> np.ndarray:
+        from utils.media.video_io import iter_frames
+
+        f = next(iter(iter_frames(self.prepared.template.path, fps=FPS, start_frame=slot.template_index,
+                                  max_frames=1)), None)
+        t = self.prepared.template
+        return f if f is not None else np.zeros((t.height, t.width, 3), np.uint8)
+
+    # ------------------------------------------------------------------ lifetime
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_input
+
+    def close(self, reason: str = "closed", wait: bool = False) -> None:
+        """End the session (idempotent). The producer thread stops and releases the template; ``wait`` joins it
+        (never from the event loop: a model call in flight may take a batch's time)."""
+        with self._cond:
+            if not self.closed:
+                self.closed = True
+                self.close_reason = reason
+                self._slots.clear()
+                self._queue = np.zeros(0, np.float32)
+                self._cond.notify_all()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    def _finish(self) -> None:
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def public(self) -> dict:
+        t = self.prepared.template
+        return {"session_id": self.id, "kind": self.kind, "template_id": self.template_id,
+                "created": self.created, "fps": FPS, "sample_rate": RATE, "input_sample_rate": self.sample_rate,
+                "width": int(t.width), "height": int(t.height), "batch_size": self.B,
+                "lookahead_ms": round(self.lookahead / RATE * 1000, 1), "lead_ms": round(self.lead * 1000, 1),
+                "mouth_box": mouth_box(self.prepared), "stats": dict(self.stats)}
+
+
+def mouth_box(prepared) -> list:
+    """[x0, y0, x1, y1] around the template's mouth over all frames (landmarks 48-67, enlarged by half)."""
+    lm = prepared.template.landmarks[prepared.template.valid][:, 48:68]
+    if not len(lm):
+        return [0, 0, int(prepared.template.width), int(prepared.template.height)]
+    x0, y0 = lm[..., 0].min(), lm[..., 1].min()
+    x1, y1 = lm[..., 0].max(), lm[..., 1].max()
+    w, h = x1 - x0, y1 - y0
+    t = prepared.template
+    return [int(max(0, x0 - w / 4)), int(max(0, y0 - h / 4)), int(min(t.width, x1 + w / 4)),
+            int(min(t.height, y1 + h / 4))]
+
+
+class LiveManager:
+    """All live sessions of the server: the ``max_sessions`` limit, idle timeouts, template references."""
+
+    def __init__(self, dubber, templates, metrics=None, max_sessions: int = 4, idle_timeout_s: float = 60.0,
+                 batch_size: int = 4, lead_ms: float = 0.0, jpeg_quality: int = 85):
+        self.dubber, self.templates, self.metrics = dubber, templates, metrics
+        self.max_sessions = int(max_sessions)
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.batch_size, self.lead_s, self.jpeg_quality = int(batch_size), float(lead_ms) / 1000, int(jpeg_quality)
+        self._lock = threading.Lock()
+        self.sessions: dict[str, LiveSession] = {}
+        self._closing = False
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="lawdnet-live-reaper", daemon=True)
+        self._reaper.start()
+
+    def open(self, template_id: str, sample_rate: int = RATE, kind: str = "ws", jpeg: bool = True) -> LiveSession:
+        """A new session on a stored template (ApiError 404 unknown template, 503 when full or shutting down)."""
+        with self._lock:
+            if self._closing:
+                raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "30"})
+            if len(self.sessions) >= self.max_sessions:
+                raise ApiError(503, "busy", f"all {self.max_sessions} live sessions are in use; try again later",
+                               {"Retry-After": "10"})
+            self.sessions[f"pending-{id(threading.current_thread())}-{time.monotonic()}"] = None   # reserve
+            key = next(reversed(self.sessions))
+        try:
+            prepared = self.templates.acquire(template_id)
+            try:
+                s = LiveSession(self.dubber, prepared, template_id, batch_size=self.batch_size, lead_s=self.lead_s,
+                                sample_rate=sample_rate, jpeg_quality=self.jpeg_quality if jpeg else 0,
+                                idle_timeout_s=self.idle_timeout_s, on_close=self._closed, metrics=self.metrics,
+                                kind=kind)
+            except BaseException:
+                self.templates.release(template_id)
+                raise
+        finally:
+            with self._lock:
+                self.sessions.pop(key, None)
+        with self._lock:
+            self.sessions[s.id] = s
+        if self.metrics is not None:
+            self.metrics.inc("live_sessions_total")
+        log.info("live session %s opened on template %s (%s)", s.id, template_id, kind)
+        return s
+
+    def _closed(self, s: LiveSession) -> None:
+        with self._lock:
+            if self.sessions.pop(s.id, None) is None:
+                return
+        self.templates.release(s.template_id)
+        log.info("live session %s closed: %s (%s)", s.id, s.close_reason, dict(s.stats))
+
+    def get(self, session_id: str) -> Optional[LiveSession]:
+        with self._lock:
+            s = self.sessions.get(session_id)
+        return s if isinstance(s, LiveSession) else None
+
+    def list(self) -> list:
+        with self._lock:
+            live = [s for s in self.sessions.values() if isinstance(s, LiveSession)]
+        return [s.public() for s in live]
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.sessions)
+
+    def _reap(self):
+        while not self._stop.wait(1.0):
+            with self._lock:
+                live = [s for s in self.sessions.values() if isinstance(s, LiveSession)]
+            for s in live:
+                if self.idle_timeout_s and s.idle_for() > self.idle_timeout_s:
+                    s.close(f"no audio for {self.idle_timeout_s:g} s (idle timeout)")
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._closing = True
+            live = [s for s in self.sessions.values() if isinstance(s, LiveSession)]
+        for s in live:
+            s.close("the server is shutting down", wait=True)
+        self._stop.set()
