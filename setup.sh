@@ -10,13 +10,15 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   command -v ffmpeg >/dev/null || need+=(ffmpeg)
   command -v espeak-ng >/dev/null || need+=(espeak-ng)
   [ -f /usr/share/dlib/shape_predictor_68_face_landmarks.dat ] || need+=(libdlib-data)
+  command -v chromium >/dev/null || need+=(chromium)              # the live page's browser test
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
   if [ ${#need[@]} -gt 0 ]; then
     echo "[setup] apt-get install ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
 else
-  echo "[setup] not root or no apt-get: install ffmpeg, espeak-ng and libdlib-data yourself (or 'pip install face_recognition_models')"
+  echo "[setup] not root or no apt-get: install ffmpeg, espeak-ng and libdlib-data yourself (or 'pip install face_recognition_models'); chromium + chromium-driver for the browser test"
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
