@@ -346,6 +346,7 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     expected = -(-total // 640)
     stats = {
         "output": output_path, "session_id": info["session"].get("session_id"), "chunk_ms": chunk_ms,
+        "first_k": k0,
         "audio_seconds": round(total / 16000, 3), "frames_received": len(frames), "frames_missing": missing,
         "speech_frames_expected": expected, "speech_frames_delivered": len(speech),
         "frames_dropped": sum(1 for f in frames if f[1]["dropped"]),

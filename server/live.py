@@ -280,8 +280,8 @@ class LiveSession:
                     self._slots.extend(slots)
                     self._cond.notify_all()
                 t0 = time.monotonic()
-                # a batch that cannot be ready in time is skipped (its slots are dropped) to catch up
-                if t0 + self.render_s > slots[-1].send_at:
+                # a batch that cannot be ready in time (at the typical render time) is skipped to catch up
+                if t0 + float(np.median(self._render_times)) > slots[-1].send_at:
                     self.stats["batches_skipped"] += 1
                 else:
                     out = self.dubber.render_frames(self.prepared, [s.template_index for s in slots], pictures,
