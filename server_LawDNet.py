@@ -5,7 +5,8 @@
 
 API (details at http://HOST:PORT/docs): POST /v1/templates (video) -> template id; POST /v1/dub (template_id +
 audio) -> mp4, or a job id with async=true; GET /v1/jobs/{id}, GET /v1/jobs/{id}/result; GET /healthz,
-GET /metrics. The API key may also come from the environment variable LAWDNET_API_KEY.
+GET /metrics; live dubbing: WS /v1/live/ws, POST /v1/live/offer (WebRTC), the web page at /. The API key may
+also come from the environment variable LAWDNET_API_KEY.
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ _HELP = {
     "max_batch_frames": "most frames merged into one model call",
     "shutdown_grace_s": "on shutdown, seconds running jobs get to finish before they are cancelled",
     "result_ttl_s": "seconds an async job's result is kept",
+    "max_sessions": "live sessions at the same time (busy / 503 above)",
+    "session_idle_timeout_s": "a live session that receives no audio for this many seconds ends",
+    "live_batch_size": "frames per live model call (latency ~ 80 ms look-ahead + one batch + render)",
+    "live_lead_ms": "render live batches this early before they are sent (0: adaptive)",
 }
 
 
