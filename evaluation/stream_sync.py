@@ -1,7 +1,7 @@
 """A/V offset of a recording without a SyncNet: when does the mouth region move relative to the sound?
 
 ``v_k`` = mean |frame_k - frame_(k-1)| over the mouth box, ``u_k`` = mean |mel_k - mel_(k-1)| of the audio
-track (utils/audio/mel.py rows, one per frame). A generator driven by a symmetric audio window changes the mouth
+track (utils/audio/mel.py rows, one per frame) summed over the 5 frames k-2..k+2 the generator's window sees. A generator driven by a symmetric audio window changes the mouth
 when the features in its window change, so ``v`` is ``u`` blurred symmetrically and their cross-correlation
 peaks at the true offset. The best lag (parabola-refined) is the offset in frames: positive = the picture comes
 after the sound. Used on the recordings of ``client_LawDNet.py stream``.
@@ -25,6 +25,8 @@ def activity_signals(frames: np.ndarray, audio_16k: np.ndarray, box: Optional[Se
     v = np.abs(np.diff(f, axis=0)).mean(axis=(1, 2, 3))
     rows = MelFrontEnd()(np.asarray(audio_16k, np.float32), len(frames))
     u = np.abs(np.diff(rows, axis=0)).mean(axis=1)
+    # matched filter: a 5-frame window sees the changes of frames k-2..k+2 (symmetric, so no lag is added)
+    u = np.convolve(u, np.ones(5), mode="same")
     return v, u
 
 

@@ -4,6 +4,7 @@ client_LawDNet.stream_audio, and headless Chromium playing the WebRTC stream fro
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 
@@ -195,7 +196,8 @@ def test_limits_api_key_disconnect_and_idle_timeout(assets, tmp_path):
         assert httpx.get(f"{srv.url}/ui").status_code == 200 and "LawDNet" in httpx.get(f"{srv.url}/ui").text
         # the template is held while the session lives
         assert httpx.delete(f"{srv.url}/v1/templates/{tid}", headers={"X-API-Key": "k3y"}).status_code == 409
-        ws1.socket.close()                          # the client vanishes without a closing handshake
+        ws1.socket.shutdown(socket.SHUT_RDWR)       # the client vanishes without a closing handshake
+        ws1.socket.close()
         end = time.time() + 20
         while srv.service.live.count and time.time() < end:
             time.sleep(0.1)
