@@ -316,10 +316,11 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     k0 = frames[0][1]["k"]
     by_k = {f[1]["k"]: f for f in frames}
     kmax = frames[-1][1]["k"]
-    pictures, audio, missing = [], [], 0
+    pictures, audio, repeated, missing = [], [], [], 0
     last = frames[0]
     for k in range(k0, kmax + 1):
         f = by_k.get(k)
+        repeated.append(f is None or f[1]["dropped"])
         if f is None:
             missing += 1
             f = last
@@ -342,7 +343,7 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
         lat.append(1000 * (t_recv - sent[ci]))
     from evaluation.stream_sync import av_offset
 
-    sync = av_offset(np.stack(decoded), audio_f, info["session"].get("mouth_box"))
+    sync = av_offset(np.stack(decoded), audio_f, info["session"].get("mouth_box"), repeated=repeated)
     expected = -(-total // 640)
     stats = {
         "output": output_path, "session_id": info["session"].get("session_id"), "chunk_ms": chunk_ms,

@@ -31,20 +31,33 @@ def activity_signals(frames: np.ndarray, audio_16k: np.ndarray, box: Optional[Se
 
 
 def av_offset(frames: np.ndarray, audio_16k: np.ndarray, box: Optional[Sequence[int]] = None,
-              max_lag: int = 10) -> dict:
-    """``{"offset_frames", "correlation", "lags", "curve"}`` from the cross-correlation of v and u."""
+              max_lag: int = 10, repeated: Optional[Sequence[bool]] = None) -> dict:
+    """``{"offset_frames", "correlation", "lags", "curve"}`` from the cross-correlation of v and u.
+
+    ``repeated[k]`` marks frames known to repeat the previous picture (a live stream's dropped frames): the
+    motion into and out of them is not the model's response to the sound, so those steps are left out."""
     v, u = activity_signals(frames, audio_16k, box)
     n = min(len(v), len(u))
     if n < 2 * max_lag + 5:
         return {"offset_frames": None, "correlation": None, "reason": "recording too short"}
     v, u = v[:n], u[:n]
-    v = (v - v.mean()) / (v.std() or 1.0)
+    ok = np.ones(n, bool)
+    if repeated is not None:
+        r = np.asarray(repeated, bool)[:n + 1]
+        r = np.pad(r, (0, max(0, n + 1 - len(r))))
+        ok = ~(r[1:] | r[:-1])            # step k-1 -> k involves no repeated frame
+    if ok.sum() < 2 * max_lag + 5:
+        return {"offset_frames": None, "correlation": None, "reason": "too few rendered frames"}
+    v = (v - v[ok].mean()) / (v[ok].std() or 1.0)
     u = (u - u.mean()) / (u.std() or 1.0)
     lags = list(range(-max_lag, max_lag + 1))
     curve = []
     for lag in lags:   # corr(v_(k+lag), u_k): the picture reacts `lag` frames after the sound
-        a, b = (v[lag:], u[:n - lag]) if lag >= 0 else (v[:n + lag], u[-lag:])
-        curve.append(float(np.mean(a * b)))
+        if lag >= 0:
+            a, b, m = v[lag:], u[:n - lag], ok[lag:]
+        else:
+            a, b, m = v[:n + lag], u[-lag:], ok[:n + lag]
+        curve.append(float(np.mean(a[m] * b[m])) if m.any() else 0.0)
     i = int(np.argmax(curve))
     off = float(lags[i])
     if 0 < i < len(curve) - 1:
