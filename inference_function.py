@@ -2,7 +2,8 @@
 
     python inference_function.py --video in.mp4 --audio speech.wav --checkpoint model.pth --output out.mp4 \
         [--device cpu|cuda:N] [--batch_size 8] [--mouth_region_size 288 --audio_feature deepspeech2 \
-         --audio_model_path LibriSpeech_Pretrained_v3.ckpt] [--cache_dir DIR] [--compile] [--cuda_graphs]
+         --audio_model_path LibriSpeech_Pretrained_v3.ckpt] [--cache_dir DIR] [--compile] [--cuda_graphs] \
+        [--threads N]
 
 The audio front-end and mouth size come from our checkpoints; official checkpoints store neither, so give
 them with the flags (defaults m=288, deepspeech2, which needs --audio_model_path). Output: H.264 + AAC at
@@ -26,16 +27,18 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
                               audio_feature: Optional[str] = None, audio_model_path: str = "",
                               reference_seed: int = 456, cache_dir: Optional[str] = None, progress: bool = True,
                               use_cache: bool = True, amp: bool = True, cuda_graphs: bool = False,
-                              compile: bool = False, crf: int = 18, preset: str = "fast",
+                              compile: bool = False, crf: int = 18, preset: str = "fast", threads: int = 0,
                               progress_callback: Optional[Callable] = None,
                               frame_callback: Optional[Callable] = None, infer_fn=None) -> dict:
     """Dub ``video_path`` with ``audio_path`` into ``output_path``; returns the statistics dict of
     ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, ...). Bad inputs raise UserError."""
     from inference.dubber import Dubber, check_output_path, load_dub_audio
     from utils.media.video_io import probe
+    from utils.threads import check_threads
 
     # cheap checks first, so a typo fails before the model and the landmarks are loaded
     check_output_path(output_path)
+    check_threads(threads)
     for p, what in ((video_path, "video"), (audio_path, "audio"), (checkpoint, "checkpoint")):
         if not os.path.isfile(os.fspath(p)):
             raise UserError(f"{p}: {what} file not found")
@@ -48,7 +51,7 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
                     audio_feature=audio_feature or None, audio_model_path=audio_model_path,
                     batch_size=batch_size, reference_seed=reference_seed, cache_dir=cache_dir or None, amp=amp,
                     cuda_graphs=cuda_graphs, compile=compile, infer_fn=infer_fn, progress=progress, crf=crf,
-                    preset=preset)
+                    preset=preset, threads=threads)
     template = dubber.prepare_template(video_path, use_cache=use_cache)
     return dubber.dub(template, audio, output_path, progress_callback=progress_callback,
                       frame_callback=frame_callback)
@@ -80,7 +83,7 @@ def main(argv=None) -> dict:
         mouth_region_size=cfg.mouth_region_size or None, audio_feature=cfg.audio_feature or None,
         audio_model_path=cfg.audio_model_path, reference_seed=cfg.reference_seed, cache_dir=cfg.cache_dir or None,
         progress=not args.quiet, use_cache=not args.no_cache, amp=cfg.amp, cuda_graphs=args.cuda_graphs,
-        compile=args.compile, crf=args.crf, preset=args.preset)
+        compile=args.compile, crf=args.crf, preset=args.preset, threads=cfg.threads)
     st = stats["stage_seconds"]
     print(f"wrote {stats['output']}: {stats['frames']} frames ({stats['video_seconds']:.2f} s) in "
           f"{stats['seconds']:.1f} s ({stats['fps']:.1f} frames/s); face-less frames passed through: "
@@ -93,4 +96,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    from utils.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()   # before torch is imported
     cli_main(main)

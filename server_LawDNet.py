@@ -14,9 +14,13 @@ import argparse
 import dataclasses
 import logging
 
-from server.app import create_app  # noqa: F401  (re-exported: tests and ASGI hosts import it from here)
-from server.config import ServerConfig
-from utils.errors import UserError, cli_main
+from utils.threads import prefer_passive_waiting
+
+prefer_passive_waiting()   # before torch is imported (utils/threads.py)
+
+from server.app import create_app  # noqa: E402,F401  (re-exported: tests and ASGI hosts import it from here)
+from server.config import ServerConfig  # noqa: E402
+from utils.errors import UserError, cli_main  # noqa: E402
 
 _HELP = {
     "checkpoint": "LawDNet checkpoint (ours or official)",
@@ -35,6 +39,7 @@ _HELP = {
     "session_idle_timeout_s": "a live session that receives no audio for this many seconds ends",
     "live_batch_size": "frames per live model call (latency ~ 80 ms look-ahead + one batch + render)",
     "live_lead_ms": "render live batches this early before they are sent (0: adaptive)",
+    "threads": "CPU cores for decoding, the model and encoding (0 = all; torch's share adapts to the load)",
 }
 
 

@@ -148,6 +148,7 @@ class InferenceConfig:
     reference_seed: int = 456
     cache_dir: str = ""              # template cache; "" = next to the video
     amp: bool = True
+    threads: int = 0                 # CPU cores for decode + model + encode (utils/threads.py); 0 = all, tuned
 
 
 # ---------------------------------------------------------------- CLI plumbing

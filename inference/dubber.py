@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch
 
 from inference.frames import chunk_frames, iter_schedule
 from inference.overlap import Background, Consumer, StageTimer
+from inference.reference_cache import ReferenceFeatureCache
 from inference.references import select_reference_indices
 from inference.runner import ModelRunner
 from inference.template import Template, prepare_template
@@ -44,6 +45,8 @@ class PreparedTemplate:
     matrices: np.ndarray          # (N, 3, 3) float64
     references: torch.Tensor      # (1, 15, Hc, Wc) float32 in [0, 1], CPU
     reference_indices: list
+    # the generator's features of each reference set, computed once (inference/reference_cache.py)
+    reference_features: ReferenceFeatureCache = field(default_factory=ReferenceFeatureCache, repr=False)
 
 
 @dataclass
@@ -121,14 +124,17 @@ class Dubber:
                  reference_seed: int = 456, cache_dir: Optional[str] = None, amp: bool = True,
                  channels_last: bool = True, cuda_graphs: bool = False, compile: bool = False,
                  infer_fn: Optional[InferFn] = None, progress: bool = True, crf: int = 18, preset: str = "fast",
-                 queue_batches: int = 3):
+                 queue_batches: int = 3, threads: int = 0, cache_references: bool = True):
         from models import load_lawdnet, use_compiled_warp
         from utils.audio.features import get_frontend
         from utils.face.align import FaceAligner, mouth_mask
+        from utils.threads import ThreadTuner, apply_plan, plan_threads
 
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
+        self.thread_plan = plan_threads(threads, self.device.type)   # decode / model / encode share the cores
+        apply_plan(self.thread_plan)
         self.model, info = load_lawdnet(os.fspath(checkpoint), device=self.device, return_info=True)
         self.info = info
         cfg = info["model_config"]
@@ -161,7 +167,9 @@ class Dubber:
         if compile:
             use_compiled_warp(True)
         self.runner = ModelRunner(self.model, self.device, amp=amp, channels_last=channels_last,
-                                  cuda_graphs=cuda_graphs)
+                                  cuda_graphs=cuda_graphs,
+                                  tuner=ThreadTuner(self.thread_plan.torch) if self.thread_plan.tune else None)
+        self.cache_references = bool(cache_references)
         self.infer_fn: InferFn = infer_fn or self.runner
         self.pad_batches = bool(cuda_graphs) and self.cuda and infer_fn is None   # one graph for every batch
 
@@ -181,6 +189,15 @@ class Dubber:
             crops.append(self.aligner.crop(frame, matrices[i]))
         refs = torch.from_numpy(np.concatenate(crops, axis=2)).permute(2, 0, 1)[None].float().div_(255)
         return PreparedTemplate(t, matrices, refs.contiguous(), idx)
+
+    def reference_features(self, template: PreparedTemplate) -> torch.Tensor:
+        """What the generator gets as ``refs``: the template's reference features on the device, computed on
+        first use and kept with the template (keyed by the reference frame indices); the raw crops when
+        ``cache_references`` is off."""
+        if not self.cache_references:
+            return template.references.to(self.device)
+        return template.reference_features.get(self.runner, template.reference_indices,
+                                               lambda: template.references)
 
     # ---------------------------------------------------------------- dubbing
     def dub(self, template: PreparedTemplate, audio: Union[str, DubAudio], output_path,
@@ -207,7 +224,7 @@ class Dubber:
         T, N = audio.num_frames, tpl.num_frames
         feats = timer.timed("audio", self.frontend, audio.samples_16k, T)
         windows = torch.from_numpy(make_windows(feats, self.window))          # (T, D, W)
-        refs_dev = template.references.to(self.device)
+        refs_dev = timer.timed("references", self.reference_features, template)
         mask_dev = self.mask.to(self.device)
         chunk = chunk_frames(tpl.height, tpl.width)
         B = self.batch_size
@@ -239,7 +256,7 @@ class Dubber:
         bar = tqdm(total=T, desc="dubbing", unit="frame", disable=not self.progress, smoothing=0.1)
 
         writer = VideoWriter(output_path, fps=FPS, audio=audio.samples, sample_rate=audio.sample_rate,
-                             crf=self.crf, preset=self.preset, match_audio=True)
+                             crf=self.crf, preset=self.preset, match_audio=True, threads=self.thread_plan.encoder)
 
         def write(item):
             ks, idx, frames, gen = item
@@ -295,7 +312,7 @@ class Dubber:
             "template_cached": tpl.from_cache, "template_seconds": tpl.seconds, "cache_file": tpl.cache_file,
             "stage_seconds": dict(timer.seconds), "device": str(self.device),
             "mouth_region_size": self.mouth_region_size, "audio_feature": self.audio_feature,
-            "batch_size": B,
+            "batch_size": B, "threads": self.thread_plan.describe(),
         }
 
     def render_frames(self, template: PreparedTemplate, indices, frames, windows: torch.Tensor) -> list:

@@ -7,6 +7,10 @@ Differences from the released code that do not change its function: no hard-code
 the precision), the coarse grid lives on the module's device, and only the last warp branch - the one whose
 result the official forward keeps (spec 1.6) - is computed. Branch 0 stays in the state_dict so that official
 checkpoints load, and it is computed only when ``compute_all_branches=True`` (for parity checks).
+
+Per-template caching: ``ref_in_conv`` and the appearance branches see only the references, which a dub keeps
+fixed for a whole template, so ``encode_references`` computes them once and ``forward`` accepts that result in
+place of the reference images (told apart by spatial size: images have the source's, features a quarter).
 """
 import torch
 import torch.nn as nn
@@ -76,7 +80,23 @@ class LawDNet(nn.Module):
             img_para = F.interpolate(img_para, size=self.config.attn_grid, mode="bilinear", align_corners=True)
         return self.cross_attention(img_para, self.audio_encoder(audio))
 
+    def _branches(self):
+        last = len(self.lawLayer_list) - 1
+        return range(last + 1) if self.compute_all_branches else (last,)
+
+    def _reference_parts(self, reference):
+        ref_feature = self.ref_in_conv(reference)
+        return [ref_feature] + [self.appearance_conv_list[i](ref_feature) for i in self._branches()]
+
+    def encode_references(self, reference):
+        """What the generator computes from the references alone: ``ref_in_conv``'s features followed, on the
+        channel axis, by the appearance branch output of each computed warp layer: (B, 15, Hc, Wc) images ->
+        (B, (1 + k) C, Hc/4, Wc/4), k = 1 (2 with ``compute_all_branches``). Pass it to ``forward`` as
+        ``reference`` to skip that work for every frame that shares the references."""
+        return torch.cat(self._reference_parts(reference), 1)
+
     def forward(self, source, reference, audio):
+        """``reference``: the (B, 15, Hc, Wc) reference images or ``encode_references`` of them."""
         n = self.inference_micro_batch
         if n and source.shape[0] > n and not torch.is_grad_enabled():
             return torch.cat([self._forward(source[i:i + n], reference[i:i + n], audio[i:i + n])
@@ -85,10 +105,17 @@ class LawDNet(nn.Module):
 
     def _forward(self, source, reference, audio):
         source_feature = self.source_in_conv(source)
-        ref_feature = self.ref_in_conv(reference)
-        code = self.warp_code(source_feature, ref_feature, audio)
-        last = len(self.lawLayer_list) - 1
-        branches = range(last + 1) if self.compute_all_branches else (last,)
-        for i in branches:  # only the last branch's output is used (spec 1.6)
-            warped = self.lawLayer_list[i](self.appearance_conv_list[i](ref_feature), code)
+        branches = self._branches()
+        if reference.shape[-2:] == source.shape[-2:]:
+            parts = self._reference_parts(reference)
+        else:  # cached encode_references output
+            C = source_feature.shape[1]
+            if tuple(reference.shape[1:]) != (C * (1 + len(branches)), *source_feature.shape[-2:]):
+                raise ValueError(f"reference features of shape {tuple(reference.shape)} do not fit this model "
+                                 f"(expected (B, {C * (1 + len(branches))}, {source_feature.shape[-2]}, "
+                                 f"{source_feature.shape[-1]}); recompute them with encode_references)")
+            parts = reference.split(C, 1)
+        code = self.warp_code(source_feature, parts[0], audio)
+        for i, appearance in zip(branches, parts[1:]):  # only the last branch's output is used (spec 1.6)
+            warped = self.lawLayer_list[i](appearance, code)
         return self.out_conv(torch.cat([source_feature, warped], 1))

@@ -52,40 +52,60 @@ def _field_chunk(gx, gy, kx, ky, inv_rho, s0, s1, tx, ty):
     return (e * ex).sum(2) / den, (e * ey).sum(2) / den
 
 
-_compiled_field = None
+_compiled_planes = None
 
 
 def use_compiled_warp(enabled=True):
-    """Evaluate the coarse field with a torch.compile'd kernel in inference (one fused loop, ~3x faster on CPU).
+    """Evaluate the coarse field with a torch.compile'd kernel in inference (one fused loop, ~2x faster on CPU).
 
     The first call per input shape compiles (tens of seconds on CPU; cached on disk by inductor), so it is
     opt-in: inference and benchmarks switch it on, tests and training stay eager.
     """
-    global _compiled_field
-    _compiled_field = torch.compile(_whole_field, dynamic=False) if enabled else None
+    global _compiled_planes
+    _compiled_planes = torch.compile(_planes_fused, dynamic=False) if enabled else None
 
 
-def _whole_field(grid, kpoints, radius, similarity):
-    return coarse_displacement(grid, kpoints, radius, similarity, chunk=kpoints.shape[2], _allow_compiled=False)
+def _planes_fused(grid, kpoints, radius, similarity, mode):
+    """The whole field and its layout as one expression, for torch.compile to fuse into one loop."""
+    disp = _displacement_chunked(grid, kpoints, radius, similarity, kpoints.shape[2], checkpointed=False)
+    return _planes_from_displacement(disp, grid, mode)
 
 
-def _field_rows_inplace(gx, gy, kp, nir, sim):
+def _planes_from_displacement(disp, grid, mode):
+    """(B, C, H0, W0, 2) displacement -> the (B, 2C, H0, W0) planes that get resized."""
+    B, C, H0, W0, _ = disp.shape
+    if mode == "official":
+        # The released layout: swap H0/W0, then reinterpret memory as 2C planes (spec 2.5 step 1).
+        return (disp + grid).transpose(2, 3).reshape(B, 2 * C, H0, W0)
+    return disp.permute(0, 1, 4, 2, 3).reshape(B, 2 * C, H0, W0)
+
+
+def _field_rows_inplace(xs, ys, kp, nir, sim, transposed=False):
     """Inference-only version of _field_chunk over rows r = (b, c): one keypoint at a time, in-place ops.
 
-    kp (N, R, 2, 1), nir = -1/rho (N, R, 1), sim (N, R, 4, 1) with sim[:, :, 1] already times pi; grid (1, P).
-    Accumulating the softmax numerators per keypoint keeps ~6 live (R, P) tensors instead of ~15 (N, R, P) ones.
+    The coarse grid is a tensor product, so dx depends only on the column and dy only on the row: they are
+    (R, W0) / (R, H0) vectors broadcast against each other, and |p - k| is sqrt(dx^2 + dy^2) over that
+    broadcast (cheaper than hypot on full fields). xs (1, W0), ys (1, H0); kp (N, R, 2, 1), nir = -1/rho
+    (N, R, 1, 1), sim (N, R, 4, 1, 1) with sim[:, :, 1] already times pi. Returns the softmax numerators and
+    denominator, (R, H0, W0) each, or (R, W0, H0) with ``transposed`` (points in x-major order).
+    Accumulating the numerators per keypoint keeps ~6 live (R, P) tensors instead of ~15 (N, R, P) ones.
     """
+    one = torch.ones((), dtype=xs.dtype, device=xs.device)
     nx = ny = den = None
     for n in range(kp.shape[0]):
-        dx = gx - kp[n, :, 0]
-        dy = gy - kp[n, :, 1]
-        w = torch.hypot(dx, dy).mul_(nir[n]).exp_()
-        sc = (w * sim[n, :, 0]).add_(1)
-        ang = w * sim[n, :, 1]
-        a = torch.cos(ang).mul_(sc).sub_(1)          # scale*cos - 1
-        b = torch.sin(ang).mul_(sc)                  # scale*sin
-        ex = (a * dx).addcmul_(b, dy).addcmul_(w, sim[n, :, 2].expand_as(w))
-        ey = (a * dy).addcmul_(b, dx, value=-1).addcmul_(w, sim[n, :, 3].expand_as(w))
+        dx = xs - kp[n, :, 0]                                   # (R, W0)
+        dy = ys - kp[n, :, 1]                                   # (R, H0)
+        dx, dy = (dx[:, :, None], dy[:, None, :]) if transposed else (dx[:, None, :], dy[:, :, None])
+        w = torch.add(dx * dx, dy * dy).sqrt_().mul_(nir[n]).exp_()
+        s = sim[n]
+        sc = torch.addcmul(one, w, s[:, 0])                     # 1 + s0 w
+        ang = w * s[:, 1]
+        a = torch.cos(ang)
+        a = torch.addcmul(-one, a, sc, out=a)                   # scale*cos - 1
+        b = torch.sin(ang, out=ang).mul_(sc)                    # scale*sin
+        # candidate displacement = scale * R * d + t * w - d  (p' - p, since p' = ... + k and p = d + k)
+        ex = (a * dx).addcmul_(b, dy).addcmul_(w, s[:, 2].expand_as(w))
+        ey = a.mul_(dy).addcmul_(b, dx, value=-1).addcmul_(w, s[:, 3].expand_as(w))
         e = w.exp_()
         if nx is None:
             nx, ny, den = ex.mul_(e), ey.mul_(e), e
@@ -93,35 +113,55 @@ def _field_rows_inplace(gx, gy, kp, nir, sim):
             nx.addcmul_(ex, e)
             ny.addcmul_(ey, e)
             den.add_(e)
-    return nx.div_(den), ny.div_(den)
+    return nx, ny, den
 
 
-def coarse_displacement(grid, kpoints, radius, similarity, chunk=16, _allow_compiled=True):
-    """Blended displacement field on the coarse grid.
+def _planes_eager(grid, kpoints, radius, similarity, mode):
+    """_planes_fused computed block of rows by block of rows (no autograd), written straight into the layout.
 
-    grid (H0, W0, 2); kpoints (B, N, C, 2); radius (B, N, C); similarity (B, N, C, 4) -> (B, C, H0, W0, 2).
+    ``official``: positions (grid + displacement) in the released x-major, x/y-interleaved order, so nothing is
+    shifted, transposed or copied afterwards; ``corrected``: x / y displacement planes.
     """
-    if _allow_compiled and _compiled_field is not None and not torch.is_grad_enabled():
-        return _compiled_field(grid, kpoints, radius, similarity)
     H0, W0, _ = grid.shape
     B, N, C, _ = kpoints.shape
-    needs_grad = torch.is_grad_enabled() and (kpoints.requires_grad or similarity.requires_grad
-                                              or radius.requires_grad)
-    if not needs_grad:
-        # rows = (b, c) pairs, processed in blocks of ~64 rows so each (rows, P) field stays in L2 cache
-        gx, gy = grid[..., 0].reshape(1, -1), grid[..., 1].reshape(1, -1)
-        kp = kpoints.permute(1, 0, 2, 3).reshape(N, B * C, 2, 1)
-        sim = similarity.permute(1, 0, 2, 3).reshape(N, B * C, 4, 1).clone()
-        sim[:, :, 1] *= math.pi
-        nir = radius.permute(1, 0, 2).reshape(N, B * C, 1).reciprocal().neg()
-        rows = max(1, (64 * 3600) // (H0 * W0))
-        out = torch.empty(B * C, H0 * W0, 2, dtype=kpoints.dtype, device=kpoints.device)
-        for r0 in range(0, B * C, rows):
-            sl = slice(r0, r0 + rows)
-            ex, ey = _field_rows_inplace(gx, gy, kp[:, sl], nir[:, sl], sim[:, sl])
-            out[sl, :, 0] = ex
-            out[sl, :, 1] = ey
-        return out.view(B, C, H0, W0, 2)
+    R = B * C
+    kp = kpoints.permute(1, 0, 2, 3).reshape(N, R, 2, 1)
+    sim = similarity.permute(1, 0, 2, 3).reshape(N, R, 4, 1, 1).clone()
+    sim[:, :, 1] *= math.pi
+    nir = radius.permute(1, 0, 2).reshape(N, R, 1, 1).reciprocal().neg()
+    xs, ys = grid[0, :, 0].reshape(1, W0), grid[:, 0, 1].reshape(1, H0)
+    official = mode == "official"
+    shape = (R, W0, H0, 2) if official else (R, 2, H0, W0)
+    out = torch.empty(shape, dtype=kpoints.dtype, device=kpoints.device)
+    rows = max(1, (32 * 3600) // (H0 * W0))   # each (rows, H0*W0) field ~0.5 MB: the live ones stay in cache
+    for r0 in range(0, R, rows):
+        sl = slice(r0, r0 + rows)
+        nx, ny, den = _field_rows_inplace(xs, ys, kp[:, sl], nir[:, sl], sim[:, sl], transposed=official)
+        if official:
+            torch.addcdiv(xs.reshape(1, W0, 1), nx, den, out=out[sl, ..., 0])
+            torch.addcdiv(ys.reshape(1, 1, H0), ny, den, out=out[sl, ..., 1])
+        else:
+            torch.div(nx, den, out=out[sl, 0])
+            torch.div(ny, den, out=out[sl, 1])
+    return out.view(B, 2 * C, H0, W0)
+
+
+def coarse_planes(grid, kpoints, radius, similarity, mode, chunk=16):
+    """The coarse field as the (B, 2C, H0, W0) planes that get resized (``mode`` official / corrected).
+
+    grid (H0, W0, 2); kpoints (B, N, C, 2); radius (B, N, C); similarity (B, N, C, 4).
+    """
+    if torch.is_grad_enabled() and (kpoints.requires_grad or similarity.requires_grad or radius.requires_grad):
+        return _planes_from_displacement(_displacement_chunked(grid, kpoints, radius, similarity, chunk), grid, mode)
+    if _compiled_planes is not None:
+        return _compiled_planes(grid, kpoints, radius, similarity, mode)
+    return _planes_eager(grid, kpoints, radius, similarity, mode)
+
+
+def _displacement_chunked(grid, kpoints, radius, similarity, chunk, checkpointed=True):
+    """Differentiable field, ``chunk`` channels at a time (each chunk recomputed in backward when checkpointed)."""
+    H0, W0, _ = grid.shape
+    B, N, C, _ = kpoints.shape
     gx = grid[..., 0].reshape(1, 1, 1, -1)
     gy = grid[..., 1].reshape(1, 1, 1, -1)
     kp = kpoints.permute(0, 2, 1, 3).unsqueeze(-1)           # (B, C, N, 2, 1)
@@ -133,7 +173,7 @@ def coarse_displacement(grid, kpoints, radius, similarity, chunk=16, _allow_comp
         args = (gx, gy, kp[:, sl, :, 0], kp[:, sl, :, 1], inv_rho[:, sl],
                 sim[:, sl, :, 0], sim[:, sl, :, 1] * math.pi, sim[:, sl, :, 2], sim[:, sl, :, 3])
         # In training, recompute each chunk in backward instead of storing its intermediates (memory / C).
-        ex, ey = checkpoint(_field_chunk, *args, use_reentrant=False)
+        ex, ey = checkpoint(_field_chunk, *args, use_reentrant=False) if checkpointed else _field_chunk(*args)
         xs.append(ex)
         ys.append(ey)
     return torch.stack((torch.cat(xs, 1), torch.cat(ys, 1)), dim=-1).view(B, C, H0, W0, 2)
@@ -173,25 +213,24 @@ class LocalAffineWarp(nn.Module):
 
     def _grid_from_params(self, kp, rho, sim, size):
         grid = self.coarse_grid.to(kp.dtype)
-        disp = coarse_displacement(grid, kp, rho, sim, self.chunk)        # (B, C, H0, W0, 2)
-        B, C, H0, W0, _ = disp.shape
+        planes = coarse_planes(grid, kp, rho, sim, self.mode, self.chunk)     # (B, 2C, H0, W0)
+        B, C2, H0, W0 = planes.shape
         H, W = size
         if self.mode == "official":
-            pos = disp + grid
-            # The released layout: swap H0/W0, then reinterpret memory as 2C planes (spec 2.5 step 1).
-            planes = pos.transpose(2, 3).reshape(B, 2 * C, H0, W0)
             planes = F.interpolate(planes, size=(H, W), mode="bilinear", align_corners=False,
                                    antialias=self.antialias and (H < H0 or W < W0))
-            return planes.view(B, C, 2, H, W).permute(0, 1, 3, 4, 2)
-        planes = disp.permute(0, 1, 4, 2, 3).reshape(B, 2 * C, H0, W0)
+            return planes.view(B, C2 // 2, 2, H, W).permute(0, 1, 3, 4, 2)
         planes = F.interpolate(planes, size=(H, W), mode="bilinear", align_corners=False)
         fine = standard_grid(H, W, device=planes.device, dtype=planes.dtype)
-        return planes.view(B, C, 2, H, W).permute(0, 1, 3, 4, 2) + fine
+        return planes.view(B, C2 // 2, 2, H, W).permute(0, 1, 3, 4, 2) + fine
 
     def forward(self, feature, code):
         B, C, H, W = feature.shape
-        grid = self.sampling_grid(code, (H, W)).to(feature.dtype)
+        grid = self.sampling_grid(code, (H, W))
+        # Sample in the wider of the two dtypes: under autocast the features are bf16/fp16 but the positions
+        # stay float32 (a bf16 grid would misplace samples by up to ~1/256 of the image).
+        dtype = torch.promote_types(feature.dtype, grid.dtype)
         # Each channel samples only itself: a per-channel 2-D bilinear sample (= the official 3-D trilinear one).
-        out = F.grid_sample(feature.reshape(B * C, 1, H, W), grid.reshape(B * C, H, W, 2),
+        out = F.grid_sample(feature.reshape(B * C, 1, H, W).to(dtype), grid.reshape(B * C, H, W, 2).to(dtype),
                             mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out.view(B, C, H, W)
+        return out.view(B, C, H, W).to(feature.dtype)

@@ -37,6 +37,7 @@ class ServerConfig:
     batch_wait_ms: float = 5.0           # how long the model worker waits for more frames to merge
     amp: bool = True
     cuda_graphs: bool = False
+    threads: int = 0                     # CPU cores for decode + model + encode; 0 = all (torch's count tuned)
     mouth_region_size: int = 0           # only for official checkpoints (ours store it)
     audio_feature: str = ""              # only for official checkpoints
     audio_model_path: str = ""
@@ -56,7 +57,7 @@ class ServerConfig:
         if not os.path.isfile(self.checkpoint):
             raise UserError(f"{self.checkpoint}: checkpoint file not found")
         for name in ("max_audio_mb", "max_video_mb", "max_audio_seconds", "batch_wait_ms", "result_ttl_s",
-                     "shutdown_grace_s"):
+                     "shutdown_grace_s", "threads"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 1 <= int(self.live_jpeg_quality) <= 100:

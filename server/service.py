@@ -30,7 +30,8 @@ class DubService:
                              mouth_region_size=config.mouth_region_size or None,
                              audio_feature=config.audio_feature or None, audio_model_path=config.audio_model_path,
                              batch_size=config.batch_size, cache_dir=self.storage.cache, amp=config.amp,
-                             cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False)
+                             cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False,
+                             threads=config.threads)
         self.batcher.target = self.dubber.runner
         self.templates = TemplateStore(self.dubber, self.storage, max_analyses=config.max_template_jobs,
                                        max_waiting=max(1, config.max_queue), memory=config.template_memory)

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from utils.errors import UserError
+from utils.threads import decoder_threads
 
 # Containers that libavformat opens as "video" but that are still images.
 _IMAGE_FORMATS = ("image2", "_pipe", "apng", "gif")
@@ -237,6 +238,7 @@ def iter_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0,
     try:
         vs = container.streams.video[0]
         vs.thread_type = "AUTO"
+        vs.codec_context.thread_count = decoder_threads()   # utils.threads: the decode stage's share of the cores
         if fps is None:
             yield from _iter_native(container, vs, path, start_frame, max_frames)
         else:
@@ -329,8 +331,10 @@ class VideoWriter:
     """
 
     def __init__(self, path, fps: float = 25.0, audio: Optional[np.ndarray] = None, sample_rate: int = 16000,
-                 crf: int = 18, preset: str = "medium", match_audio: bool = False, gop_size: Optional[int] = None):
+                 crf: int = 18, preset: str = "medium", match_audio: bool = False, gop_size: Optional[int] = None,
+                 threads: int = 0):
         self.path = os.fspath(path)
+        self.threads = int(threads)  # x264 threads; 0 = x264's own choice (about 1.5 per core)
         self.fps = _as_fraction(fps)
         self.crf, self.preset, self.match_audio, self.gop_size = int(crf), str(preset), bool(match_audio), gop_size
         ext = os.path.splitext(self.path)[1].lower()
@@ -384,7 +388,8 @@ class VideoWriter:
         vs = self._container.add_stream("libx264", rate=self.fps)
         vs.width, vs.height = w + (w % 2), h + (h % 2)
         vs.pix_fmt = "yuv420p"
-        vs.options = {"crf": str(self.crf), "preset": self.preset}
+        vs.options = {"crf": str(self.crf), "preset": self.preset,
+                      **({"threads": str(self.threads)} if self.threads > 0 else {})}
         if self.gop_size:
             vs.codec_context.gop_size = int(self.gop_size)
         self._vstream = vs

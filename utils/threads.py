@@ -1,0 +1,149 @@
+"""CPU thread budget for the stages that run at the same time: decode (ffmpeg + OpenCV crops), the model (torch
+intra-op threads) and encode (x264).
+
+Left alone, every stage sizes itself to the whole machine: torch starts one OpenMP thread per core, ffmpeg's
+decoder and x264 each start about as many again, and OpenCV has its own pool. Idle OpenMP threads spin at every
+barrier, so while the decoder or another process holds a core, each of the model's parallel ops waits for a
+descheduled thread: with other jobs on a 2-core machine the tiny model dubbed 6x slower with 2 torch threads
+than with 1 (README "CPU thread budget"). The plan here:
+
+* ``OMP_WAIT_POLICY=PASSIVE`` (set by the command-line entry points before torch is imported, unless the user
+  set it): a waiting thread sleeps instead of spinning, so a busy core costs one op's wait, not a collapse;
+* decoding and encoding get a fixed small share (1 decoder thread; on CPU 1 x264 thread, the model needs the
+  rest; with a GPU the encoder gets most cores, as the model no longer needs them);
+* torch's intra-op count is chosen at run time on CPU (``ThreadTuner``): it starts at the budget and from time
+  to time times a neighbouring count, keeping whichever gives more frames/s, so it drops to 1-2 threads while
+  other processes load the machine and climbs back when they stop. A fixed ``--threads N`` turns the tuner off
+  (the same count every call, so outputs are bit-for-bit reproducible; different counts can round the last
+  float bit differently).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from utils.errors import UserError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def prefer_passive_waiting() -> None:
+    """Make idle OpenMP threads sleep instead of spin. Only effective before torch (libgomp) is loaded, so the
+    command-line scripts call it first thing; an explicit OMP_WAIT_POLICY of the user wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    total: int           # cores the pipeline may use
+    torch: int           # torch intra-op threads (the most the tuner may use)
+    decoder: int         # ffmpeg decoder threads per input stream
+    encoder: int         # x264 threads
+    opencv: int          # OpenCV's pool (crops, paste-back, resizes)
+    tune: bool           # adapt torch's count to the load at run time (CPU, automatic budget only)
+
+    def describe(self) -> str:
+        return (f"{self.total} cores: torch {self.torch}{' (tuned)' if self.tune else ''}, decoder "
+                f"{self.decoder}, x264 {self.encoder}, OpenCV {self.opencv}")
+
+
+def check_threads(threads) -> int:
+    try:
+        n = int(threads or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"--threads must be a whole number (0 = automatic), got {threads!r}") from None
+    if n < 0:
+        raise UserError(f"--threads must be >= 0 (0 = automatic), got {n}")
+    return n
+
+
+def plan_threads(threads: int = 0, device: str = "cpu") -> ThreadPlan:
+    """The budget for ``threads`` cores (0 = every usable core) when the model runs on ``device``."""
+    n = check_threads(threads)
+    total = n or usable_cores()
+    if str(device).startswith("cuda"):
+        # the GPU does the model; the CPU decodes, crops/pastes on the host side and encodes 100+ frames/s
+        decoder = 1 if total < 8 else 2
+        return ThreadPlan(total, torch=1 if total < 4 else 2, decoder=decoder,
+                          encoder=max(1, total - decoder - 1), opencv=1, tune=False)
+    return ThreadPlan(total, torch=total, decoder=1, encoder=1, opencv=1, tune=n == 0 and total > 1)
+
+
+_applied: Optional[ThreadPlan] = None
+
+
+def apply_plan(plan: ThreadPlan) -> None:
+    """Apply the process-wide parts (torch and OpenCV pools, decoder threads of new streams)."""
+    global _applied
+    import torch
+
+    torch.set_num_threads(plan.torch)
+    try:
+        import cv2
+
+        cv2.setNumThreads(plan.opencv)
+    except ImportError:
+        pass
+    _applied = plan
+
+
+def decoder_threads() -> int:
+    """ffmpeg decoder threads for a new input stream (0 = ffmpeg's own choice, when no plan was applied)."""
+    return _applied.decoder if _applied is not None else 0
+
+
+class ThreadTuner:
+    """Pick torch's intra-op thread count for repeated model calls by timing them.
+
+    ``run(fn, frames)`` calls ``fn`` with the current count and records seconds per frame (a running mean per
+    count). Every ``probe_every`` calls it tries the next lower (then the next higher) candidate once; a
+    candidate that was faster by ``margin`` becomes current. Candidates: 1, 2, 4, ... up to ``max_threads``.
+    Call it from the thread that runs the model.
+    """
+
+    def __init__(self, max_threads: int, probe_every: int = 6, margin: float = 0.9):
+        m = max(1, int(max_threads))
+        self.candidates = sorted({1, m} | {2 ** k for k in range(8) if 2 ** k < m})
+        self.current = m
+        self.probe_every = max(2, int(probe_every))
+        self.margin = float(margin)
+        self.mean: dict[int, float] = {}
+        self.calls = 0
+        self._down = True
+        self._lock = threading.Lock()
+        self.history: list[tuple[int, float]] = []      # (threads, seconds per frame) of each timed call
+
+    def _next_count(self) -> int:
+        if self.calls < 2 or self.calls % self.probe_every or len(self.candidates) == 1:
+            return self.current
+        i = self.candidates.index(self.current)
+        j = i - 1 if (self._down and i > 0) or i == len(self.candidates) - 1 else i + 1
+        self._down = not self._down
+        return self.candidates[j]
+
+    def run(self, fn: Callable, frames: int = 1):
+        import torch
+
+        with self._lock:
+            self.calls += 1
+            n = self._next_count()
+            torch.set_num_threads(n)
+            t0 = time.perf_counter()
+            out = fn()
+            dt = (time.perf_counter() - t0) / max(1, frames)
+            if self.calls > 1:   # the very first call pays one-off set-up
+                self.history.append((n, dt))
+                old = self.mean.get(n)
+                self.mean[n] = dt if old is None or n != self.current else 0.5 * (old + dt)
+                if n != self.current and dt < self.margin * self.mean.get(self.current, float("inf")):
+                    self.current = n
+            return out
