@@ -41,4 +41,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from utils.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()   # idle OpenMP threads sleep instead of spinning (utils/threads.py)
     cli_main(main)

@@ -198,16 +198,28 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="")
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of the training process (0 = torch's default; see utils/threads.py)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar (log files)")
     return p
 
 
 def main(argv=None):
     a = vars(build_parser().parse_args(argv))
+    from utils.threads import check_threads
+
+    threads = check_threads(a.pop("threads"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     out = a.pop("out")
     a["progress"] = not a.pop("no_progress")
     return train_syncnet(a.pop("train_data"), out, **a)
 
 
 if __name__ == "__main__":
+    from utils.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()   # idle OpenMP threads sleep instead of spinning (CPU per step, utils/threads.py)
     cli_main(main)

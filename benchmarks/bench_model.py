@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no_reference", action="store_true", help="skip the (slow) reference runs")
+    ap.add_argument("--kinds", nargs="+", default=["warp", "generator"], choices=["warp", "generator"])
     ap.add_argument("--_worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._worker:
@@ -122,7 +123,7 @@ def main():
                                  else ["eager", "compiled", "channels_last"])
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"{'what':<10}{'m':>5}{'batch':>6}{'variant':>15}{'ms/frame':>11}{'vs ref':>8}{'peak MB':>9}")
-    for kind in ("warp", "generator"):
+    for kind in args.kinds:
         for m in args.sizes:
             for b in args.batches:
                 ref = None if args.no_reference else measure(kind, "reference", m, b, 1 if kind == "generator"

@@ -43,7 +43,9 @@ class ModelRunner:
         return x
 
     def _forward(self, source, refs, audio):
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        # no autocast weight-cast cache under CUDA graphs: its tensors would outlive the capture
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp,
+                            cache_enabled=not self.cuda_graphs):
             return self.model(source, refs, audio).float().clamp_(0, 1)
 
     def _micro_batch(self, source) -> None:

@@ -62,7 +62,10 @@ def use_compiled_warp(enabled=True):
     opt-in: inference and benchmarks switch it on, tests and training stay eager.
     """
     global _compiled_planes
-    _compiled_planes = torch.compile(_planes_fused, dynamic=False) if enabled else None
+    if not enabled:
+        _compiled_planes = None
+    elif _compiled_planes is None:   # keep an existing wrapper: its compiled shapes stay valid
+        _compiled_planes = torch.compile(_planes_fused, dynamic=False)
 
 
 def _planes_fused(grid, kpoints, radius, similarity, mode):

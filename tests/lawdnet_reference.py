@@ -39,7 +39,7 @@ def ref_warp(sd, prefix, feat, code, N, grid_size=60, antialias=True):
     rho = torch.sigmoid(ref_linear(sd, prefix + ".radius_layer.0", h)).view(B, N, C, 1)
     S = torch.tanh(ref_linear(sd, prefix + ".similarity_params_layer.0", h)).view(B, N, C, 4)
     n = grid_size
-    u = torch.tensor([-1 + (2 * k + 1) / n for k in range(n)], dtype=torch.float32)
+    u = torch.tensor([-1 + (2 * k + 1) / n for k in range(n)], dtype=torch.float32, device=feat.device)
     yy, xx = torch.meshgrid(u, u, indexing="ij")
     p = torch.stack([xx, yy], -1)                                       # (H0, W0, 2) = (x, y)
     p = p.view(1, 1, 1, n, n, 2)
@@ -61,7 +61,7 @@ def ref_warp(sd, prefix, feat, code, N, grid_size=60, antialias=True):
     for _ in range(2):  # torchvision tensor Resize = bilinear, align_corners=False, antialias on
         P = F.interpolate(P, size=(H, W), mode="bilinear", align_corners=False, antialias=antialias)
     P = P.view(B, C, 2, H, W).permute(0, 1, 3, 4, 2)
-    z = torch.tensor([-1 + (2 * c + 1) / C for c in range(C)], dtype=torch.float32)
+    z = torch.tensor([-1 + (2 * c + 1) / C for c in range(C)], dtype=torch.float32, device=feat.device)
     z = z.view(1, C, 1, 1, 1).expand(B, C, H, W, 1)
     grid3 = torch.cat([P, z], -1)
     out = F.grid_sample(feat.unsqueeze(1), grid3, mode="bilinear", padding_mode="zeros", align_corners=False)
