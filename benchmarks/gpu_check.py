@@ -287,7 +287,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
 
 # ------------------------------------------------------------------------------------------------ training
 
-def training_rows(device, dry, work, deadline, log):
+def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
     import torch
     import torch.distributed as dist
 
@@ -305,7 +305,8 @@ def training_rows(device, dry, work, deadline, log):
         def distributed(self):
             return True
 
-    stages = ("tiny", "tiny_clip") if dry else ("frame_256", "clip_288")
+    stages = stages or (("tiny", "tiny_clip") if dry else ("frame_256", "clip_288"))
+    steps = steps or (2 if dry else 3)
     data = make_toy_data(os.path.join(work, "toy"), num_videos=2, num_frames=30, crop_width=360)
     vgg, sync = _weights(work, 16)
     with socket.socket() as s:
@@ -325,7 +326,7 @@ def training_rows(device, dry, work, deadline, log):
             try:
                 cfg, model, opts, disc = resolve(
                     stage, train_data=data, result_root=os.path.join(work, "train"), name="gpu_check",
-                    batch_size=batch, max_steps=2 if dry else 3, augment_num=400, logger="none", num_workers=0,
+                    batch_size=batch, max_steps=steps, augment_num=400, logger="none", num_workers=0,
                     log_every=1, image_every=0, syncnet_path=sync, keep_last=1,
                     **(dict(no_perception=True) if dry else dict(vgg_path=vgg)),
                     device=str(device), progress=False)
@@ -413,6 +414,8 @@ def main(argv=None):
     ap.add_argument("--deadline_s", type=float, default=330.0, help="time for all measurements")
     ap.add_argument("--no_compile", action="store_true", help="leave out the compiled warp field")
     ap.add_argument("--parts", nargs="+", default=["generator", "e2e", "training"])
+    ap.add_argument("--train_stages", nargs="+", default=None, help="training stages (default per mode)")
+    ap.add_argument("--train_steps", type=int, default=0, help="steps per stage (default 3, dry run 2)")
     a = ap.parse_args(argv)
     if a.prepare_inputs:
         print(prepare_inputs(a.prepare_inputs, a.cpu_dry_run))
@@ -438,7 +441,7 @@ def main(argv=None):
     log(json.dumps(res["environment"]))
     parts = {"generator": lambda: generator_rows(device, dry, not a.no_compile, deadline, log),
              "e2e": lambda: e2e(device, dry, not a.no_compile, a.inputs, work, deadline, log),
-             "training": lambda: training_rows(device, dry, work, deadline, log)}
+             "training": lambda: training_rows(device, dry, work, deadline, log, a.train_stages, a.train_steps)}
     for name in a.parts:
         try:
             res[name] = parts[name]()

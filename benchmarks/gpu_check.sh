@@ -10,8 +10,8 @@
 #   bash benchmarks/gpu_check.sh --prepare-inputs               # here: the synthetic base clip -> .gpu_inputs/
 #
 # Python: .venv when its torch sees the GPU; else a python3 that already has a CUDA torch (e.g. a prepared
-# image) gets .venv-gpu on top of it (--system-site-packages) with the missing packages from .whl/ (offline)
-# or the registry; else `bash setup.sh` installs the CUDA torch build from the registry (LAWDNET_TORCH picks it).
+# image), with the packages it lacks installed into .gpu-site/ (on PYTHONPATH) from .whl/ (offline) or the
+# registry; else `bash setup.sh` installs the CUDA torch build from the registry (LAWDNET_TORCH picks it).
 # Without a GPU it says so in one line and exits 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
       mkdir -p .whl
       python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_PY_VERSION:-3.12}" \
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 -d .whl av soundfile dlib-bin || exit 1
+        --platform manylinux2014_x86_64 -d .whl av dlib-bin || exit 1
       python3 -m pip wheel -q --no-deps -w .whl python_speech_features==0.6 || exit 1
       ls -la .whl; exit 0 ;;
     --prepare-inputs)
@@ -50,7 +50,7 @@ fi
 # ------------------------------------------------------------------ 1. Python with a CUDA torch (<= 2 min)
 has_cuda_torch() { "$1" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; }
 # import name -> pip name of what the checks import
-MODS="numpy:numpy scipy:scipy cv2:opencv-python-headless skimage:scikit-image av:av soundfile:soundfile \
+MODS="numpy:numpy scipy:scipy cv2:opencv-python-headless skimage:scikit-image av:av \
 python_speech_features:python_speech_features dlib:dlib-bin tqdm:tqdm pytest:pytest"
 missing_pkgs() {
   local out=()
@@ -65,20 +65,22 @@ elif [ -x .venv/bin/python ] && has_cuda_torch .venv/bin/python; then
   PY=.venv/bin/python
   log "using .venv ($($PY -c 'import torch; print(torch.__version__)'))"
 elif has_cuda_torch "${PYTHON:-python3}"; then
-  BASE=$(command -v "${PYTHON:-python3}")
-  [ -x .venv-gpu/bin/python ] || "$BASE" -m venv --system-site-packages .venv-gpu || exit 1
-  PY=.venv-gpu/bin/python
+  # not a venv on top of it: that python may itself be a venv, whose packages a nested venv would not see
+  PY=$(command -v "${PYTHON:-python3}")
+  export PYTHONPATH="$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
   need=$(missing_pkgs "$PY")
   if [ -n "$need" ]; then
+    # --no-deps: never let pip replace the image's torch or numpy
     if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-      log "installing from .whl/ (offline): $need"
-      timeout 120 "$PY" -m pip install -q --no-index --no-deps --find-links .whl .whl/*.whl || log "pip from .whl failed"
+      log "installing into .gpu-site/ from .whl/ (offline): $need"
+      timeout 120 "$PY" -m pip install -q --no-index --no-deps --upgrade --target .gpu-site .whl/*.whl \
+        || log "pip from .whl failed"
     else
-      log "installing from the registry: $need"
-      timeout 120 "$PY" -m pip install -q $need || log "pip install failed"
+      log "installing into .gpu-site/ from the registry: $need"
+      timeout 120 "$PY" -m pip install -q --no-deps --upgrade --target .gpu-site $need || log "pip install failed"
     fi
   fi
-  log "using $PY on top of $BASE ($($PY -c 'import torch; print(torch.__version__)'))"
+  log "using $PY ($($PY -c 'import torch; print(torch.__version__)')) + .gpu-site/"
 else
   log "no CUDA torch here yet: bash setup.sh (CUDA build from the registry)"
   if [ -x .venv/bin/python ]; then
@@ -99,7 +101,7 @@ if [ $DRY = 1 ]; then
   "$PY" -m pytest -q --co -k "$SEL" --continue-on-collection-errors -p no:cacheprovider tests 2>&1 | tail -n 3 >&2
 else
   log "CUDA tests: -k '$SEL'"
-  timeout 170 "$PY" -m pytest -q -rfEs -k "$SEL" --continue-on-collection-errors -p no:cacheprovider tests \
+  timeout 120 "$PY" -m pytest -q -rfEs -k "$SEL" --continue-on-collection-errors -p no:cacheprovider tests \
     2>&1 | tail -n 25 >&2
 fi
 

@@ -16,7 +16,11 @@ Two modes:
 Speed (vs the official op): the 3-D trilinear grid_sample over a (C, H, W) volume becomes a per-channel 2-D
 bilinear sample (identical: the pixel-centre depth coordinate hits each channel exactly), the redundant
 same-size second resize is dropped, and the coarse field is evaluated channel-chunk by channel-chunk so that
-its ~15 intermediate fields stay in cache instead of materialising ~0.5 GB per sample.
+its ~15 intermediate fields stay in cache instead of materialising ~0.5 GB per sample. In inference the field
+is evaluated one keypoint at a time with in-place ops, with distances from separable (column, row) offsets,
+and written straight into the layout the resize reads (official: the scrambled x-major order with the grid
+added), so no full-size shift, transpose or copy follows. Sampling happens in the wider of the feature and
+grid dtypes, so under bf16/fp16 autocast the float32 positions are not rounded to half precision.
 """
 import math
 

@@ -104,8 +104,8 @@ def decoder_threads() -> int:
 class ThreadTuner:
     """Pick torch's intra-op thread count for repeated model calls by timing them.
 
-    ``run(fn, frames)`` calls ``fn`` with the current count and records seconds per frame (a running mean per
-    count). Every ``probe_every`` calls it tries the next lower (then the next higher) candidate once; a
+    ``run(fn, frames)`` calls ``fn`` with the current count (the caller's count is restored afterwards) and
+    records seconds per frame (a running mean per count). Every ``probe_every`` calls it tries the next lower (then the next higher) candidate once; a
     candidate that was faster by ``margin`` becomes current. Candidates: 1, 2, 4, ... up to ``max_threads``.
     Call it from the thread that runs the model.
     """
@@ -136,9 +136,13 @@ class ThreadTuner:
         with self._lock:
             self.calls += 1
             n = self._next_count()
+            before = torch.get_num_threads()
             torch.set_num_threads(n)
             t0 = time.perf_counter()
-            out = fn()
+            try:
+                out = fn()
+            finally:
+                torch.set_num_threads(before)   # the rest of the process keeps its own count
             dt = (time.perf_counter() - t0) / max(1, frames)
             if self.calls > 1:   # the very first call pays one-off set-up
                 self.history.append((n, dt))
