@@ -90,7 +90,7 @@ def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster):
     """A workload whose time depends on torch's thread count (as a model's does under load / when idle)."""
     def work():
         n = torch.get_num_threads()
-        time.sleep(0.003 * n if fewer_is_faster else 0.012 / n)
+        time.sleep(0.004 * n * n if fewer_is_faster else 0.03 / (n * n))
 
     before = torch.get_num_threads()
     try:

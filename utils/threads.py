@@ -123,8 +123,8 @@ class ThreadTuner:
         self.history: list[tuple[int, float]] = []      # (threads, seconds per frame) of each timed call
 
     def _next_count(self) -> int:
-        if self.calls < 2 or self.calls % self.probe_every or len(self.candidates) == 1:
-            return self.current
+        if self.current not in self.mean or self.calls % self.probe_every or len(self.candidates) == 1:
+            return self.current          # probe only against a measured current count
         i = self.candidates.index(self.current)
         j = i - 1 if (self._down and i > 0) or i == len(self.candidates) - 1 else i + 1
         self._down = not self._down
