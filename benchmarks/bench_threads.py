@@ -4,7 +4,8 @@ utils/threads.py, on the machine as it is and with a background load this benchm
     python benchmarks/bench_threads.py [--widths tiny official] [--seconds 3] [--rounds 2]
 
 Each dub runs in a fresh process (the OpenMP wait policy is read when torch loads) on a synthetic talking head
-(m = 64, landmarks cached). Settings:
+(m = 64, landmarks cached, batches of 4 frames so that even a short dub makes enough model calls for the
+tuner to probe). Settings:
 * ``default``: what every stage does left alone: torch one spinning OpenMP thread per core, ffmpeg and x264
   their automatic thread counts, OpenCV its pool (the pipeline before the budget);
 * ``1 thread``: ``--threads 1`` (like OMP_NUM_THREADS=1);
@@ -47,7 +48,7 @@ def child(a):
     from inference import Dubber
     from utils.threads import ThreadPlan, apply_plan, usable_cores
 
-    dub = Dubber(a.checkpoint, device="cpu", cache_dir=a.cache, progress=False, preset="veryfast",
+    dub = Dubber(a.checkpoint, device="cpu", cache_dir=a.cache, progress=False, preset="veryfast", batch_size=4,
                  threads=1 if a.setting == "1 thread" else 0)
     if a.setting == "default":     # every stage's own choice, no tuning
         n = usable_cores()

@@ -105,12 +105,13 @@ class ThreadTuner:
     """Pick torch's intra-op thread count for repeated model calls by timing them.
 
     ``run(fn, frames)`` calls ``fn`` with the current count (the caller's count is restored afterwards) and
-    records seconds per frame (a running mean per count). Every ``probe_every`` calls it tries the next lower (then the next higher) candidate once; a
-    candidate that was faster by ``margin`` becomes current. Candidates: 1, 2, 4, ... up to ``max_threads``.
-    Call it from the thread that runs the model.
+    records seconds per frame (a running mean per count). As soon as the current count has been timed, and
+    then every ``probe_every`` calls, one call runs at the next lower (next time: the next higher) candidate; a
+    candidate faster by ``margin`` becomes current. Candidates: 1, 2, 4, ... up to ``max_threads``. Call it from
+    the thread that runs the model.
     """
 
-    def __init__(self, max_threads: int, probe_every: int = 6, margin: float = 0.9):
+    def __init__(self, max_threads: int, probe_every: int = 4, margin: float = 0.9):
         m = max(1, int(max_threads))
         self.candidates = sorted({1, m} | {2 ** k for k in range(8) if 2 ** k < m})
         self.current = m
@@ -118,13 +119,18 @@ class ThreadTuner:
         self.margin = float(margin)
         self.mean: dict[int, float] = {}
         self.calls = 0
+        self._since_probe = None        # calls since the last probe (None: no probe yet)
         self._down = True
         self._lock = threading.Lock()
         self.history: list[tuple[int, float]] = []      # (threads, seconds per frame) of each timed call
 
     def _next_count(self) -> int:
-        if self.current not in self.mean or self.calls % self.probe_every or len(self.candidates) == 1:
-            return self.current          # probe only against a measured current count
+        if len(self.candidates) == 1 or self.current not in self.mean:
+            return self.current
+        if self._since_probe is not None and self._since_probe < self.probe_every:
+            self._since_probe += 1
+            return self.current
+        self._since_probe = 1
         i = self.candidates.index(self.current)
         j = i - 1 if (self._down and i > 0) or i == len(self.candidates) - 1 else i + 1
         self._down = not self._down
@@ -148,6 +154,6 @@ class ThreadTuner:
                 self.history.append((n, dt))
                 old = self.mean.get(n)
                 self.mean[n] = dt if old is None or n != self.current else 0.5 * (old + dt)
-                if n != self.current and dt < self.margin * self.mean.get(self.current, float("inf")):
+                if n != self.current and dt < self.margin * self.mean[self.current]:
                     self.current = n
             return out
