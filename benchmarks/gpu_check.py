@@ -430,7 +430,7 @@ def main(argv=None):
     if not dry and not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA device; nothing to check")
         return 0
-    device = torch.device("cpu" if dry else "cuda")
+    device = torch.device("cpu" if dry else f"cuda:{torch.cuda.current_device()}")   # an index: DDP wants one
     deadline = Deadline(a.deadline_s)
     work = tempfile.mkdtemp(prefix="gpu_check_")
     res = {"dry_run": dry, "environment": environment(device), "generator": [], "e2e": {}, "training": [],

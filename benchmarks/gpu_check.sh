@@ -95,7 +95,7 @@ need=$(missing_pkgs "$PY")
 [ -z "$need" ] || log "still missing (their parts will fail or be skipped): $need"
 
 # ------------------------------------------------------------------ 2. the CUDA tests
-SEL="cuda or gpu"
+SEL="(cuda or gpu) and not gpu_check"
 if [ $DRY = 1 ]; then
   log "CUDA tests (collected only on CPU): -k '$SEL'"
   "$PY" -m pytest -q --co -k "$SEL" --continue-on-collection-errors -p no:cacheprovider tests 2>&1 | tail -n 3 >&2
