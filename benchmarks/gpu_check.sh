@@ -87,7 +87,7 @@ else
     echo "gpu_check: .venv has a torch without CUDA; reinstall it with LAWDNET_TORCH=torch==X.Y.Z bash setup.sh" >&2
     exit 1
   fi
-  timeout 150 bash setup.sh || { echo "gpu_check: setup.sh failed" >&2; exit 1; }
+  timeout 300 bash setup.sh || { echo "gpu_check: setup.sh failed (or took over 5 min)" >&2; exit 1; }
   PY=.venv/bin/python
   has_cuda_torch "$PY" || { echo "gpu_check: the installed torch does not see the GPU" >&2; exit 1; }
 fi
