@@ -188,7 +188,9 @@ class Dubber:
                 raise UserError(f"{t.path}: cannot read reference frame {i} (file changed?)")
             crops.append(self.aligner.crop(frame, matrices[i]))
         refs = torch.from_numpy(np.concatenate(crops, axis=2)).permute(2, 0, 1)[None].float().div_(255)
-        return PreparedTemplate(t, matrices, refs.contiguous(), idx)
+        prepared = PreparedTemplate(t, matrices, refs.contiguous(), idx)
+        self.reference_features(prepared)   # now, not in a dub's (or a live session's) first batch
+        return prepared
 
     def reference_features(self, template: PreparedTemplate) -> torch.Tensor:
         """What the generator gets as ``refs``: the template's reference features on the device, computed on

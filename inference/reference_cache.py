@@ -41,7 +41,3 @@ class ReferenceFeatureCache:
     def keys(self) -> list[tuple]:
         with self._lock:
             return list(self._entries)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()

@@ -83,6 +83,10 @@ def test_thread_plan_budgets():
 
     with pytest.raises(UserError, match="threads"):
         plan_threads(-1)
+    from inference_function import generate_video_with_audio
+
+    with pytest.raises(UserError, match="--threads must be >= 0"):   # before any file is opened
+        generate_video_with_audio("missing.mp4", "missing.wav", "missing.pth", "out.mp4", threads=-1)
 
 
 @pytest.mark.parametrize("fewer_is_faster", [True, False])
