@@ -5,7 +5,8 @@ decode (thread) -> aligned crop + mask -> batched generator (``infer_fn``) -> pa
 landmarks/matrices of the template are kept, and backward (ping-pong) runs are read in bounded chunks.
 
 ``Dubber`` loads the model and the audio front-end once; ``prepare_template`` detects (or reads from the
-cache) the template's landmarks and picks the reference frames; ``dub`` renders one audio.
+cache) the template's landmarks and picks the reference frames (one set per shot and person); ``dub`` renders
+one audio, keeping its channels in the output track (the model's features use a mono downmix).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 
 from inference.frames import chunk_frames, iter_schedule
 from inference.overlap import Background, Consumer, StageTimer
-from inference.references import select_reference_indices
+from inference.references import reference_sets
 from inference.runner import ModelRunner
 from inference.template import Template, prepare_template
 from utils.errors import UserError
@@ -38,23 +39,37 @@ InferFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class PreparedTemplate:
-    """A template plus what this Dubber's crop size needs: matrices frame -> crop and the reference crops."""
+    """A template plus what this Dubber's crop size needs: matrices frame -> crop and the reference crops.
+
+    References come per shot and person: ``reference_sets`` lists tuples of template frame indices (the key of a
+    reference set), ``set_of_frame[i]`` says which set template frame i is generated from, and
+    ``reference_crops[key]`` holds that set's (15, Hc, Wc) uint8 crops. ``references`` / ``reference_indices``
+    are the first set (the only one for a template without cuts)."""
 
     template: Template
     matrices: np.ndarray          # (N, 3, 3) float64
-    references: torch.Tensor      # (1, 15, Hc, Wc) float32 in [0, 1], CPU
+    references: torch.Tensor      # (1, 15, Hc, Wc) float32 in [0, 1], CPU: the first set
     reference_indices: list
+    reference_sets: list = None
+    set_of_frame: np.ndarray = None
+    reference_crops: dict = None
+
+    def reference_key(self, index: int) -> tuple:
+        """The reference set (tuple of template frame indices) for template frame ``index``."""
+        return self.reference_sets[int(self.set_of_frame[index])]
 
 
 @dataclass
 class DubAudio:
-    """Decoded speech: 16 kHz samples for the features, native-rate samples for the output track."""
+    """Decoded speech: 16 kHz mono samples for the features, the native channels for the output track."""
 
     path: str
     samples_16k: np.ndarray
-    samples: np.ndarray
+    samples: np.ndarray          # (channels, n) float32 at sample_rate
     sample_rate: int
     num_frames: int
+    layout: str = "mono"
+    warnings: list = None
 
     @property
     def seconds(self) -> float:
@@ -81,31 +96,33 @@ def check_output_path(output_path) -> str:
     return path
 
 
-def _native_rate(path: str) -> int:
-    import av
-
-    try:
-        with av.open(path) as c:
-            if c.streams.audio:
-                return int(c.streams.audio[0].codec_context.sample_rate or 0)
-    except Exception:  # load_audio reports the problem with a proper message
-        return 0
-    return 0
+# Channel layouts the AAC encoder takes; others are downmixed to mono for the output track.
+_AAC_LAYOUTS = ("mono", "stereo", "3.0", "4.0", "5.0", "5.1", "6.1", "7.1")
 
 
-def load_dub_audio(path) -> DubAudio:
-    """Decode any audio (or the audio track of a video) for dubbing; UserError for missing/corrupt/empty."""
-    from utils.media.audio_io import load_audio, num_video_frames
+def load_dub_audio(path, max_seconds: Optional[float] = None) -> DubAudio:
+    """Decode any audio (or the audio track of a video) for dubbing, once: a 16 kHz mono downmix for the
+    features and the native channels for the output track. UserError for missing/corrupt/empty files,
+    ``MediaTooLong`` (decoding stopped) past ``max_seconds``."""
+    from utils.media.audio_io import _resample, decode_audio, finish_mono, num_video_frames
 
     path = os.fspath(path)
-    samples_16k = load_audio(path, 16000)
+    notes: list = []
+    d = decode_audio(path, max_seconds=max_seconds, notes=notes)
+    samples_16k = finish_mono(d.mono(), d.rate, 16000, path, notes)
     n = num_video_frames(len(samples_16k), 16000, FPS)
     if n == 0:
         raise UserError(f"{path}: the audio is empty")
-    sr = _native_rate(path)
-    sr = sr if sr in _AAC_RATES else 48000
-    samples = samples_16k if sr == 16000 else load_audio(path, sr)
-    return DubAudio(path, samples_16k, samples, sr, n)
+    x, layout = d.samples, d.layout
+    if layout not in _AAC_LAYOUTS:
+        x, layout = d.mono()[None].astype(np.float32), "mono"
+    sr = d.rate if d.rate in _AAC_RATES else 48000
+    if sr != d.rate:
+        x = _resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > 1.0 + 1e-3:   # the same rule as the features' track: louder float data is scaled, not clipped
+        x = x / peak
+    return DubAudio(path, samples_16k, np.ascontiguousarray(x, np.float32), sr, n, layout, notes)
 
 
 class Dubber:
@@ -166,21 +183,24 @@ class Dubber:
         self.pad_batches = bool(cuda_graphs) and self.cuda and infer_fn is None   # one graph for every batch
 
     # ---------------------------------------------------------------- template
-    def prepare_template(self, video_path, use_cache: bool = True, detector=None) -> PreparedTemplate:
+    def prepare_template(self, video_path, use_cache: bool = True, detector=None, **limits) -> PreparedTemplate:
+        """``limits``: ``max_seconds``, ``face_search_seconds``, ``cancel`` of ``inference.template``."""
         from utils.media.video_io import iter_frames
 
         t = prepare_template(video_path, cache_dir=self.cache_dir, use_cache=use_cache, detector=detector,
-                             progress=self.progress)
+                             progress=self.progress, **limits)
         matrices = self.aligner.estimate(t.landmarks)
-        idx = select_reference_indices(t.valid, NUM_REFERENCES, self.reference_seed)
-        crops = []
-        for i in idx:
-            frame = next(iter(iter_frames(t.path, fps=FPS, start_frame=i, max_frames=1)), None)
+        sets, set_of_frame = reference_sets(t.valid, t.tracks, NUM_REFERENCES, self.reference_seed)
+        crop_of = {}
+        for i in sorted({i for key in sets for i in key}):
+            frame = next(iter(iter_frames(t.path, fps=FPS, start_frame=i, max_frames=1, notes=[])), None)
             if frame is None:
                 raise UserError(f"{t.path}: cannot read reference frame {i} (file changed?)")
-            crops.append(self.aligner.crop(frame, matrices[i]))
-        refs = torch.from_numpy(np.concatenate(crops, axis=2)).permute(2, 0, 1)[None].float().div_(255)
-        return PreparedTemplate(t, matrices, refs.contiguous(), idx)
+            crop_of[i] = self.aligner.crop(frame, matrices[i])
+        crops = {key: torch.from_numpy(np.concatenate([crop_of[i] for i in key], axis=2)).permute(2, 0, 1)
+                 .contiguous() for key in sets}                                     # (15, Hc, Wc) uint8
+        refs = crops[sets[0]][None].float().div_(255)
+        return PreparedTemplate(t, matrices, refs.contiguous(), list(sets[0]), sets, set_of_frame, crops)
 
     # ---------------------------------------------------------------- dubbing
     def dub(self, template: PreparedTemplate, audio: Union[str, DubAudio], output_path,
@@ -207,7 +227,7 @@ class Dubber:
         T, N = audio.num_frames, tpl.num_frames
         feats = timer.timed("audio", self.frontend, audio.samples_16k, T)
         windows = torch.from_numpy(make_windows(feats, self.window))          # (T, D, W)
-        refs_dev = template.references.to(self.device)
+        refs_dev = {}                                                          # reference set -> device tensor
         mask_dev = self.mask.to(self.device)
         chunk = chunk_frames(tpl.height, tpl.width)
         B = self.batch_size
@@ -239,7 +259,7 @@ class Dubber:
         bar = tqdm(total=T, desc="dubbing", unit="frame", disable=not self.progress, smoothing=0.1)
 
         writer = VideoWriter(output_path, fps=FPS, audio=audio.samples, sample_rate=audio.sample_rate,
-                             crf=self.crf, preset=self.preset, match_audio=True)
+                             crf=self.crf, preset=self.preset, match_audio=True, layout=audio.layout)
 
         def write(item):
             ks, idx, frames, gen = item
@@ -287,6 +307,7 @@ class Dubber:
         if counts["faceless"]:
             log.warning("%s: %d of %d output frames show no face and were passed through unchanged",
                         tpl.path, counts["faceless"], T)
+        warnings = list(tpl.warnings) + [w for w in (audio.warnings or []) if w not in tpl.warnings]
         return {
             "output": output_path, "frames": T, "fps": T / wall if wall > 0 else 0.0, "seconds": wall,
             "audio_seconds": audio.seconds, "video_seconds": T / FPS, "template_frames": N,
@@ -295,7 +316,9 @@ class Dubber:
             "template_cached": tpl.from_cache, "template_seconds": tpl.seconds, "cache_file": tpl.cache_file,
             "stage_seconds": dict(timer.seconds), "device": str(self.device),
             "mouth_region_size": self.mouth_region_size, "audio_feature": self.audio_feature,
-            "batch_size": B,
+            "batch_size": B, "reference_sets": [list(k) for k in template.reference_sets],
+            "template_tracks": tpl.num_tracks, "audio_channels": int(audio.samples.shape[0]),
+            "audio_layout": audio.layout, "warnings": warnings,
         }
 
     def render_frames(self, template: PreparedTemplate, indices, frames, windows: torch.Tensor) -> list:
@@ -337,7 +360,15 @@ class Dubber:
         if pad:
             src = torch.cat([src, src[-1:].expand(pad, -1, -1, -1)])
             aud = torch.cat([aud, aud[-1:].expand(pad, -1, -1)])
-        refs = refs_dev.expand(src.shape[0], -1, -1, -1)
+        keys = [template.reference_key(idx[j]) for j in sel]
+        keys += keys[-1:] * pad
+        missing = set(keys) - set(refs_dev)
+        if missing and len(refs_dev) + len(missing) > 16:   # bounded: a film can have hundreds of shots
+            refs_dev.clear()
+            missing = set(keys)
+        for key in missing:   # a reference set goes to the device once while its shot plays
+            refs_dev[key] = template.reference_crops[key].to(dev).float().div_(255)
+        refs = torch.stack([refs_dev[key] for key in keys])
         timer.add("crop", time.perf_counter() - t0)
         t0 = time.perf_counter()
         out = self.infer_fn(src, refs, aud)
