@@ -18,7 +18,7 @@ import os
 from typing import Callable, Optional
 
 from config.config import InferenceConfig, add_arguments, from_args
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, cli_main, warn
 
 
 def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, batch_size: int = 8,
@@ -30,7 +30,8 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
                               progress_callback: Optional[Callable] = None,
                               frame_callback: Optional[Callable] = None, infer_fn=None) -> dict:
     """Dub ``video_path`` with ``audio_path`` into ``output_path``; returns the statistics dict of
-    ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, ...). Bad inputs raise UserError."""
+    ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, warnings, ...). Bad inputs raise UserError;
+    suspicious ones (truncated, damaged) print ``warning: ...`` lines and are listed in ``warnings``."""
     from inference.dubber import Dubber, check_output_path, load_dub_audio
     from utils.media.video_io import probe
 
@@ -44,19 +45,24 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
         raise UserError(f"{output_path}: the output would overwrite an input")
     probe(video_path)
     audio = load_dub_audio(audio_path)
+    for msg in audio.warnings:
+        warn(msg)
     dubber = Dubber(checkpoint, device=device, mouth_region_size=mouth_region_size or None,
                     audio_feature=audio_feature or None, audio_model_path=audio_model_path,
                     batch_size=batch_size, reference_seed=reference_seed, cache_dir=cache_dir or None, amp=amp,
                     cuda_graphs=cuda_graphs, compile=compile, infer_fn=infer_fn, progress=progress, crf=crf,
                     preset=preset)
     template = dubber.prepare_template(video_path, use_cache=use_cache)
+    for msg in template.template.warnings:
+        warn(msg)
     return dubber.dub(template, audio, output_path, progress_callback=progress_callback,
                       frame_callback=frame_callback)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Dub a video with new speech (LawDNet).")
-    p.add_argument("--video", required=True, help="template video (any fps; converted to 25 fps on the fly)")
+    p.add_argument("--video", required=True, help="template video (any fps; converted to 25 fps on the fly) or a "
+                   "still photo (PNG/JPEG: a static head that speaks)")
     p.add_argument("--audio", required=True, help="speech (wav/mp3/flac/... or a video's audio track)")
     p.add_argument("--checkpoint", required=True, help="LawDNet checkpoint (ours or official)")
     p.add_argument("--output", required=True, help="output video (.mp4/.mov/.mkv)")

@@ -6,10 +6,12 @@ import os
 
 from server.batcher import BatchingInferer
 from server.config import ServerConfig
+from server.errors import user_message
 from server.jobs import Job, JobManager, check_current_job
 from server.metrics import Metrics
 from server.storage import Storage
 from server.templates import TemplateStore
+from utils.errors import UserError
 
 log = logging.getLogger("lawdnet.server")
 
@@ -33,7 +35,9 @@ class DubService:
                              cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False)
         self.batcher.target = self.dubber.runner
         self.templates = TemplateStore(self.dubber, self.storage, max_analyses=config.max_template_jobs,
-                                       max_waiting=max(1, config.max_queue), memory=config.template_memory)
+                                       max_waiting=max(1, config.max_queue), memory=config.template_memory,
+                                       max_seconds=config.max_template_seconds,
+                                       face_search_seconds=config.template_face_search_seconds, metrics=self.metrics)
         self.jobs = JobManager(self._render, self.storage, max_active=config.max_active_jobs,
                                max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
                                on_finish=self._release_template)
@@ -63,7 +67,10 @@ class DubService:
             job.check_cancel()   # runs in the encode thread: stops a cancelled job within a frame
 
         job.frames_total = job.audio.num_frames
-        return self.dubber.dub(job.template, job.audio, job.output_path, progress_callback=progress)
+        stats = self.dubber.dub(job.template, job.audio, job.output_path, progress_callback=progress)
+        names = {os.path.basename(job.input_path): "the uploaded audio", "video.upload": "the template video"}
+        stats["warnings"] = [user_message(UserError(w), names) for w in stats.get("warnings", [])]
+        return stats
 
     def _release_template(self, job: Job) -> None:
         if job.template is not None:

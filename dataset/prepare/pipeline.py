@@ -183,7 +183,8 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     """Run ``stages`` (plus prerequisites) for one video; never raises for bad input.
 
     Returns a report record: video, source, status ('processed' | 'skipped' | 'failed'), reason, num_frames,
-    invalid_frames (count), stages_run, seconds, timings (seconds per stage run).
+    invalid_frames (count), stages_run, seconds, timings (seconds per stage run), warnings (what the readers
+    found suspicious in the source: truncated file, damaged packets; kept in the marker for later runs).
     """
     t_start = time.time()
     L = Layout(cfg.data_root)
@@ -202,11 +203,12 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
         marker = {}
     elif same_source and not retry_failed and marker.get("status") in ("failed", "skipped"):
         return _result(vid, source, marker["status"], marker.get("reason", ""), num_frames=marker.get("num_frames"),
-                       previous_run=True)
+                       previous_run=True, warnings=marker.get("warnings", []))
     elif (same_source and marker.get("status") == "done" and marker.get("crop_width") == cfg.crop_width
           and set(features) <= set(marker.get("features", [])) and outputs_complete(L, vid, features)):
         return _result(vid, source, "skipped", "already processed", num_frames=marker.get("num_frames"),
-                       invalid_frames=len(marker.get("invalid_frames", [])), previous_run=True)
+                       invalid_frames=len(marker.get("invalid_frames", [])), previous_run=True,
+                       warnings=marker.get("warnings", []))
 
     # a run on our own 25 fps copy keeps recording the original source, so a later run from it stays valid
     m_source, m_sig = source, sig
@@ -217,6 +219,7 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     num_frames = None
     invalid = marker.get("invalid_frames") if marker.get("status") == "done" else None
     origin = marker.get("landmarks_origin", "")
+    notes: list = list(marker.get("warnings", []))
 
     def timed(name, fn, *a, **kw):
         t = time.time()
@@ -227,7 +230,7 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
 
     def finish(status, reason=""):
         rec = {"version": MARKER_VERSION, "status": status, "reason": reason, "source": m_source,
-               "source_sig": m_sig, "num_frames": num_frames, "landmarks_origin": origin,
+               "source_sig": m_sig, "num_frames": num_frames, "landmarks_origin": origin, "warnings": notes,
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if status == "done":
             rec.update(crop_width=cfg.crop_width, invalid_frames=invalid or [],
@@ -243,14 +246,14 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
             cfg.openface_landmark_dir and os.path.isfile(os.path.join(cfg.openface_landmark_dir, vid + ".csv"))))
         timings["setup"] = time.time() - t  # one-time imports and model loading of this process
         if os.path.abspath(source) != v25 and not os.path.isfile(v25):
-            timed("convert_fps", convert_stage, source, v25)
+            timed("convert_fps", convert_stage, source, v25, notes)
         if not os.path.isfile(v25):
             raise UserError(f"{v25}: missing (run --convert_fps with --source_video_dir)")
         num_frames = count_frames(v25, FPS)
         if num_frames < cfg.clip_length:
             raise SkipVideo(f"only {num_frames} frames at 25 fps, shorter than one clip ({cfg.clip_length})")
         if "extract_audio" in stages and not os.path.isfile(L.wav(vid)):
-            timed("extract_audio", audio_stage, v25, L.wav(vid))
+            timed("extract_audio", audio_stage, v25, L.wav(vid), notes)
         if "extract_audio_features" in stages:
             for f in features:
                 if not os.path.isfile(L.feature(f, vid)):
@@ -273,21 +276,21 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     except SkipVideo as e:
         finish("skipped", str(e))
         return _result(vid, source, "skipped", str(e), num_frames=num_frames, stages_run=ran, timings=timings,
-                       seconds=time.time() - t_start)
+                       seconds=time.time() - t_start, warnings=notes)
     except UserError as e:
         finish("failed", str(e))
         return _result(vid, source, "failed", str(e), num_frames=num_frames, stages_run=ran, timings=timings,
-                       seconds=time.time() - t_start)
+                       seconds=time.time() - t_start, warnings=notes)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # an unexpected error: reported, no marker (so the next run retries it)
         return _result(vid, source, "failed", f"{type(e).__name__}: {e}", num_frames=num_frames, stages_run=ran,
-                       timings=timings, seconds=time.time() - t_start)
+                       timings=timings, seconds=time.time() - t_start, warnings=notes)
     if outputs_complete(L, vid, features) and invalid is not None:
         finish("done")
     return _result(vid, source, "processed" if ran else "skipped", "" if ran else "outputs already present",
                    num_frames=num_frames, invalid_frames=len(invalid) if invalid is not None else None,
-                   stages_run=ran, timings=timings, seconds=time.time() - t_start)
+                   stages_run=ran, timings=timings, seconds=time.time() - t_start, warnings=notes)
 
 
 def _worker_init(threads: int) -> None:

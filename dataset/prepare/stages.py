@@ -64,28 +64,29 @@ def progress_bar(it, progress: bool, **kw):
 
 # ---------------------------------------------------------------------------------------------- stages
 
-def convert_stage(src: str, dst: str) -> bool:
-    """Constant-25-fps copy of ``src`` at ``dst``; copies instead of re-encoding when it already is one."""
+def convert_stage(src: str, dst: str, notes=None) -> bool:
+    """Constant-25-fps copy of ``src`` at ``dst``; copies instead of re-encoding when it already is one (an
+    upright, undamaged 25 fps mp4). The reader's warnings (truncated, damaged) go to ``notes``."""
     from utils.media.video_io import convert_to_fps, count_frames, probe
 
     info = probe(src)
     cfr25 = (os.path.splitext(src)[1].lower() in (".mp4", ".m4v") and abs(info.fps - FPS) < 1e-3
-             and count_frames(src, None) == count_frames(src, FPS))
+             and not info.rotation and count_frames(src, None) == count_frames(src, FPS))
     if cfr25:
         atomic_copy(src, dst)
         return False
-    convert_to_fps(src, dst, fps=FPS)
+    convert_to_fps(src, dst, fps=FPS, notes=notes)
     return True
 
 
-def audio_stage(video: str, wav: str) -> None:
+def audio_stage(video: str, wav: str, notes=None) -> None:
     """16 kHz mono wav of the video's audio track; SkipVideo for digital silence."""
     from utils.media.audio_io import load_audio, save_wav
     from utils.media.video_io import probe
 
     if not probe(video).has_audio:
         raise UserError(f"{os.path.basename(video)}: the video has no audio track")
-    samples = load_audio(video, SAMPLE_RATE)
+    samples = load_audio(video, SAMPLE_RATE, notes=notes)
     peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
     if peak < SILENCE_PEAK:
         raise SkipVideo(f"the audio track is silent (peak {peak:.1e} < {SILENCE_PEAK:g})")
