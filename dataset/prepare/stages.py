@@ -70,8 +70,9 @@ def convert_stage(src: str, dst: str, notes=None) -> bool:
     from utils.media.video_io import convert_to_fps, count_frames, probe
 
     info = probe(src)
+    native = count_frames(src, None)
     cfr25 = (os.path.splitext(src)[1].lower() in (".mp4", ".m4v") and abs(info.fps - FPS) < 1e-3
-             and not info.rotation and count_frames(src, None) == count_frames(src, FPS))
+             and not info.rotation and native == info.num_frames == count_frames(src, FPS))   # and not truncated
     if cfr25:
         atomic_copy(src, dst)
         return False

@@ -11,8 +11,9 @@ Every input path of the toolkit (CLI, server uploads, data preparation, evaluati
   ffconcat file made libavformat open ~20,000 files);
 - one-line errors without libav's raw ``[Errno 1094995529]`` text; an empty file says it is empty.
 
-Streams: the video stream is the first one that is not an attached picture (cover art); the audio stream is the
-one marked default, else the first.
+Streams: the video stream is libavformat's best one that is not an attached picture (cover art), so a cover
+picture stored as a one-frame stream before the real video is skipped too; the audio stream is the one marked
+default, else the best one.
 """
 from __future__ import annotations
 
@@ -112,25 +113,36 @@ def open_media(path, what: str = "media"):
 
 
 def video_stream(container):
-    """The picture stream: the first video stream that is not an attached picture (cover art); None if none."""
+    """The picture stream: libavformat's best video stream (a moving picture rather than a one-frame cover
+    picture stream), never an attached picture (cover art); None if there is none."""
     import av
 
     pic = av.stream.Disposition.attached_pic
-    for s in container.streams.video:
-        if not (s.disposition & pic):
-            return s
-    return None
+    moving = [s for s in container.streams.video if not (s.disposition & pic)]
+    if not moving:
+        return None
+    try:
+        best = container.streams.best("video")
+    except (av.error.FFmpegError, ValueError):
+        best = None
+    return best if best in moving else moving[0]
 
 
 def audio_stream(container):
-    """The default audio stream, else the first one; None if there is no audio."""
+    """The audio stream marked default, else libavformat's best one; None if there is no audio."""
     import av
 
     streams = list(container.streams.audio)
     for s in streams:
         if s.disposition & av.stream.Disposition.default:
             return s
-    return streams[0] if streams else None
+    if not streams:
+        return None
+    try:
+        best = container.streams.best("audio")
+    except (av.error.FFmpegError, ValueError):
+        best = None
+    return best if best in streams else streams[0]
 
 
 def header_seconds(stream, container) -> float:

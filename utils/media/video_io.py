@@ -2,10 +2,11 @@
 
 Reading
     Files are opened by ``utils.media.container.open_media`` (local media containers only; see there). The picture
-    stream is the first video stream that is not cover art. Decoded frames are given the stream's timestamps in
-    sorted order: a decoder always outputs frames in presentation order, but MPEG-4 Part 2 in AVI with packed
-    B-frames (ordinary DivX/Xvid files) carries timestamps that are out of order, and trusting them repeats some
-    frames and drops others. Every source frame is therefore shown once, in decoding-output order.
+    stream is the best video stream that is not cover art. A decoder always outputs frames in presentation
+    order, but MPEG-4 Part 2 in AVI with packed B-frames (ordinary DivX/Xvid files) carries presentation
+    timestamps that are out of order, and trusting them repeats some frames and drops others. So AVI frames are
+    timed by their decoding timestamps (AVI's real clock: one chunk per frame time) and other streams' timestamps
+    are sorted over a few frames: every source frame is shown once, in decoding-output order.
     ``iter_frames`` streams RGB uint8 frames resampled to a CONSTANT rate by timestamp: output frame k shows the
     input frame that is on screen at time ``k / fps`` after the first frame (the last input frame whose
     presentation time is <= that time), the same rule as ffmpeg's ``fps`` filter. This works for any input rate and
@@ -326,13 +327,16 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
     tb = Fraction(stream.time_base)
     rate = _stream_rate(stream)
     step = (1 / rate if rate else Fraction(1, 25)) / tb     # one frame in time-base units
+    # AVI has no presentation timestamps, only one chunk per frame time: the decoding timestamp of what the
+    # decoder outputs is the frame's time (libavcodec's own pick for such streams), also right after a seek
+    avi = "avi" in (container.format.name or "").split(",")
     state: dict = {}
     heap: list = []
     held: collections.deque = collections.deque()
     last_ts = None
     last = None
     for frame in _raw_frames(container, stream, path, state):
-        ts = frame.pts if frame.pts is not None else frame.dts
+        ts = frame.dts if avi and frame.dts is not None else frame.pts if frame.pts is not None else frame.dts
         if ts is None:  # no timestamp: assume it follows the previous frame at the nominal rate
             ts = last_ts + step if last_ts is not None else 0
         last_ts = ts if last_ts is None else max(last_ts, ts)
