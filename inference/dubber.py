@@ -96,8 +96,11 @@ def check_output_path(output_path) -> str:
     return path
 
 
-# Channel layouts the AAC encoder takes; others are downmixed to mono for the output track.
-_AAC_LAYOUTS = ("mono", "stereo", "3.0", "4.0", "5.0", "5.1", "6.1", "7.1")
+# Channel layouts AAC in mp4 stores as a standard channel configuration (side surrounds go where the back ones are,
+# as AAC's 5.1 has it; an unnamed layout gets the usual one for its channel count); others are downmixed to mono.
+_AAC_LAYOUTS = ("mono", "stereo", "2.1", "3.0", "quad", "4.0", "5.0", "5.1")
+_AAC_RENAME = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
+_LAYOUT_OF_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
 
 
 def load_dub_audio(path, max_seconds: Optional[float] = None) -> DubAudio:
@@ -113,7 +116,9 @@ def load_dub_audio(path, max_seconds: Optional[float] = None) -> DubAudio:
     n = num_video_frames(len(samples_16k), 16000, FPS)
     if n == 0:
         raise UserError(f"{path}: the audio is empty")
-    x, layout = d.samples, d.layout
+    x, layout = d.samples, _AAC_RENAME.get(d.layout, d.layout)
+    if layout not in _AAC_LAYOUTS and all(n == "NONE" or n.startswith("USR") for n in d.channel_names):
+        layout = _LAYOUT_OF_COUNT.get(len(x), layout)        # channels without names ("2 channels")
     if layout not in _AAC_LAYOUTS:
         x, layout = d.mono()[None].astype(np.float32), "mono"
     sr = d.rate if d.rate in _AAC_RATES else 48000
