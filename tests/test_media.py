@@ -4,6 +4,7 @@ codecs/rates/layouts, stills, hostile lists/names and clear errors. ffmpeg's own
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -271,6 +272,22 @@ def test_lists_playlists_and_protocol_names_are_refused_or_literal(corpus, tmp_p
     (tmp_path / "plain.txt").write_text(f"file '{corpus['dir'] / 'full.mp4'}'\n")
     with pytest.raises(UserError):
         probe(tmp_path / "plain.txt")
+    # the CLI and data preparation say the same in one line
+    wav = tmp_path / "a.wav"
+    ff("-f", "lavfi", "-i", "sine=duration=0.5", wav)
+    (tmp_path / "w.pth").write_bytes(b"x")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "inference_function.py", "--video", str(lst), "--audio", str(wav),
+                        "--checkpoint", str(tmp_path / "w.pth"), "--output", str(tmp_path / "o.mp4")], cwd=repo,
+                       capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and "concat list" in lines[0]
+    from config.config import DataConfig
+    from dataset.prepare.pipeline import process_video
+
+    rec = process_video("loop", str(lst), DataConfig(data_root=str(tmp_path / "data")), ["convert_fps"],
+                        progress=False)
+    assert rec["status"] == "failed" and "concat list" in rec["reason"]
     # a file whose NAME looks like a protocol is read as that file, not as concat:/http:
     monkeypatch.chdir(tmp_path)
     shutil.copy(corpus["dir"] / "full.mp4", "concat:full.mp4|x.mp4")

@@ -107,8 +107,9 @@ def open_media(path, what: str = "media"):
         if isinstance(e, av.error.ArgumentError):  # probed as a demuxer outside MEDIA_DEMUXERS
             raise UserError(f"{path}: not an audio/video container this tool reads (see 'Accepted inputs' "
                             "in the README)") from None
-        hint = " (not a media file, or a damaged one)" if isinstance(e, av.error.InvalidDataError) else ""
-        raise UserError(f"{path}: cannot decode this file as {what}: {av_message(e)}{hint}") from None
+        hint = " (not a media file FFmpeg can decode, or a damaged one)" if isinstance(e, av.error.InvalidDataError) \
+            else ""
+        raise UserError(f"{path}: cannot open as {what}: {av_message(e)}{hint}") from None
     return container
 
 
