@@ -161,7 +161,7 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
         if cached is not None:
             return cached
     t0 = time.perf_counter()
-    # the header's frame count is enough for a progress bar when a limit applies (no extra pass over the file)
+    # under a limit, no exact progress total: counting may decode a (hostile) file once more before the analysis
     total = count_frames(video_path, FPS) if max_seconds is None else None
     det = detector or LandmarkDetector()
     max_frames = int(math.ceil(max_seconds * FPS)) + 1 if max_seconds else None
