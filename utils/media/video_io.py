@@ -47,7 +47,6 @@ import numpy as np
 
 from utils.errors import UserError, warn
 from utils.media.container import (
-    MediaTooLong,  # noqa: F401  (re-exported for callers that check limits)
     audio_stream,
     av_message,
     header_seconds,
