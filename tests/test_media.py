@@ -178,6 +178,15 @@ def test_odd_size_ten_bit_and_cover_picture(tmp_path):
        "ultrafast", "-pix_fmt", "yuv420p10le", ten)
     ours = np.stack(list(iter_frames(ten)))
     assert ours.dtype == np.uint8 and np.abs(ours.astype(int) - ff_raw(ten)).mean() < 6.0   # (swscale versions)
+    # a stream whose resolution changes (two MPEG-TS clips joined): one frame size throughout, with a warning
+    for name, size, offset in (("a.ts", "160x120", 0), ("b.ts", "96x64", 1)):
+        ff("-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration=1", "-c:v", "mpeg4", "-output_ts_offset",
+           offset, "-f", "mpegts", tmp_path / name)
+    (tmp_path / "ab.ts").write_bytes((tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes())
+    notes = []
+    joined = list(iter_frames(tmp_path / "ab.ts", notes=notes))
+    assert len(joined) == 50 and {f.shape for f in joined} == {(120, 160, 3)}
+    assert any("frame size changes mid-stream" in n for n in notes)
     # a cover picture stored as a one-frame stream BEFORE the real video (mkv), and as an attached picture (mp4)
     ff("-f", "lavfi", "-i", "color=c=red:size=64x48", "-frames:v", "1", tmp_path / "cover.png")
     for ext in ("mkv", "mp4"):

@@ -293,7 +293,7 @@ class _Shown:
         return self._rgb
 
 
-def _raw_frames(container, stream, path, state: dict):
+def _raw_frames(container, stream, state: dict):
     """Decoded frames in decoder output order; damaged packets are skipped and counted in ``state``."""
     av = _av()
     packets = container.demux(stream)
@@ -334,7 +334,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
     held: collections.deque = collections.deque()
     last_ts = None
     last = None
-    for frame in _raw_frames(container, stream, path, state):
+    for frame in _raw_frames(container, stream, state):
         ts = frame.dts if avi and frame.dts is not None else frame.pts if frame.pts is not None else frame.dts
         if ts is None:  # no timestamp: assume it follows the previous frame at the nominal rate
             ts = last_ts + step if last_ts is not None else 0
@@ -396,8 +396,20 @@ def iter_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_fra
             shown = _native(container, vs, path, start_frame, max_frames, notes)
         else:
             shown = _resampled(container, vs, path, _as_fraction(fps), start_frame, max_frames, notes)
+        size, warned = None, False
         for s in shown:
-            yield s.rgb()
+            rgb = s.rgb()
+            if size is None:
+                size = rgb.shape[:2]
+            elif rgb.shape[:2] != size:   # the stream changes resolution: keep one frame size (writers need it)
+                import cv2
+
+                if not warned:
+                    warn(f"{os.path.basename(path)}: the frame size changes mid-stream ({size[1]}x{size[0]} -> "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}); later frames are scaled to the first size", notes)
+                    warned = True
+                rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            yield rgb
     finally:
         container.close()
 
