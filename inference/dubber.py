@@ -340,8 +340,7 @@ class Dubber:
         crops = None if self.cuda else [self.aligner.crop(f, template.matrices[i]) if tpl.valid[i] else None
                                         for i, f in zip(indices, frames)]
         gen = self._generate(list(range(len(indices))), indices, frames, crops, sel, template, windows,
-                             template.references.to(self.device), self.mask.to(self.device), StageTimer(),
-                             paste_back_torch)
+                             {}, self.mask.to(self.device), StageTimer(), paste_back_torch)
         if self.cuda:
             return [f if g is None else g for f, g in zip(frames, gen)]
         return [f if g is None else paste_back(f, g, template.matrices[i]) for f, g, i in zip(frames, gen, indices)]
