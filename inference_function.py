@@ -4,10 +4,11 @@
         [--device cpu|cuda:N] [--batch_size 8] [--mouth_region_size 288 --audio_feature deepspeech2 \
          --audio_model_path LibriSpeech_Pretrained_v3.ckpt] [--cache_dir DIR] [--compile] [--cuda_graphs]
 
-The audio front-end and mouth size come from our checkpoints; official checkpoints store neither, so give
-them with the flags (defaults m=288, deepspeech2, which needs --audio_model_path). Output: H.264 + AAC at
-25 fps with the audio's duration (a shorter template is played forward/backward). Template landmarks are
-cached (see inference/template.py). For many dubs with one model, use ``inference.Dubber``.
+The audio front-end, mouth size and preprocessing profile come from our checkpoints; official checkpoints store
+none of them (defaults m=288, deepspeech2, which needs --audio_model_path, and the official profile).
+``--profile official|lawdnet`` and ``--amp_dtype fp16|bf16`` override the profile and its GPU precision.
+Output: H.264 + AAC at 25 fps with the audio's duration (a shorter template is played forward/backward). Template
+landmarks are cached (see inference/template.py). For many dubs with one model, use ``inference.Dubber``.
 """
 from __future__ import annotations
 
@@ -28,15 +29,18 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
                               use_cache: bool = True, amp: bool = True, cuda_graphs: bool = False,
                               compile: bool = False, crf: int = 18, preset: str = "fast",
                               progress_callback: Optional[Callable] = None,
-                              frame_callback: Optional[Callable] = None, infer_fn=None) -> dict:
+                              frame_callback: Optional[Callable] = None, infer_fn=None,
+                              profile: Optional[str] = None, amp_dtype: Optional[str] = None) -> dict:
     """Dub ``video_path`` with ``audio_path`` into ``output_path``; returns the statistics dict of
     ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, warnings, ...). Bad inputs raise UserError;
     suspicious ones (truncated, damaged) print ``warning: ...`` lines and are listed in ``warnings``."""
+    from config.profile import get_profile
     from inference.dubber import Dubber, check_output_path, load_dub_audio
     from utils.media.video_io import probe
 
     # cheap checks first, so a typo fails before the model and the landmarks are loaded
     check_output_path(output_path)
+    get_profile(profile)
     for p, what in ((video_path, "video"), (audio_path, "audio"), (checkpoint, "checkpoint")):
         if not os.path.isfile(os.fspath(p)):
             raise UserError(f"{p}: {what} file not found")
@@ -51,7 +55,7 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
                     audio_feature=audio_feature or None, audio_model_path=audio_model_path,
                     batch_size=batch_size, reference_seed=reference_seed, cache_dir=cache_dir or None, amp=amp,
                     cuda_graphs=cuda_graphs, compile=compile, infer_fn=infer_fn, progress=progress, crf=crf,
-                    preset=preset)
+                    preset=preset, profile=profile or None, amp_dtype=amp_dtype or None)
     template = dubber.prepare_template(video_path, use_cache=use_cache)
     for msg in template.template.warnings:
         warn(msg)
@@ -86,7 +90,8 @@ def main(argv=None) -> dict:
         mouth_region_size=cfg.mouth_region_size or None, audio_feature=cfg.audio_feature or None,
         audio_model_path=cfg.audio_model_path, reference_seed=cfg.reference_seed, cache_dir=cfg.cache_dir or None,
         progress=not args.quiet, use_cache=not args.no_cache, amp=cfg.amp, cuda_graphs=args.cuda_graphs,
-        compile=args.compile, crf=args.crf, preset=args.preset)
+        compile=args.compile, crf=args.crf, preset=args.preset, profile=cfg.profile or None,
+        amp_dtype=cfg.amp_dtype or None)
     st = stats["stage_seconds"]
     print(f"wrote {stats['output']}: {stats['frames']} frames ({stats['video_seconds']:.2f} s) in "
           f"{stats['seconds']:.1f} s ({stats['fps']:.1f} frames/s); face-less frames passed through: "

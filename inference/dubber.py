@@ -6,7 +6,9 @@ landmarks/matrices of the template are kept, and backward (ping-pong) runs are r
 
 ``Dubber`` loads the model and the audio front-end once; ``prepare_template`` detects (or reads from the
 cache) the template's landmarks and picks the reference frames (one set per shot and person); ``dub`` renders
-one audio, keeping its channels in the output track (the model's features use a mono downmix).
+one audio, keeping its channels in the output track (the model's features use a mono downmix). Crops, the
+source mask, the 16 kHz resampling and the GPU precision follow the checkpoint's preprocessing profile
+(config/profile.py: ``official`` for the released weights, ``lawdnet`` for ours) unless ``profile`` is given.
 """
 from __future__ import annotations
 
@@ -61,7 +63,8 @@ class PreparedTemplate:
 
 @dataclass
 class DubAudio:
-    """Decoded speech: 16 kHz mono samples for the features, the native channels for the output track."""
+    """Decoded speech: 16 kHz mono samples for the features (made with ``resampler``), the native channels for
+    the output track."""
 
     path: str
     samples_16k: np.ndarray
@@ -70,10 +73,18 @@ class DubAudio:
     num_frames: int
     layout: str = "mono"
     warnings: list = None
+    resampler: str = "polyphase"
+    native_rate: int = 0           # the file's own rate (0: unknown)
 
     @property
     def seconds(self) -> float:
         return len(self.samples_16k) / 16000.0
+
+    def with_resampler(self, resampler: str) -> "DubAudio":
+        """This audio with 16 kHz samples made by ``resampler`` (decoded again only when that changes them)."""
+        if resampler == self.resampler or self.native_rate == 16000:
+            return self
+        return load_dub_audio(self.path, max_seconds=self.seconds + 1.0, resampler=resampler)
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -103,16 +114,17 @@ _AAC_RENAME = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
 _LAYOUT_OF_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
 
 
-def load_dub_audio(path, max_seconds: Optional[float] = None) -> DubAudio:
+def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "polyphase") -> DubAudio:
     """Decode any audio (or the audio track of a video) for dubbing, once: a 16 kHz mono downmix for the
     features and the native channels for the output track. UserError for missing/corrupt/empty files,
-    ``MediaTooLong`` (decoding stopped) past ``max_seconds``."""
+    ``MediaTooLong`` (decoding stopped) past ``max_seconds``. ``resampler``: how the 16 kHz feature input is made
+    (``Dubber.dub`` redoes it for its profile)."""
     from utils.media.audio_io import _resample, decode_audio, finish_mono, num_video_frames
 
     path = os.fspath(path)
     notes: list = []
     d = decode_audio(path, max_seconds=max_seconds, notes=notes)
-    samples_16k = finish_mono(d.mono(), d.rate, 16000, path, notes)
+    samples_16k = finish_mono(d.mono(), d.rate, 16000, path, notes, resampler)
     n = num_video_frames(len(samples_16k), 16000, FPS)
     if n == 0:
         raise UserError(f"{path}: the audio is empty")
@@ -127,7 +139,8 @@ def load_dub_audio(path, max_seconds: Optional[float] = None) -> DubAudio:
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak > 1.0 + 1e-3:   # the same rule as the features' track: louder float data is scaled, not clipped
         x = x / peak
-    return DubAudio(path, samples_16k, np.ascontiguousarray(x, np.float32), sr, n, layout, notes)
+    return DubAudio(path, samples_16k, np.ascontiguousarray(x, np.float32), sr, n, layout, notes, resampler,
+                    d.rate)
 
 
 class Dubber:
@@ -135,6 +148,8 @@ class Dubber:
 
     ``mouth_region_size`` / ``audio_feature``: needed only for official checkpoints (they store neither;
     defaults 288 / deepspeech2); for our checkpoints they must match what the checkpoint says, if given.
+    ``profile``: preprocessing profile (default: the checkpoint's; official checkpoints mean ``official``).
+    ``amp_dtype``: GPU autocast dtype, "fp16" or "bf16" (default: the profile's; ``amp=False`` is fp32).
     ``infer_fn(source, refs, audio) -> crops`` replaces the model call (see inference.runner).
     """
 
@@ -143,13 +158,17 @@ class Dubber:
                  reference_seed: int = 456, cache_dir: Optional[str] = None, amp: bool = True,
                  channels_last: bool = True, cuda_graphs: bool = False, compile: bool = False,
                  infer_fn: Optional[InferFn] = None, progress: bool = True, crf: int = 18, preset: str = "fast",
-                 queue_batches: int = 3):
+                 queue_batches: int = 3, profile: Optional[str] = None, amp_dtype: Optional[str] = None):
+        from config.profile import resolve_profile
+        from inference.runner import AMP_DTYPES
         from models import load_lawdnet, use_compiled_warp
         from utils.audio.features import get_frontend
-        from utils.face.align import FaceAligner, mouth_mask
+        from utils.face.align import FaceAligner
 
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        if amp_dtype and amp_dtype not in AMP_DTYPES:
+            raise UserError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
         self.device = resolve_device(device)
         self.model, info = load_lawdnet(os.fspath(checkpoint), device=self.device, return_info=True)
         self.info = info
@@ -165,14 +184,17 @@ class Dubber:
         if m <= 0 or m % 8:
             raise UserError(f"mouth_region_size must be a positive multiple of 8, got {m}")
         self.mouth_region_size, self.audio_feature = int(m), feat
-        self.frontend = get_frontend(feat, audio_model_path, str(self.device))
+        self.profile = resolve_profile(profile, info["profile"])
+        self.amp_dtype = amp_dtype or self.profile.gpu_precision
+        self.frontend = get_frontend(feat, audio_model_path, str(self.device),
+                                     self.profile.audio_precision if amp else "fp32")
         if self.frontend.dim != cfg.audio_channel:
             raise UserError(f"{checkpoint}: the generator takes {cfg.audio_channel}-dim audio features but "
                             f"{feat!r} gives {self.frontend.dim} (pass the right --audio_feature)")
         self.window = cfg.audio_window
-        self.aligner = FaceAligner.for_mouth_size(self.mouth_region_size)
+        self.aligner = FaceAligner.for_mouth_size(self.mouth_region_size, profile=self.profile)
         self.crop_hw = self.aligner.crop_hw
-        self.mask = mouth_mask(*self.crop_hw)                      # (1,1,Hc,Wc) CPU
+        self.mask = self.aligner.source_mask()                      # (1,1,Hc,Wc) CPU
         self.batch_size = int(batch_size)
         self.reference_seed = int(reference_seed)
         self.cache_dir = cache_dir or None
@@ -183,7 +205,7 @@ class Dubber:
         if compile:
             use_compiled_warp(True)
         self.runner = ModelRunner(self.model, self.device, amp=amp, channels_last=channels_last,
-                                  cuda_graphs=cuda_graphs)
+                                  cuda_graphs=cuda_graphs, amp_dtype=self.amp_dtype)
         self.infer_fn: InferFn = infer_fn or self.runner
         self.pad_batches = bool(cuda_graphs) and self.cuda and infer_fn is None   # one graph for every batch
 
@@ -194,7 +216,7 @@ class Dubber:
 
         t = prepare_template(video_path, cache_dir=self.cache_dir, use_cache=use_cache, detector=detector,
                              progress=self.progress, **limits)
-        matrices = self.aligner.estimate(t.landmarks)
+        matrices = self.aligner.estimate(t.landmarks, (t.height, t.width))
         sets, set_of_frame = reference_sets(t.valid, t.tracks, NUM_REFERENCES, self.reference_seed)
         crop_of = {}
         for i in sorted({i for key in sets for i in key}):
@@ -219,7 +241,6 @@ class Dubber:
         """
         from tqdm import tqdm
 
-        from utils.audio.base import make_windows
         from utils.face.align import paste_back, paste_back_torch
         from utils.media.video_io import VideoWriter
 
@@ -227,11 +248,12 @@ class Dubber:
         t_start = time.perf_counter()
         timer = StageTimer()
         if not isinstance(audio, DubAudio):
-            audio = timer.timed("audio", load_dub_audio, audio)
+            audio = timer.timed("audio", load_dub_audio, audio, resampler=self.profile.resampler)
+        audio = timer.timed("audio", audio.with_resampler, self.profile.resampler)
         tpl = template.template
         T, N = audio.num_frames, tpl.num_frames
-        feats = timer.timed("audio", self.frontend, audio.samples_16k, T)
-        windows = torch.from_numpy(make_windows(feats, self.window))          # (T, D, W)
+        feats_windows = timer.timed("audio", self.frontend.windows, audio.samples_16k, T, self.window)
+        windows = torch.from_numpy(feats_windows)                               # (T, D, W)
         refs_dev = {}                                                          # reference set -> device tensor
         mask_dev = self.mask.to(self.device)
         chunk = chunk_frames(tpl.height, tpl.width)
@@ -321,7 +343,8 @@ class Dubber:
             "template_cached": tpl.from_cache, "template_seconds": tpl.seconds, "cache_file": tpl.cache_file,
             "stage_seconds": dict(timer.seconds), "device": str(self.device),
             "mouth_region_size": self.mouth_region_size, "audio_feature": self.audio_feature,
-            "batch_size": B, "reference_sets": [list(k) for k in template.reference_sets],
+            "profile": self.profile.name, "batch_size": B,
+            "reference_sets": [list(k) for k in template.reference_sets],
             "template_tracks": tpl.num_tracks, "audio_channels": int(audio.samples.shape[0]),
             "audio_layout": audio.layout, "warnings": warnings,
         }

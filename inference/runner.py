@@ -4,7 +4,9 @@ A caller (the HTTP server) may replace it with any callable of the same signatur
 of several jobs into one batch. Shapes: source (B,3,Hc,Wc) masked face in [0,1], refs (B,15,Hc,Wc),
 audio (B,C,W) feature windows, all float32 on the model's device; returns (B,3,Hc,Wc) float32 in [0,1].
 
-GPU options: bf16 autocast (``amp``), channels_last memory format, and CUDA graphs (``cuda_graphs``: one graph
+GPU options: autocast (``amp``) in ``amp_dtype`` (bf16 for our models; fp16, as the original ran, for the official
+profile: the preprocessing profile picks it, config/profile.py; bf16 falls back to fp32 on GPUs without bf16),
+channels_last memory format, and CUDA graphs (``cuda_graphs``: one graph
 per batch size, captured after a warm-up on a side stream, inputs copied into static buffers, outputs cloned
 out of the graph's static buffer before the next replay). On CPU the model runs in float32, eager.
 """
@@ -15,13 +17,19 @@ import threading
 import torch
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, device, amp: bool = True, channels_last: bool = True,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool = False, amp_dtype: str = "bf16"):
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
         self.model = model
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
-        self.amp = bool(amp) and self.cuda and torch.cuda.is_bf16_supported()
+        self.amp = bool(amp) and self.cuda and (amp_dtype != "bf16" or torch.cuda.is_bf16_supported())
+        self.amp_dtype = AMP_DTYPES[amp_dtype] if self.amp else None     # None: float32
         self.channels_last = bool(channels_last) and self.cuda
         self.cuda_graphs = bool(cuda_graphs) and self.cuda
         if self.channels_last:
@@ -36,7 +44,7 @@ class ModelRunner:
         return x
 
     def _forward(self, source, refs, audio):
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
             return self.model(source, refs, audio).float().clamp_(0, 1)
 
     @torch.inference_mode()

@@ -42,6 +42,8 @@ class ServerConfig:
     mouth_region_size: int = 0           # only for official checkpoints (ours store it)
     audio_feature: str = ""              # only for official checkpoints
     audio_model_path: str = ""
+    profile: str = ""                    # preprocessing profile official | lawdnet; "" = the checkpoint's
+    amp_dtype: str = ""                  # GPU autocast fp16 | bf16; "" = the profile's
     # lifetimes
     result_ttl_s: float = 3600.0         # finished async results are deleted after this long
     shutdown_grace_s: float = 30.0       # on shutdown, running jobs get this long to finish

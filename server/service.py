@@ -32,7 +32,8 @@ class DubService:
                              mouth_region_size=config.mouth_region_size or None,
                              audio_feature=config.audio_feature or None, audio_model_path=config.audio_model_path,
                              batch_size=config.batch_size, cache_dir=self.storage.cache, amp=config.amp,
-                             cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False)
+                             cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False,
+                             profile=config.profile or None, amp_dtype=config.amp_dtype or None)
         self.batcher.target = self.dubber.runner
         self.templates = TemplateStore(self.dubber, self.storage, max_analyses=config.max_template_jobs,
                                        max_waiting=max(1, config.max_queue), memory=config.template_memory,
@@ -58,7 +59,7 @@ class DubService:
     def describe(self) -> dict:
         d = self.dubber
         return {"device": str(d.device), "mouth_region_size": d.mouth_region_size,
-                "audio_feature": d.audio_feature, "checkpoint": os.path.basename(self.config.checkpoint),
+                "audio_feature": d.audio_feature, "profile": d.profile.name, "checkpoint": os.path.basename(self.config.checkpoint),
                 "batch_size": d.batch_size, "max_batch_frames": self.batcher.max_frames}
 
     def _render(self, job: Job) -> dict:

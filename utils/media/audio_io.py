@@ -2,12 +2,14 @@
 
 ``decode_audio`` decodes the audio of any media file (wav int16/int32/float, mu-law, mp3, flac, ogg/opus, m4a/aac,
 ac3, the audio track of an mp4/mov/mkv/avi, ...; opened by ``utils.media.container.open_media``) at its native
-rate and channels; ``load_audio`` downmixes that to mono (``downmix``) and resamples to the requested rate with a
-polyphase filter. With several audio streams the default one is used. Damaged packets (an incomplete last AC-3
-frame, a truncated download) are skipped: what decodes is kept and a warning says what was lost. With
-``max_seconds`` decoding stops as soon as the limit is passed (``MediaTooLong``), so memory stays bounded by the
-limit whatever the file's header claims. The input file is only read, never rewritten (the original's
-``check_and_resample_audio`` overwrote the caller's wav and turned float wavs into silence, spec 3.6 / bugs 15-18).
+rate and channels; ``load_audio`` downmixes that to mono (``downmix``) and resamples to the requested rate with
+scipy's polyphase filter or, for the official preprocessing profile, resampy's ``kaiser_best`` filter as the
+original did (spec 3.6; config/profile.py). With several audio streams the default one is used. Damaged packets
+(an incomplete last AC-3 frame, a truncated download) are skipped: what decodes is kept and a warning says what
+was lost. With ``max_seconds`` decoding stops as soon as the limit is passed (``MediaTooLong``), so memory stays
+bounded by the limit whatever the file's header claims. The input file is only read, never rewritten (the
+original's ``check_and_resample_audio`` overwrote the caller's wav and turned float wavs into silence, spec 3.6 /
+bugs 15-18).
 
 Frame-count rule (used by every audio front-end, the dataset builder and inference)::
 
@@ -90,10 +92,23 @@ def downmix(x: np.ndarray, channel_names=None) -> np.ndarray:
     return w @ x.astype(np.float64)
 
 
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited polyphase resampling; output length ceil(len * sr_out / sr_in)."""
+RESAMPLERS = ("polyphase", "kaiser_best")
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int, method: str = "polyphase") -> np.ndarray:
+    """Band-limited resampling of float64 samples.
+
+    ``polyphase``: scipy ``resample_poly``, output length ceil(len * sr_out / sr_in). ``kaiser_best``: resampy's
+    best windowed-sinc filter, what the original ran before its DeepSpeech features (output length
+    floor(len * sr_out / sr_in), as resampy gives it)."""
+    if method not in RESAMPLERS:
+        raise ValueError(f"unknown resampler {method!r}; choose one of {RESAMPLERS}")
     if sr_in == sr_out or len(x) == 0:
         return x
+    if method == "kaiser_best":
+        import resampy
+
+        return resampy.resample(np.asarray(x, np.float64), int(sr_in), int(sr_out), filter="kaiser_best")
     from scipy.signal import resample_poly
 
     g = math.gcd(int(sr_in), int(sr_out))
@@ -197,10 +212,10 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
     return DecodedAudio(x, rate, layout, names)
 
 
-def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", notes: Optional[list] = None
-                ) -> np.ndarray:
+def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", notes: Optional[list] = None,
+                resampler: str = "polyphase") -> np.ndarray:
     """Mono native-rate samples -> float32 at ``sample_rate`` in [-1, 1] (louder float data scaled to peak 1)."""
-    x = _resample(x, rate, sample_rate)
+    x = _resample(x, rate, sample_rate, resampler)
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak > 1.0 + 1e-3:
         warn(f"{os.path.basename(os.fspath(path))}: samples exceed full scale (peak {peak:.3f}); scaled down to "
@@ -209,18 +224,19 @@ def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", note
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
-def load_audio(path: str, sample_rate: int = 16000, notes: Optional[list] = None,
+def load_audio(path: str, sample_rate: int = 16000, resampler: str = "polyphase", notes: Optional[list] = None,
                max_seconds: Optional[float] = None) -> np.ndarray:
     """Decode the audio of ``path`` to mono float32 at ``sample_rate`` (see the module doc).
 
     Channels are downmixed (``downmix``); integer PCM is scaled by its full range; float data louder than full
-    scale is scaled down to peak 1 (with a warning) rather than clipped. Raises UserError for a missing file, a
+    scale is scaled down to peak 1 (with a warning) rather than clipped; ``resampler`` is ``polyphase`` or
+    ``kaiser_best`` (see ``_resample``). Raises UserError for a missing file, a
     file that is not media, a file without an audio stream, and an empty or undecodable stream.
     """
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     d = decode_audio(path, max_seconds=max_seconds, notes=notes)
-    return finish_mono(d.mono(), d.rate, sample_rate, path, notes)
+    return finish_mono(d.mono(), d.rate, sample_rate, path, notes, resampler)
 
 
 def audio_duration(path: str) -> float:
