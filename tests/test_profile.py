@@ -312,14 +312,12 @@ def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official
         ref = np.stack([reference(i) for _, i in keys])
         err = np.abs(src - ref)
         assert err.mean() <= 0.004 and err.max() <= 0.25, (sr, err.mean(), err.max())
-        print(f"{sr} Hz: masked source mean {err.mean():.2e} max {err.max():.2e}")
         black = ref.sum(-1) == 0
         assert black.mean() > 0.03 and (src[black] == 0).all()    # out of the frame: black, as the original
         # DeepSpeech2 windows: the original extraction of the (resampled) whole file, its rows and windows
         rows = ds2_reference(ref_load_16k(wav), official["sd"])
         ref_w = ref_original_windows(rows)[[k for k, _ in keys]]
         assert np.abs(aud - ref_w).max() <= 1e-3, (sr, np.abs(aud - ref_w).max())
-        print(f"{sr} Hz: windows max {np.abs(aud - ref_w).max():.2e}")
         if sr == 16000:   # references: unmasked crops of the chosen frames, as the original aligned them
             ref_refs = np.concatenate([ref_warp_img(frames[i].astype(np.float64), ref_face_align_matrix(lm[i], 360),
                                                     360) / 255 for i in prepared.reference_indices], -1)
