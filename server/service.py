@@ -59,7 +59,8 @@ class DubService:
     def describe(self) -> dict:
         d = self.dubber
         return {"device": str(d.device), "mouth_region_size": d.mouth_region_size,
-                "audio_feature": d.audio_feature, "profile": d.profile.name, "checkpoint": os.path.basename(self.config.checkpoint),
+                "audio_feature": d.audio_feature, "profile": d.profile.name,
+                "checkpoint": os.path.basename(self.config.checkpoint),
                 "batch_size": d.batch_size, "max_batch_frames": self.batcher.max_frames}
 
     def _render(self, job: Job) -> dict:

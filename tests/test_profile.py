@@ -264,7 +264,9 @@ def official(tmp_path_factory):
     src = make_talking_head(d / "face.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
     frames = read_frames(src["video"], fps=25)
     video = d / "template.mp4"
-    with VideoWriter(video, fps=25.0, preset="ultrafast", crf=12) as w:
+    speech = speech_like(len(frames) / 25.0, sr=22050, seed=9)       # its own track at 22.05 kHz (data prep)
+    with VideoWriter(video, fps=25.0, audio=speech.astype(np.float32), sample_rate=22050, preset="ultrafast",
+                     crf=12) as w:
         for f in frames:
             w.write(np.ascontiguousarray(f[:, 36:]))
     return {"dir": d, "ckpt": str(ckpt), "ds2": str(ds2), "sd": sd, "video": str(video)}
@@ -332,6 +334,37 @@ def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official
     assert np.abs(src - ref).max() > 0.5 and np.abs(src - ref).mean() > 0.004
 
 
+def test_data_preparation_follows_the_profile(official, tmp_path):
+    """--profile official: crops black outside the frame and resampy-resampled audio; switching the profile of a
+    data root redoes audio, features and crops but keeps the landmarks."""
+    import cv2
+
+    from config.config import DataConfig
+    from dataset.prepare.layout import Layout, read_json
+    from dataset.prepare.pipeline import VIDEO_STAGES, process_video
+    from utils.media.audio_io import load_audio
+
+    L = Layout(str(tmp_path / "data"))
+
+    def run(profile):
+        cfg = DataConfig(data_root=L.root, crop_width=80, profile=profile)
+        r = process_video("tpl", official["video"], cfg, VIDEO_STAGES, progress=False)
+        assert r["status"] == "processed", r
+        assert read_json(L.marker("tpl"))["profile"] == profile
+        names = sorted(os.listdir(L.crops("tpl")))
+        left = np.mean([cv2.imread(os.path.join(L.crops("tpl"), n))[:, :3].mean() for n in names[:10]])
+        return left, load_audio(L.wav("tpl"), 16000), os.path.getmtime(L.csv("tpl"))
+
+    import resampy
+
+    left_off, wav_off, csv_time = run("official")
+    ref = resampy.resample(load_audio(L.video("tpl"), 22050).astype(np.float64), 22050, 16000, filter="kaiser_best")
+    assert len(wav_off) == len(ref) and np.abs(wav_off - ref).max() < 2e-4      # int16 wav
+    left_ours, wav_ours, csv_time2 = run("lawdnet")
+    assert left_off < 3 < 20 < left_ours                          # black fill vs repeated edge pixels
+    assert np.abs(wav_ours - wav_off).max() > 1e-4 and csv_time2 == csv_time
+
+
 # ---------------------------------------------------------------------------------------- selection and storage
 
 
@@ -364,7 +397,8 @@ def test_profile_is_stored_and_chosen_from_the_checkpoint(official, tmp_path):
         Dubber(path, device="cpu", progress=False, amp_dtype="fp8")
     with pytest.raises(UserError, match="unknown preprocessing profile"):
         get_profile("dinet")
-    assert resolve_profile("", "official").name == "official" and resolve_profile("lawdnet", "official").name == "lawdnet"
+    assert resolve_profile("", "official").name == "official"
+    assert resolve_profile("lawdnet", "official").name == "lawdnet"
     assert resolve_profile(None, None).name == "lawdnet"
     wav = str(tmp_path / "a.wav")
     _write_wav(wav, speech_like(0.3), 16000)
@@ -384,6 +418,7 @@ def test_training_uses_and_stores_the_profile(tmp_path):
     from models.checkpoint import read_checkpoint, save_checkpoint
     from training.toy_data import make_toy_data
     from training.trainer import train_stage
+    from utils.errors import UserError
 
     # official files mean deepspeech2 features: the toy features carry that name
     data = make_toy_data(str(tmp_path / "toy"), num_videos=3, num_frames=36, crop_width=40, feature="deepspeech2",
@@ -400,6 +435,9 @@ def test_training_uses_and_stores_the_profile(tmp_path):
                     official_file)
     fine = train_stage("tiny", name="b", init_from=str(official_file), **common)
     assert read_checkpoint(fine["final"])["profile"] == "official"
+    with pytest.raises(UserError, match="trained with the 'official' preprocessing profile, not 'lawdnet'"):
+        train_stage("tiny", name="b", init_from=str(official_file), profile="lawdnet", resume=True,
+                    **{**common, "max_steps": 2})         # a resumed run never switches its mask
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

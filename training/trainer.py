@@ -204,6 +204,13 @@ class _Stage:
             return
         ck = read_checkpoint(chosen)
         sd = ck["state_dict"]
+        stored = ck.get("profile")
+        if stored and stored != self.profile.name:   # never switch the source mask in the middle of a run
+            if self.cfg.profile:
+                raise UserError(f"--resume: {chosen} was trained with the '{stored}' preprocessing profile, "
+                                f"not '{self.cfg.profile}'")
+            self.profile = resolve_profile(stored)
+            self.mask = mouth_mask(*self.mask.shape[-2:], self.device, profile=self.profile)
         self.gen.load_state_dict(checkpoint_info(ck, chosen)["state_dict"], strict=True)
         self.d_s.load_state_dict(sd["net_dI"])
         if self.d_t is not None:
