@@ -319,6 +319,8 @@ class DeepSpeech2FrontEnd(AudioFrontEnd):
     """Pre-softmax DeepSpeech2 logits per video frame (row i = 50 Hz step 2i), extracted as the original did."""
 
     name = "deepspeech2"
+    # right context a caller streaming chunks should give (utils/audio/streaming.py); rows() itself never cuts
+    context_samples = SAMPLE_RATE
     window_rows_past_end = True
 
     def __init__(self, ckpt_path: str, device: str = "cpu", precision: str = "fp32"):
