@@ -5,10 +5,11 @@
          --audio_model_path LibriSpeech_Pretrained_v3.ckpt] [--cache_dir DIR] [--compile] [--cuda_graphs] \
         [--threads N]
 
-The audio front-end and mouth size come from our checkpoints; official checkpoints store neither, so give
-them with the flags (defaults m=288, deepspeech2, which needs --audio_model_path). Output: H.264 + AAC at
-25 fps with the audio's duration (a shorter template is played forward/backward). Template landmarks are
-cached (see inference/template.py). For many dubs with one model, use ``inference.Dubber``.
+The audio front-end, mouth size and preprocessing profile come from our checkpoints; official checkpoints store
+none of them (defaults m=288, deepspeech2, which needs --audio_model_path, and the official profile).
+``--profile official|lawdnet`` and ``--amp_dtype fp16|bf16`` override the profile and its GPU precision.
+Output: H.264 + AAC at 25 fps with the audio's duration (a shorter template is played forward/backward). Template
+landmarks are cached (see inference/template.py). For many dubs with one model, use ``inference.Dubber``.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import os
 from typing import Callable, Optional
 
 from config.config import InferenceConfig, add_arguments, from_args
-from utils.errors import UserError, cli_main
+from utils.errors import UserError, cli_main, warn
 
 
 def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, batch_size: int = 8,
@@ -29,9 +30,12 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
                               use_cache: bool = True, amp: bool = True, cuda_graphs: bool = False,
                               compile: bool = False, crf: int = 18, preset: str = "fast", threads: int = 0,
                               progress_callback: Optional[Callable] = None,
-                              frame_callback: Optional[Callable] = None, infer_fn=None) -> dict:
+                              frame_callback: Optional[Callable] = None, infer_fn=None,
+                              profile: Optional[str] = None, amp_dtype: Optional[str] = None) -> dict:
     """Dub ``video_path`` with ``audio_path`` into ``output_path``; returns the statistics dict of
-    ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, ...). Bad inputs raise UserError."""
+    ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, warnings, ...). Bad inputs raise UserError;
+    suspicious ones (truncated, damaged) print ``warning: ...`` lines and are listed in ``warnings``."""
+    from config.profile import get_profile
     from inference.dubber import Dubber, check_output_path, load_dub_audio
     from utils.media.video_io import probe
     from utils.threads import check_threads
@@ -39,6 +43,7 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
     # cheap checks first, so a typo fails before the model and the landmarks are loaded
     check_output_path(output_path)
     check_threads(threads)
+    get_profile(profile)
     for p, what in ((video_path, "video"), (audio_path, "audio"), (checkpoint, "checkpoint")):
         if not os.path.isfile(os.fspath(p)):
             raise UserError(f"{p}: {what} file not found")
@@ -47,19 +52,24 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
         raise UserError(f"{output_path}: the output would overwrite an input")
     probe(video_path)
     audio = load_dub_audio(audio_path)
+    for msg in audio.warnings:
+        warn(msg)
     dubber = Dubber(checkpoint, device=device, mouth_region_size=mouth_region_size or None,
                     audio_feature=audio_feature or None, audio_model_path=audio_model_path,
                     batch_size=batch_size, reference_seed=reference_seed, cache_dir=cache_dir or None, amp=amp,
                     cuda_graphs=cuda_graphs, compile=compile, infer_fn=infer_fn, progress=progress, crf=crf,
-                    preset=preset, threads=threads)
+                    preset=preset, threads=threads, profile=profile or None, amp_dtype=amp_dtype or None)
     template = dubber.prepare_template(video_path, use_cache=use_cache)
+    for msg in template.template.warnings:
+        warn(msg)
     return dubber.dub(template, audio, output_path, progress_callback=progress_callback,
                       frame_callback=frame_callback)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Dub a video with new speech (LawDNet).")
-    p.add_argument("--video", required=True, help="template video (any fps; converted to 25 fps on the fly)")
+    p.add_argument("--video", required=True, help="template video (any fps; converted to 25 fps on the fly) or a "
+                   "still photo (PNG/JPEG: a static head that speaks)")
     p.add_argument("--audio", required=True, help="speech (wav/mp3/flac/... or a video's audio track)")
     p.add_argument("--checkpoint", required=True, help="LawDNet checkpoint (ours or official)")
     p.add_argument("--output", required=True, help="output video (.mp4/.mov/.mkv)")
@@ -83,7 +93,8 @@ def main(argv=None) -> dict:
         mouth_region_size=cfg.mouth_region_size or None, audio_feature=cfg.audio_feature or None,
         audio_model_path=cfg.audio_model_path, reference_seed=cfg.reference_seed, cache_dir=cfg.cache_dir or None,
         progress=not args.quiet, use_cache=not args.no_cache, amp=cfg.amp, cuda_graphs=args.cuda_graphs,
-        compile=args.compile, crf=args.crf, preset=args.preset, threads=cfg.threads)
+        compile=args.compile, crf=args.crf, preset=args.preset, threads=cfg.threads,
+        profile=cfg.profile or None, amp_dtype=cfg.amp_dtype or None)
     st = stats["stage_seconds"]
     print(f"wrote {stats['output']}: {stats['frames']} frames ({stats['video_seconds']:.2f} s) in "
           f"{stats['seconds']:.1f} s ({stats['fps']:.1f} frames/s); face-less frames passed through: "

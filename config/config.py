@@ -88,6 +88,7 @@ class DataConfig:
     device: str = "cpu"              # where the learned audio front-ends run (cpu, cuda, cuda:N)
     openface_landmark_dir: str = ""  # optional folder of user OpenFace CSVs (<video>.csv) used instead of dlib
     jpeg_quality: int = 95           # quality of the stored aligned crops
+    profile: str = "lawdnet"         # preprocessing profile (config/profile.py): crop fill/sampling, resampler
 
 
 @dataclass
@@ -134,6 +135,8 @@ class TrainConfig:
     num_workers: int = 2
     device: str = ""                 # "" = cuda if available else cpu
     amp: str = "bf16"                # bf16 | fp16 | none (GPU only; CPU is always fp32)
+    # preprocessing profile (config/profile.py: source mask); "" = the --init_from checkpoint's, else lawdnet
+    profile: str = ""
 
 
 @dataclass
@@ -149,6 +152,8 @@ class InferenceConfig:
     cache_dir: str = ""              # template cache; "" = next to the video
     amp: bool = True
     threads: int = 0                 # CPU cores for decode + model + encode (utils/threads.py); 0 = all, tuned
+    amp_dtype: str = ""              # GPU autocast dtype fp16 | bf16; "" = the profile's (official fp16, lawdnet bf16)
+    profile: str = ""                # preprocessing profile official | lawdnet; "" = the checkpoint's
 
 
 # ---------------------------------------------------------------- CLI plumbing

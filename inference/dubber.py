@@ -5,7 +5,10 @@ decode (thread) -> aligned crop + mask -> batched generator (``infer_fn``) -> pa
 landmarks/matrices of the template are kept, and backward (ping-pong) runs are read in bounded chunks.
 
 ``Dubber`` loads the model and the audio front-end once; ``prepare_template`` detects (or reads from the
-cache) the template's landmarks and picks the reference frames; ``dub`` renders one audio.
+cache) the template's landmarks and picks the reference frames (one set per shot and person); ``dub`` renders
+one audio, keeping its channels in the output track (the model's features use a mono downmix). Crops, the
+source mask, the 16 kHz resampling and the GPU precision follow the checkpoint's preprocessing profile
+(config/profile.py: ``official`` for the released weights, ``lawdnet`` for ours) unless ``profile`` is given.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 from inference.frames import chunk_frames, iter_schedule
 from inference.overlap import Background, Consumer, StageTimer
 from inference.reference_cache import ReferenceFeatureCache
-from inference.references import select_reference_indices
+from inference.references import reference_sets
 from inference.runner import ModelRunner
 from inference.template import Template, prepare_template
 from utils.errors import UserError
@@ -39,29 +42,52 @@ InferFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class PreparedTemplate:
-    """A template plus what this Dubber's crop size needs: matrices frame -> crop and the reference crops."""
+    """A template plus what this Dubber's crop size needs: matrices frame -> crop and the reference crops.
+
+    References come per shot and person: ``reference_sets`` lists tuples of template frame indices (the key of a
+    reference set), ``set_of_frame[i]`` says which set template frame i is generated from, and
+    ``reference_crops[key]`` holds that set's (15, Hc, Wc) uint8 crops. ``references`` / ``reference_indices``
+    are the first set (the only one for a template without cuts)."""
 
     template: Template
     matrices: np.ndarray          # (N, 3, 3) float64
-    references: torch.Tensor      # (1, 15, Hc, Wc) float32 in [0, 1], CPU
+    references: torch.Tensor      # (1, 15, Hc, Wc) float32 in [0, 1], CPU: the first set
     reference_indices: list
+    reference_sets: list = None
+    set_of_frame: np.ndarray = None
+    reference_crops: dict = None
     # the generator's features of each reference set, computed once (inference/reference_cache.py)
     reference_features: ReferenceFeatureCache = field(default_factory=ReferenceFeatureCache, repr=False)
+
+    def reference_key(self, index: int) -> tuple:
+        """The reference set (tuple of template frame indices) for template frame ``index``."""
+        return self.reference_sets[int(self.set_of_frame[index])]
 
 
 @dataclass
 class DubAudio:
-    """Decoded speech: 16 kHz samples for the features, native-rate samples for the output track."""
+    """Decoded speech: 16 kHz mono samples for the features (made with ``resampler``), the native channels for
+    the output track."""
 
     path: str
     samples_16k: np.ndarray
-    samples: np.ndarray
+    samples: np.ndarray          # (channels, n) float32 at sample_rate
     sample_rate: int
     num_frames: int
+    layout: str = "mono"
+    warnings: list = None
+    resampler: str = "polyphase"
+    native_rate: int = 0           # the file's own rate (0: unknown)
 
     @property
     def seconds(self) -> float:
         return len(self.samples_16k) / 16000.0
+
+    def with_resampler(self, resampler: str) -> "DubAudio":
+        """This audio with 16 kHz samples made by ``resampler`` (decoded again only when that changes them)."""
+        if resampler == self.resampler or self.native_rate == 16000:
+            return self
+        return load_dub_audio(self.path, max_seconds=self.seconds + 1.0, resampler=resampler)
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -84,31 +110,40 @@ def check_output_path(output_path) -> str:
     return path
 
 
-def _native_rate(path: str) -> int:
-    import av
-
-    try:
-        with av.open(path) as c:
-            if c.streams.audio:
-                return int(c.streams.audio[0].codec_context.sample_rate or 0)
-    except Exception:  # load_audio reports the problem with a proper message
-        return 0
-    return 0
+# Channel layouts AAC in mp4 stores as a standard channel configuration (side surrounds go where the back ones are,
+# as AAC's 5.1 has it; an unnamed layout gets the usual one for its channel count); others are downmixed to mono.
+_AAC_LAYOUTS = ("mono", "stereo", "2.1", "3.0", "quad", "4.0", "5.0", "5.1")
+_AAC_RENAME = {"5.1(side)": "5.1", "5.0(side)": "5.0"}
+_LAYOUT_OF_COUNT = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
 
 
-def load_dub_audio(path) -> DubAudio:
-    """Decode any audio (or the audio track of a video) for dubbing; UserError for missing/corrupt/empty."""
-    from utils.media.audio_io import load_audio, num_video_frames
+def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "polyphase") -> DubAudio:
+    """Decode any audio (or the audio track of a video) for dubbing, once: a 16 kHz mono downmix for the
+    features and the native channels for the output track. UserError for missing/corrupt/empty files,
+    ``MediaTooLong`` (decoding stopped) past ``max_seconds``. ``resampler``: how the 16 kHz feature input is made
+    (``Dubber.dub`` redoes it for its profile)."""
+    from utils.media.audio_io import _resample, decode_audio, finish_mono, num_video_frames
 
     path = os.fspath(path)
-    samples_16k = load_audio(path, 16000)
+    notes: list = []
+    d = decode_audio(path, max_seconds=max_seconds, notes=notes)
+    samples_16k = finish_mono(d.mono(), d.rate, 16000, path, notes, resampler)
     n = num_video_frames(len(samples_16k), 16000, FPS)
     if n == 0:
         raise UserError(f"{path}: the audio is empty")
-    sr = _native_rate(path)
-    sr = sr if sr in _AAC_RATES else 48000
-    samples = samples_16k if sr == 16000 else load_audio(path, sr)
-    return DubAudio(path, samples_16k, samples, sr, n)
+    x, layout = d.samples, _AAC_RENAME.get(d.layout, d.layout)
+    if layout not in _AAC_LAYOUTS and all(n == "NONE" or n.startswith("USR") for n in d.channel_names):
+        layout = _LAYOUT_OF_COUNT.get(len(x), layout)        # channels without names ("2 channels")
+    if layout not in _AAC_LAYOUTS:
+        x, layout = d.mono()[None].astype(np.float32), "mono"
+    sr = d.rate if d.rate in _AAC_RATES else 48000
+    if sr != d.rate:
+        x = _resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > 1.0 + 1e-3:   # the same rule as the features' track: louder float data is scaled, not clipped
+        x = x / peak
+    return DubAudio(path, samples_16k, np.ascontiguousarray(x, np.float32), sr, n, layout, notes, resampler,
+                    d.rate)
 
 
 class Dubber:
@@ -116,6 +151,8 @@ class Dubber:
 
     ``mouth_region_size`` / ``audio_feature``: needed only for official checkpoints (they store neither;
     defaults 288 / deepspeech2); for our checkpoints they must match what the checkpoint says, if given.
+    ``profile``: preprocessing profile (default: the checkpoint's; official checkpoints mean ``official``).
+    ``amp_dtype``: GPU autocast dtype, "fp16" or "bf16" (default: the profile's; ``amp=False`` is fp32).
     ``infer_fn(source, refs, audio) -> crops`` replaces the model call (see inference.runner).
     """
 
@@ -124,14 +161,19 @@ class Dubber:
                  reference_seed: int = 456, cache_dir: Optional[str] = None, amp: bool = True,
                  channels_last: bool = True, cuda_graphs: bool = False, compile: bool = False,
                  infer_fn: Optional[InferFn] = None, progress: bool = True, crf: int = 18, preset: str = "fast",
-                 queue_batches: int = 3, threads: int = 0, cache_references: bool = True):
+                 queue_batches: int = 3, threads: int = 0, cache_references: bool = True,
+                 profile: Optional[str] = None, amp_dtype: Optional[str] = None):
+        from config.profile import resolve_profile
+        from inference.runner import AMP_DTYPES
         from models import load_lawdnet, use_compiled_warp
         from utils.audio.features import get_frontend
-        from utils.face.align import FaceAligner, mouth_mask
+        from utils.face.align import FaceAligner
         from utils.threads import ThreadTuner, apply_plan, plan_threads
 
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        if amp_dtype and amp_dtype not in AMP_DTYPES:
+            raise UserError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
         self.device = resolve_device(device)
         self.thread_plan = plan_threads(threads, self.device.type)   # decode / model / encode share the cores
         apply_plan(self.thread_plan)
@@ -149,14 +191,17 @@ class Dubber:
         if m <= 0 or m % 8:
             raise UserError(f"mouth_region_size must be a positive multiple of 8, got {m}")
         self.mouth_region_size, self.audio_feature = int(m), feat
-        self.frontend = get_frontend(feat, audio_model_path, str(self.device))
+        self.profile = resolve_profile(profile, info["profile"])
+        self.amp_dtype = amp_dtype or self.profile.gpu_precision
+        self.frontend = get_frontend(feat, audio_model_path, str(self.device),
+                                     self.profile.audio_precision if amp else "fp32")
         if self.frontend.dim != cfg.audio_channel:
             raise UserError(f"{checkpoint}: the generator takes {cfg.audio_channel}-dim audio features but "
                             f"{feat!r} gives {self.frontend.dim} (pass the right --audio_feature)")
         self.window = cfg.audio_window
-        self.aligner = FaceAligner.for_mouth_size(self.mouth_region_size)
+        self.aligner = FaceAligner.for_mouth_size(self.mouth_region_size, profile=self.profile)
         self.crop_hw = self.aligner.crop_hw
-        self.mask = mouth_mask(*self.crop_hw)                      # (1,1,Hc,Wc) CPU
+        self.mask = self.aligner.source_mask()                      # (1,1,Hc,Wc) CPU
         self.batch_size = int(batch_size)
         self.reference_seed = int(reference_seed)
         self.cache_dir = cache_dir or None
@@ -167,39 +212,47 @@ class Dubber:
         if compile:
             use_compiled_warp(True)
         self.runner = ModelRunner(self.model, self.device, amp=amp, channels_last=channels_last,
-                                  cuda_graphs=cuda_graphs,
+                                  cuda_graphs=cuda_graphs, amp_dtype=self.amp_dtype,
                                   tuner=ThreadTuner(self.thread_plan.torch) if self.thread_plan.tune else None)
         self.cache_references = bool(cache_references)
         self.infer_fn: InferFn = infer_fn or self.runner
         self.pad_batches = bool(cuda_graphs) and self.cuda and infer_fn is None   # one graph for every batch
 
     # ---------------------------------------------------------------- template
-    def prepare_template(self, video_path, use_cache: bool = True, detector=None) -> PreparedTemplate:
+    def prepare_template(self, video_path, use_cache: bool = True, detector=None, **limits) -> PreparedTemplate:
+        """``limits``: ``max_seconds``, ``face_search_seconds``, ``cancel`` of ``inference.template``."""
         from utils.media.video_io import iter_frames
 
         t = prepare_template(video_path, cache_dir=self.cache_dir, use_cache=use_cache, detector=detector,
-                             progress=self.progress)
-        matrices = self.aligner.estimate(t.landmarks)
-        idx = select_reference_indices(t.valid, NUM_REFERENCES, self.reference_seed)
-        crops = []
-        for i in idx:
-            frame = next(iter(iter_frames(t.path, fps=FPS, start_frame=i, max_frames=1)), None)
+                             progress=self.progress, **limits)
+        matrices = self.aligner.estimate(t.landmarks, (t.height, t.width))
+        sets, set_of_frame = reference_sets(t.valid, t.tracks, NUM_REFERENCES, self.reference_seed)
+        crop_of = {}
+        for i in sorted({i for key in sets for i in key}):
+            frame = next(iter(iter_frames(t.path, fps=FPS, start_frame=i, max_frames=1, notes=[])), None)
             if frame is None:
                 raise UserError(f"{t.path}: cannot read reference frame {i} (file changed?)")
-            crops.append(self.aligner.crop(frame, matrices[i]))
-        refs = torch.from_numpy(np.concatenate(crops, axis=2)).permute(2, 0, 1)[None].float().div_(255)
-        prepared = PreparedTemplate(t, matrices, refs.contiguous(), idx)
-        self.reference_features(prepared)   # now, not in a dub's (or a live session's) first batch
+            crop_of[i] = self.aligner.crop(frame, matrices[i])
+        crops = {key: torch.from_numpy(np.concatenate([crop_of[i] for i in key], axis=2)).permute(2, 0, 1)
+                 .contiguous() for key in sets}                                     # (15, Hc, Wc) uint8
+        refs = crops[sets[0]][None].float().div_(255)
+        prepared = PreparedTemplate(t, matrices, refs.contiguous(), list(sets[0]), sets, set_of_frame, crops)
+        for key in sets[:prepared.reference_features.max_entries]:
+            self.reference_features(prepared, key)   # now, not in a dub's (or a live session's) first batch
         return prepared
 
-    def reference_features(self, template: PreparedTemplate) -> torch.Tensor:
-        """What the generator gets as ``refs``: the template's reference features on the device, computed on
-        first use and kept with the template (keyed by the reference frame indices); the raw crops when
-        ``cache_references`` is off."""
+    def reference_features(self, template: PreparedTemplate, key: Optional[tuple] = None) -> torch.Tensor:
+        """What the generator gets as ``refs`` for reference set ``key`` (default: the first): its features on
+        the device, (1, C', Hc/4, Wc/4), computed on first use and kept with the template; the raw crops
+        (1, 15, Hc, Wc) when ``cache_references`` is off."""
+        key = template.reference_sets[0] if key is None else key
+
+        def crops():
+            return template.reference_crops[key][None].float().div_(255)
+
         if not self.cache_references:
-            return template.references.to(self.device)
-        return template.reference_features.get(self.runner, template.reference_indices,
-                                               lambda: template.references)
+            return crops().to(self.device)
+        return template.reference_features.get(self.runner, key, crops)
 
     # ---------------------------------------------------------------- dubbing
     def dub(self, template: PreparedTemplate, audio: Union[str, DubAudio], output_path,
@@ -213,7 +266,6 @@ class Dubber:
         """
         from tqdm import tqdm
 
-        from utils.audio.base import make_windows
         from utils.face.align import paste_back, paste_back_torch
         from utils.media.video_io import VideoWriter
 
@@ -221,12 +273,13 @@ class Dubber:
         t_start = time.perf_counter()
         timer = StageTimer()
         if not isinstance(audio, DubAudio):
-            audio = timer.timed("audio", load_dub_audio, audio)
+            audio = timer.timed("audio", load_dub_audio, audio, resampler=self.profile.resampler)
+        audio = timer.timed("audio", audio.with_resampler, self.profile.resampler)
         tpl = template.template
         T, N = audio.num_frames, tpl.num_frames
-        feats = timer.timed("audio", self.frontend, audio.samples_16k, T)
-        windows = torch.from_numpy(make_windows(feats, self.window))          # (T, D, W)
-        refs_dev = timer.timed("references", self.reference_features, template)
+        feats_windows = timer.timed("audio", self.frontend.windows, audio.samples_16k, T, self.window)
+        windows = torch.from_numpy(feats_windows)                               # (T, D, W)
+        timer.timed("references", self.reference_features, template)     # cached since prepare_template
         mask_dev = self.mask.to(self.device)
         chunk = chunk_frames(tpl.height, tpl.width)
         B = self.batch_size
@@ -258,7 +311,8 @@ class Dubber:
         bar = tqdm(total=T, desc="dubbing", unit="frame", disable=not self.progress, smoothing=0.1)
 
         writer = VideoWriter(output_path, fps=FPS, audio=audio.samples, sample_rate=audio.sample_rate,
-                             crf=self.crf, preset=self.preset, match_audio=True, threads=self.thread_plan.encoder)
+                              crf=self.crf, preset=self.preset, match_audio=True, layout=audio.layout,
+                              threads=self.thread_plan.encoder)
 
         def write(item):
             ks, idx, frames, gen = item
@@ -290,7 +344,7 @@ class Dubber:
                 counts["faceless"] += len(idx) - len(sel)
                 gen = None
                 if sel:
-                    gen = self._generate(ks, idx, frames, crops, sel, template, windows, refs_dev, mask_dev,
+                    gen = self._generate(ks, idx, frames, crops, sel, template, windows, mask_dev,
                                          timer, paste_back_torch)
                 sink.put((ks, idx, frames, gen))
             sink.finish()
@@ -306,6 +360,7 @@ class Dubber:
         if counts["faceless"]:
             log.warning("%s: %d of %d output frames show no face and were passed through unchanged",
                         tpl.path, counts["faceless"], T)
+        warnings = list(tpl.warnings) + [w for w in (audio.warnings or []) if w not in tpl.warnings]
         return {
             "output": output_path, "frames": T, "fps": T / wall if wall > 0 else 0.0, "seconds": wall,
             "audio_seconds": audio.seconds, "video_seconds": T / FPS, "template_frames": N,
@@ -314,7 +369,10 @@ class Dubber:
             "template_cached": tpl.from_cache, "template_seconds": tpl.seconds, "cache_file": tpl.cache_file,
             "stage_seconds": dict(timer.seconds), "device": str(self.device),
             "mouth_region_size": self.mouth_region_size, "audio_feature": self.audio_feature,
-            "batch_size": B, "threads": self.thread_plan.describe(),
+            "profile": self.profile.name, "batch_size": B, "threads": self.thread_plan.describe(),
+            "reference_sets": [list(k) for k in template.reference_sets],
+            "template_tracks": tpl.num_tracks, "audio_channels": int(audio.samples.shape[0]),
+            "audio_layout": audio.layout, "warnings": warnings,
         }
 
     def render_frames(self, template: PreparedTemplate, indices, frames, windows: torch.Tensor) -> list:
@@ -331,13 +389,12 @@ class Dubber:
         crops = None if self.cuda else [self.aligner.crop(f, template.matrices[i]) if tpl.valid[i] else None
                                         for i, f in zip(indices, frames)]
         gen = self._generate(list(range(len(indices))), indices, frames, crops, sel, template, windows,
-                             self.reference_features(template), self.mask.to(self.device), StageTimer(),
-                             paste_back_torch)
+                             self.mask.to(self.device), StageTimer(), paste_back_torch)
         if self.cuda:
             return [f if g is None else g for f, g in zip(frames, gen)]
         return [f if g is None else paste_back(f, g, template.matrices[i]) for f, g, i in zip(frames, gen, indices)]
 
-    def _generate(self, ks, idx, frames, crops, sel, template, windows, refs_dev, mask_dev, timer, paste_torch):
+    def _generate(self, ks, idx, frames, crops, sel, template, windows, mask_dev, timer, paste_torch):
         """Model outputs for the face frames of a batch: a list (None for face-less frames) of crops (CPU, float
         0-255, pasted later in the encode thread) or of finished frames (GPU: pasted on the device)."""
         dev = self.device
@@ -356,7 +413,13 @@ class Dubber:
         if pad:
             src = torch.cat([src, src[-1:].expand(pad, -1, -1, -1)])
             aud = torch.cat([aud, aud[-1:].expand(pad, -1, -1)])
-        refs = refs_dev.expand(src.shape[0], -1, -1, -1)
+        keys = [template.reference_key(idx[j]) for j in sel]
+        keys += keys[-1:] * pad
+        feats = {key: self.reference_features(template, key) for key in dict.fromkeys(keys)}
+        if len(feats) == 1:           # one shot: every frame shares the (1, ...) features without a copy
+            refs = next(iter(feats.values())).expand(len(keys), -1, -1, -1)
+        else:
+            refs = torch.cat([feats[key] for key in keys])
         timer.add("crop", time.perf_counter() - t0)
         t0 = time.perf_counter()
         out = self.infer_fn(src, refs, aud)

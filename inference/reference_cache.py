@@ -17,9 +17,11 @@ import torch
 
 
 class ReferenceFeatureCache:
+    max_entries = 16    # bounded (least recently used goes first): a film can have hundreds of shots
+
     def __init__(self):
         self._lock = threading.Lock()
-        self._entries: dict[tuple, torch.Tensor] = {}
+        self._entries: dict[tuple, torch.Tensor] = {}    # insertion order = use order
         self._owner = None                        # weakref to the runner the entries were computed with
 
     def get(self, runner, indices: Iterable[int], references: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -30,9 +32,12 @@ class ReferenceFeatureCache:
             if self._owner is None or self._owner() is not runner:
                 self._entries.clear()
                 self._owner = weakref.ref(runner)
-            feats = self._entries.get(key)
+            feats = self._entries.pop(key, None)
             if feats is None:
-                feats = self._entries[key] = runner.encode_references(references())
+                feats = runner.encode_references(references())
+                while len(self._entries) >= self.max_entries:
+                    self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = feats
             return feats
 
     def __len__(self) -> int:

@@ -7,7 +7,9 @@ audio (B,C,W) feature windows, all float32 on the model's device; returns (B,3,H
 ``refs`` may be the reference images or, what the Dubber passes, their ``encode_references`` features, computed
 once per template by ``encode_references`` here (inference/reference_cache.py).
 
-GPU options: bf16 autocast (``amp``), channels_last memory format, and CUDA graphs (``cuda_graphs``: one graph
+GPU options: autocast (``amp``) in ``amp_dtype`` (bf16 for our models; fp16, as the original ran, for the official
+profile: the preprocessing profile picks it, config/profile.py; bf16 falls back to fp32 on GPUs without bf16),
+channels_last memory format, and CUDA graphs (``cuda_graphs``: one graph
 per batch size, captured after a warm-up on a side stream, inputs copied into static buffers, outputs cloned
 out of the graph's static buffer before the next replay). On a GPU the whole batch runs at once when it fits
 in half the free memory (the model's CPU default slices batches into 2-frame pieces). On CPU the model runs in
@@ -20,13 +22,19 @@ import threading
 import torch
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, device, amp: bool = True, channels_last: bool = True,
-                 cuda_graphs: bool = False, tuner=None):
+                 cuda_graphs: bool = False, amp_dtype: str = "bf16", tuner=None):
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
         self.model = model
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
-        self.amp = bool(amp) and self.cuda and torch.cuda.is_bf16_supported()
+        self.amp = bool(amp) and self.cuda and (amp_dtype != "bf16" or torch.cuda.is_bf16_supported())
+        self.amp_dtype = AMP_DTYPES[amp_dtype] if self.amp else None     # None: float32
         self.channels_last = bool(channels_last) and self.cuda
         self.cuda_graphs = bool(cuda_graphs) and self.cuda
         if self.channels_last:
@@ -44,7 +52,7 @@ class ModelRunner:
 
     def _forward(self, source, refs, audio):
         # no autocast weight-cast cache under CUDA graphs: its tensors would outlive the capture
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp,
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp,
                             cache_enabled=not self.cuda_graphs):
             return self.model(source, refs, audio).float().clamp_(0, 1)
 
@@ -75,7 +83,7 @@ class ModelRunner:
         """The model's ``encode_references`` of (B, 15, Hc, Wc) reference images, on this runner's device and
         precision: pass the result as ``refs`` to every call that uses these references."""
         with self._lock:
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                 return self.model.encode_references(self._prep(refs)).float()
 
     def _graph_call(self, source, refs, audio):

@@ -5,7 +5,10 @@ Ours keep the same nesting (so the official tools can read them) and add what in
 checkpoint alone is enough to dub a video::
 
     {'format': 'lawdnet-v1', 'model_config': {...}, 'audio_feature': 'mel', 'mouth_region_size': 64,
-     'state_dict': {'net_g': ..., 'net_dI': ..., 'net_dV': ...}, 'optimizer': ..., 'step': ..., ...}
+     'profile': 'lawdnet', 'state_dict': {'net_g': ..., 'net_dI': ..., 'net_dV': ...}, 'optimizer': ..., ...}
+
+``profile`` is the preprocessing profile the generator was trained with (config/profile.py); official files
+mean ``official``, ours written before profiles existed mean ``lawdnet`` (what they were trained with).
 
 Writes are atomic (temporary file in the same folder, fsync, rename), so a process killed mid-save never
 leaves a truncated file under the final name.
@@ -16,6 +19,7 @@ import zipfile
 import torch
 
 from config.config import ModelConfig
+from config.profile import LAWDNET, OFFICIAL, get_profile
 from utils.atomic import atomic_write
 from utils.errors import UserError
 
@@ -90,15 +94,18 @@ def _config_from_state(sd, path):
 
 
 def checkpoint_info(ckpt, path="<checkpoint>"):
-    """What inference needs to know: model config, audio front-end, mouth size, official or ours."""
+    """What inference needs to know: model config, audio front-end, mouth size, preprocessing profile, official
+    or ours."""
     sd = _generator_state(ckpt, path)
     if ckpt.get("format") == FORMAT:
         return {"official": False, "model_config": ModelConfig.from_dict(ckpt["model_config"]),
                 "audio_feature": ckpt.get("audio_feature", ""),
-                "mouth_region_size": int(ckpt.get("mouth_region_size", 0)), "state_dict": sd}
-    # Official files carry no metadata: DeepSpeech-PyTorch v2 features, m = 288 (spec 3.5, 5.1).
+                "mouth_region_size": int(ckpt.get("mouth_region_size", 0)),
+                "profile": str(ckpt.get("profile") or LAWDNET), "state_dict": sd}
+    # Official files carry no metadata: DeepSpeech-PyTorch v2 features, m = 288 (spec 3.5, 5.1), and the
+    # original's preprocessing.
     return {"official": True, "model_config": _config_from_state(sd, path), "audio_feature": "deepspeech2",
-            "mouth_region_size": 288, "state_dict": sd}
+            "mouth_region_size": 288, "profile": OFFICIAL, "state_dict": sd}
 
 
 def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config_overrides):
@@ -136,13 +143,15 @@ def _key_diff(expected, got):
                      for name, keys in groups if keys)
 
 
-def lawdnet_checkpoint(model, audio_feature, mouth_region_size, **extra):
-    """Our checkpoint dict for a generator (add discriminators/optimisers through ``extra``)."""
+def lawdnet_checkpoint(model, audio_feature, mouth_region_size, profile=None, **extra):
+    """Our checkpoint dict for a generator trained with ``profile`` (default lawdnet); add discriminators /
+    optimisers through ``extra``."""
     state = {"net_g": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     state.update(extra.pop("state_dict", {}))
     return {"format": FORMAT, "model_config": model.config.to_dict(), "audio_feature": audio_feature,
-            "mouth_region_size": int(mouth_region_size), "state_dict": state, **extra}
+            "mouth_region_size": int(mouth_region_size), "profile": get_profile(profile).name, "state_dict": state,
+            **extra}
 
 
-def save_lawdnet(path, model, audio_feature, mouth_region_size, **extra):
-    save_checkpoint(lawdnet_checkpoint(model, audio_feature, mouth_region_size, **extra), path)
+def save_lawdnet(path, model, audio_feature, mouth_region_size, profile=None, **extra):
+    save_checkpoint(lawdnet_checkpoint(model, audio_feature, mouth_region_size, profile, **extra), path)

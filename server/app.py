@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
+import threading
 from typing import Optional
 
 from fastapi import FastAPI, Request
@@ -189,13 +191,27 @@ def create_app(config) -> FastAPI:
         """Upload a template video (field ``video``); its face landmarks are analysed once and cached."""
         svc = service(request)
         work = svc.storage.new_work_dir("tpl")
+        cancel = threading.Event()
         try:
             form = await read_multipart(request, work, {"video": int(cfg.max_video_mb * 2 ** 20)})
             up = form.files.get("video")
-            if up is None or up.size == 0:
-                raise ApiError(400, "bad_request", "multipart field 'video' (the template video file) is missing"
-                               if up is None else "the uploaded video is empty")
-            meta, created = await run_in_threadpool(svc.templates.add, up)
+            if up is None:
+                raise ApiError(400, "bad_request", "multipart field 'video' (the template video file) is missing")
+            if up.size == 0:
+                raise ApiError(422, "unprocessable_media", "the uploaded video is empty (0 bytes)")
+            task = asyncio.ensure_future(run_in_threadpool(svc.templates.add, up, cancel))
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=0.5)
+                    if not task.done() and await request.is_disconnected():
+                        cancel.set()   # nobody waits for it: stop the analysis at its next frame
+                        with contextlib.suppress(Exception):
+                            await task
+                        return Response(status_code=499)
+            except BaseException:  # handler cancelled (server stopping): the analysis must not outlive it
+                cancel.set()
+                raise
+            meta, created = task.result()
             return JSONResponse(meta, status_code=201 if created else 200,
                                 headers={"Location": f"/v1/templates/{meta['template_id']}"})
         finally:
@@ -245,9 +261,10 @@ def create_app(config) -> FastAPI:
             if not valid_id(template_id) or svc.templates.meta(template_id) is None:
                 raise ApiError(404, "template_not_found", f"no template with id {template_id[:80]!r}")
             up = form.files.get("audio")
-            if up is None or up.size == 0:
-                raise ApiError(400, "bad_request", "multipart field 'audio' (the speech file) is missing"
-                               if up is None else "the uploaded audio is empty")
+            if up is None:
+                raise ApiError(400, "bad_request", "multipart field 'audio' (the speech file) is missing")
+            if up.size == 0:
+                raise ApiError(422, "unprocessable_media", "the uploaded audio is empty (0 bytes)")
             audio = await run_in_threadpool(load_audio_upload, up.path, cfg.max_audio_seconds)
             prepared = await run_in_threadpool(svc.templates.acquire, template_id)
             job = Job(id=new_id(), template_id=template_id, work_dir=work, input_path=up.path,
@@ -290,6 +307,8 @@ def create_app(config) -> FastAPI:
                                 status_code=job.http_status)
         headers = {"X-Job-Id": job.id, "X-Frames": str(job.stats.get("frames", 0)),
                    "X-Audio-Seconds": f"{job.audio_seconds:.3f}"}
+        if job.stats.get("warnings"):   # JSON list, ASCII-escaped (header values are latin-1)
+            headers["X-Warnings"] = json.dumps(job.stats["warnings"])
         return _CleanupFileResponse(job.output_path, media_type="video/mp4", filename=f"dub-{job.id}.mp4",
                                     headers=headers, cleanup=(lambda: svc.jobs.forget(job)) if forget else None)
 

@@ -24,7 +24,9 @@ class ServerConfig:
     max_audio_seconds: float = 600.0     # decoded duration of one audio (422 above)
     max_queue: int = 16                  # jobs waiting for a worker (503 + Retry-After when full)
     max_active_jobs: int = 4             # jobs rendering at the same time (their frames share model batches)
-    max_template_jobs: int = 1           # template analyses at the same time (landmarks are CPU-heavy)
+    max_template_jobs: int = 4           # template analyses at the same time (they share the CPU fairly)
+    max_template_seconds: float = 600.0  # longest template video (422 above; checked in the header and decoding)
+    template_face_search_seconds: float = 10.0   # give up when no face shows in this many first seconds
     # live sessions (server/live.py)
     max_sessions: int = 4                # live sessions at the same time (503 busy above)
     session_idle_timeout_s: float = 60.0 # a live session that gets no audio for this long ends
@@ -41,6 +43,8 @@ class ServerConfig:
     mouth_region_size: int = 0           # only for official checkpoints (ours store it)
     audio_feature: str = ""              # only for official checkpoints
     audio_model_path: str = ""
+    profile: str = ""                    # preprocessing profile official | lawdnet; "" = the checkpoint's
+    amp_dtype: str = ""                  # GPU autocast fp16 | bf16; "" = the profile's
     # lifetimes
     result_ttl_s: float = 3600.0         # finished async results are deleted after this long
     shutdown_grace_s: float = 30.0       # on shutdown, running jobs get this long to finish
@@ -57,7 +61,7 @@ class ServerConfig:
         if not os.path.isfile(self.checkpoint):
             raise UserError(f"{self.checkpoint}: checkpoint file not found")
         for name in ("max_audio_mb", "max_video_mb", "max_audio_seconds", "batch_wait_ms", "result_ttl_s",
-                     "shutdown_grace_s", "threads"):
+                      "shutdown_grace_s", "threads", "max_template_seconds", "template_face_search_seconds"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 1 <= int(self.live_jpeg_quality) <= 100:

@@ -71,6 +71,7 @@ class Job:
         if self.status == SUCCEEDED:
             d["result_url"] = f"/v1/jobs/{self.id}/result"
             d["seconds"] = round(self.stats.get("seconds", 0.0), 3)
+            d["warnings"] = list(self.stats.get("warnings", []))
         return d
 
     def check_cancel(self) -> None:

@@ -1,23 +1,27 @@
-"""Checks of uploaded media against the server's limits; every failure is an ApiError with the reason."""
+"""Checks of uploaded media against the server's limits; every failure is an ApiError with the reason.
+
+Audio is decoded only up to ``max_audio_seconds`` (decoding stops as soon as the limit is passed, whatever the
+header says), so the memory one upload can take is bounded by the limit.
+"""
 from __future__ import annotations
 
 from server.errors import ApiError, user_message
 from utils.errors import UserError
+from utils.media.container import MediaTooLong
 
 
 def _header_seconds(path: str) -> float:
-    """Duration the container claims (0 when unknown); a cheap pre-check before decoding everything."""
-    import av
+    """Duration the container claims (0 when unknown); a cheap pre-check before decoding."""
+    from utils.media.container import audio_stream, header_seconds, open_media
 
     try:
-        with av.open(path) as c:
-            if c.streams.audio:
-                s = c.streams.audio[0]
-                if s.duration and s.time_base:
-                    return float(s.duration * s.time_base)
-            return (c.duration or 0) / 1e6
-    except Exception:  # the decoder gives the real reason below
+        c = open_media(path, "audio")
+    except UserError:  # the decoder gives the reason below
         return 0.0
+    try:
+        return header_seconds(audio_stream(c), c)
+    finally:
+        c.close()
 
 
 def load_audio_upload(path: str, max_seconds: float):
@@ -27,16 +31,17 @@ def load_audio_upload(path: str, max_seconds: float):
     """
     from inference.dubber import load_dub_audio
 
-    def too_long(sec):
-        return ApiError(422, "audio_too_long", f"the audio lasts {sec:.1f} s; the limit is {max_seconds:g} s")
+    def too_long(sec, more=False):
+        return ApiError(422, "audio_too_long", f"the audio lasts {'more than ' if more else ''}{sec:.1f} s; "
+                                               f"the limit is {max_seconds:g} s")
 
     claimed = _header_seconds(path)
     if max_seconds and claimed > max_seconds + 0.5:
         raise too_long(claimed)
     try:
-        audio = load_dub_audio(path)
+        audio = load_dub_audio(path, max_seconds=(max_seconds + 0.02) if max_seconds else None)
+    except MediaTooLong as e:
+        raise too_long(e.seconds, more=True) from None
     except UserError as e:
         raise ApiError(422, "unprocessable_media", user_message(e, {path: "the uploaded audio"})) from None
-    if max_seconds and audio.seconds > max_seconds + 0.02:
-        raise too_long(audio.seconds)
     return audio

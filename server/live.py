@@ -16,8 +16,11 @@ missing slots become silence (an underrun, counted) and the next speech starts a
 the end of an utterance: its last frames are sent at once with silence as look-ahead.
 
 Batches of all sessions are formed on one shared 40 ms * B grid, so their model calls arrive together at the
-server's frame batcher (server/batcher.py) and are merged. A frame not rendered by its send time is replaced by
-the previous picture (counted as dropped); a producer that falls behind skips rendering until it is on time.
+server's frame batcher (server/batcher.py) and are merged. Before the first slot the producer renders two idle
+batches (not sent) to measure the render time the lead is planned with. A frame whose render is still in flight at
+its send time may go out up to GRACE_S late (counted as late; its timestamp is unchanged); one not rendered by then
+is replaced by the previous picture (counted as dropped); a producer that falls behind skips rendering until it is
+on time.
 Nothing is written to disk; a session holds its template (ref-counted) until it ends.
 """
 from __future__ import annotations
@@ -45,6 +48,7 @@ FRAME_S = 1.0 / FPS
 RATE = 16000
 _EPOCH = time.monotonic()          # the shared batch grid of every session starts here
 MAX_LAG_S = 3.0                    # a consumer this far behind the timeline ends its session
+GRACE_S = 0.02                     # a frame whose render is still in flight at its send time may be this late
 
 
 @dataclass(eq=False)
@@ -122,6 +126,8 @@ class LiveSession:
         self._slots: collections.deque = collections.deque()
         self._last_picture: Optional[Slot] = None
         self._render_times: collections.deque = collections.deque([self.B * FRAME_S * 0.5], maxlen=12)
+        self._started = False                      # t0 is final (set by the producer after its warm-up batch)
+        self._rendering = -1                       # first slot of the batch being rendered (-1: none)
         self.closed = False
         self.close_reason = ""
         self.error: Optional[BaseException] = None
@@ -176,7 +182,7 @@ class LiveSession:
     def lead(self) -> float:
         if self.fixed_lead > 0:
             return self.fixed_lead
-        return min(max(1.25 * self.render_s + 0.03, 2 * FRAME_S), 2 * self.B * FRAME_S)
+        return min(max(1.5 * self.render_s + 0.04, 2 * FRAME_S), 2 * self.B * FRAME_S)
 
     def _jitter(self) -> int:
         return max(self._chunks) if self._chunks else FR
@@ -199,7 +205,7 @@ class LiveSession:
     def _form(self, n: int) -> tuple[list, np.ndarray]:
         """Decide the content of slots n..n+B-1; returns (slots, tentative look-ahead audio)."""
         B = self.B
-        deadline = self.send_time(n) - 1.1 * self.render_s - 0.01
+        deadline = self.send_time(n) - 1.3 * self.render_s - 0.02
         with self._cond:
             while not self.closed:
                 avail, now = len(self._queue), time.monotonic()
@@ -243,13 +249,14 @@ class LiveSession:
                 slots.append(Slot(k, self.send_time(k), np.zeros(FR, np.float32), False))
         return slots, ahead
 
-    def _windows(self, slots: list, ahead: np.ndarray) -> torch.Tensor:
+    def _windows(self, slots: list, ahead: np.ndarray, keep_history: bool = True) -> torch.Tensor:
         """(B, C, W) feature windows of the batch from the played history, the batch and the look-ahead."""
         batch = np.concatenate([s.audio for s in slots])
         la = np.zeros(self.lookahead, np.float32)
         la[:len(ahead)] = ahead
         signal = np.concatenate([self._hist, batch, la])
-        self._hist = np.concatenate([self._hist, batch])[-len(self._hist):] if len(self._hist) else self._hist
+        if keep_history and len(self._hist):
+            self._hist = np.concatenate([self._hist, batch])[-len(self._hist):]
         W = 2 * self.half + 1
         rows = self.features.rows(signal, len(slots) + 2 * self.half)          # (B + 2h, C)
         idx = np.arange(len(slots))[:, None] + np.arange(W)[None, :]
@@ -262,6 +269,7 @@ class LiveSession:
         tpl = self.prepared.template
         try:
             frames = iter_schedule(tpl.path, 1 << 60, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
+            self._warm_up()
             n = 0
             while not self.closed:
                 start = self.send_time(n) - self.lead
@@ -284,6 +292,7 @@ class LiveSession:
                 if t0 + float(np.median(self._render_times)) > slots[-1].send_at:
                     self.stats["batches_skipped"] += 1
                 else:
+                    self._rendering = n
                     out = self.dubber.render_frames(self.prepared, [s.template_index for s in slots], pictures,
                                                     windows)
                     jpegs = [self._jpeg(f) for f in out] if self.jpeg_quality else [None] * len(out)
@@ -292,6 +301,7 @@ class LiveSession:
                         for s, f, j in zip(slots, out, jpegs):
                             if not s.dropped:
                                 s.frame, s.jpeg = f, j
+                        self._rendering = -1
                 n += self.B
         except BaseException as e:  # the session ends; the transport reports it
             if not self.closed:
@@ -301,6 +311,34 @@ class LiveSession:
         finally:
             self.close(self.close_reason or "ended")
             self._finish()
+
+    def _warm_up(self) -> None:
+        """Two idle batches rendered (not sent) before the timeline starts: the first pays the one-off costs (first
+        decode, allocator, kernels), the second's time seeds the render-time estimate behind the lead. The first
+        send time is then moved later if the warm-up ran into it, so no frame of the first batch is dropped."""
+        from inference.frames import chunk_frames, iter_schedule
+
+        tpl = self.prepared.template
+        sched = iter_schedule(tpl.path, self.B, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
+        idx, pics = map(list, zip(*[next(sched) for _ in range(self.B)]))
+        silence = [Slot(i, 0.0, np.zeros(FR, np.float32), False) for i in range(self.B)]
+        windows = self._windows(silence, np.zeros(0, np.float32), keep_history=False)
+        times = []
+        for _ in range(2):
+            if self.closed:
+                return
+            t = time.monotonic()
+            out = self.dubber.render_frames(self.prepared, idx, pics, windows)
+            if self.jpeg_quality:
+                [self._jpeg(f) for f in out]
+            times.append(time.monotonic() - t)
+        with self._cond:
+            self._render_times = collections.deque([times[-1]], maxlen=12)
+            earliest = time.monotonic() + self.lead + 0.05
+            if self.t0 < earliest:
+                self.t0 = _grid_start(earliest, self.B * FRAME_S)
+            self._started = True
+            self._cond.notify_all()
 
     def _jpeg(self, rgb: np.ndarray) -> bytes:
         import cv2
@@ -313,6 +351,8 @@ class LiveSession:
     async def frames(self):
         """Yield ``(slot, picture_slot)`` at each slot's send time; ``picture_slot`` holds the picture to show
         (the slot itself, or the previous picture when the slot was not rendered in time: ``slot.dropped``)."""
+        while not self._started and not self.closed:    # the producer's warm-up fixes the first send time
+            await asyncio.sleep(0.005)
         k = 0
         while not self.closed:
             delay = self.send_time(k) - time.monotonic()
@@ -331,9 +371,17 @@ class LiveSession:
                 await asyncio.sleep(0.004)
             if slot is None:
                 return
+            # a render in flight for this slot may finish a little after the send time: the frame is sent late
+            # (its timestamp is unchanged, the receiver's playout absorbs it) rather than replaced
+            late_by = slot.send_at + GRACE_S
+            while slot.frame is None and self._rendering >= 0 and self._rendering <= k and \
+                    time.monotonic() < late_by and not self.closed:
+                await asyncio.sleep(0.002)
             with self._cond:
                 if slot.frame is None:
                     slot.dropped = True
+                elif time.monotonic() > slot.send_at + 0.002:
+                    self.stats["frames_late"] += 1
             if slot.dropped:
                 self.stats["frames_dropped"] += 1
                 if self.metrics is not None:

@@ -6,10 +6,12 @@ import os
 
 from server.batcher import BatchingInferer
 from server.config import ServerConfig
+from server.errors import user_message
 from server.jobs import Job, JobManager, check_current_job
 from server.metrics import Metrics
 from server.storage import Storage
 from server.templates import TemplateStore
+from utils.errors import UserError
 
 log = logging.getLogger("lawdnet.server")
 
@@ -31,10 +33,13 @@ class DubService:
                              audio_feature=config.audio_feature or None, audio_model_path=config.audio_model_path,
                              batch_size=config.batch_size, cache_dir=self.storage.cache, amp=config.amp,
                              cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False,
-                             threads=config.threads)
+                             threads=config.threads, profile=config.profile or None,
+                             amp_dtype=config.amp_dtype or None)
         self.batcher.target = self.dubber.runner
         self.templates = TemplateStore(self.dubber, self.storage, max_analyses=config.max_template_jobs,
-                                       max_waiting=max(1, config.max_queue), memory=config.template_memory)
+                                       max_waiting=max(1, config.max_queue), memory=config.template_memory,
+                                       max_seconds=config.max_template_seconds,
+                                       face_search_seconds=config.template_face_search_seconds, metrics=self.metrics)
         self.jobs = JobManager(self._render, self.storage, max_active=config.max_active_jobs,
                                max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
                                on_finish=self._release_template)
@@ -55,7 +60,8 @@ class DubService:
     def describe(self) -> dict:
         d = self.dubber
         return {"device": str(d.device), "mouth_region_size": d.mouth_region_size,
-                "audio_feature": d.audio_feature, "checkpoint": os.path.basename(self.config.checkpoint),
+                "audio_feature": d.audio_feature, "profile": d.profile.name,
+                "checkpoint": os.path.basename(self.config.checkpoint),
                 "batch_size": d.batch_size, "max_batch_frames": self.batcher.max_frames}
 
     def _render(self, job: Job) -> dict:
@@ -64,7 +70,10 @@ class DubService:
             job.check_cancel()   # runs in the encode thread: stops a cancelled job within a frame
 
         job.frames_total = job.audio.num_frames
-        return self.dubber.dub(job.template, job.audio, job.output_path, progress_callback=progress)
+        stats = self.dubber.dub(job.template, job.audio, job.output_path, progress_callback=progress)
+        names = {os.path.basename(job.input_path): "the uploaded audio", "video.upload": "the template video"}
+        stats["warnings"] = [user_message(UserError(w), names) for w in stats.get("warnings", [])]
+        return stats
 
     def _release_template(self, job: Job) -> None:
         if job.template is not None:

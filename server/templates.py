@@ -3,10 +3,16 @@
 The id is the first 24 hex digits of the video's SHA-256, so uploading the same video twice gives the same id
 and no second analysis. Landmarks live in the inference cache (``<data_dir>/cache``, keyed by content and
 settings), so a restarted server reloads a template without detecting faces again.
+
+Analyses are bounded and independent: up to ``max_analyses`` run at the same time, each with its own face
+detector (they share dlib's read-only shape predictor), so a long analysis never holds up a short one; a video
+longer than ``max_seconds`` is refused from its header or as soon as decoding passes the limit; one without a
+face in its first ``face_search_seconds`` is refused there; an analysis whose client hung up is cancelled.
 """
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import threading
 import time
@@ -18,12 +24,16 @@ from utils.errors import UserError
 
 
 class TemplateStore:
-    def __init__(self, dubber, storage, max_analyses: int = 1, max_waiting: int = 8, memory: int = 8):
+    def __init__(self, dubber, storage, max_analyses: int = 4, max_waiting: int = 8, memory: int = 8,
+                 max_seconds: float = 0.0, face_search_seconds: float = 0.0, metrics=None):
         self.dubber = dubber
         self.storage = storage
         self.max_analyses = int(max_analyses)
         self.max_waiting = int(max_waiting)
         self.memory = int(memory)
+        self.limits = {"max_seconds": float(max_seconds) or None,
+                       "face_search_seconds": float(face_search_seconds) or None}
+        self.metrics = metrics
         self._lock = threading.Lock()
         self._lru: collections.OrderedDict = collections.OrderedDict()   # id -> PreparedTemplate
         self._refs: collections.Counter = collections.Counter()          # id -> jobs using it
@@ -50,10 +60,11 @@ class TemplateStore:
                 raise
         return self._detectors.get()
 
-    def _prepare(self, path: str):
+    def _prepare(self, path: str, cancel=None, limits: bool = False):
         det = self._take_detector()
         try:
-            return self.dubber.prepare_template(path, use_cache=True, detector=det)
+            return self.dubber.prepare_template(path, use_cache=True, detector=det, cancel=cancel,
+                                                **(self.limits if limits else {}))
         finally:
             self._detectors.put(det)
 
@@ -71,12 +82,15 @@ class TemplateStore:
         return self._pending
 
     # ------------------------------------------------------------------ add
-    def add(self, upload) -> tuple[dict, bool]:
-        """Analyse and store an uploaded video (blocking; call from a worker thread).
+    def add(self, upload, cancel=None) -> tuple[dict, bool]:
+        """Analyse and store an uploaded video or still image (blocking; call from a worker thread).
 
-        Returns (meta, created). Raises ApiError 422 for a file that is not a usable video / has no face,
-        503 when too many analyses are waiting.
+        Returns (meta, created). Raises ApiError 422 for a file that is not a usable video / has no face / is
+        too long, 503 when too many analyses are waiting; ``AnalysisCancelled`` once ``cancel`` is set.
         """
+        from inference.template import AnalysisCancelled
+        from utils.media.container import MediaTooLong
+
         template_id = upload.sha256[:24]
         with self._lock:
             if self._pending >= self.max_analyses + self.max_waiting:
@@ -90,16 +104,24 @@ class TemplateStore:
                 if existing is not None:
                     return existing, False
                 t0 = time.perf_counter()
+                names = {upload.path: "the uploaded video", os.path.basename(upload.path): "the uploaded video"}
                 try:
-                    prepared = self._prepare(upload.path)
+                    prepared = self._prepare(upload.path, cancel=cancel, limits=True)
+                except AnalysisCancelled:
+                    if self.metrics is not None:
+                        self.metrics.inc("template_analyses_cancelled_total")
+                    raise
+                except MediaTooLong as e:
+                    raise ApiError(422, "template_too_long", user_message(e, names)) from None
                 except UserError as e:
-                    raise ApiError(422, "unprocessable_media",
-                                   user_message(e, {upload.path: "the uploaded video"})) from None
+                    raise ApiError(422, "unprocessable_media", user_message(e, names)) from None
                 t = prepared.template
                 meta = {"template_id": template_id, "frames": int(t.num_frames), "fps": 25.0,
                         "seconds": round(t.num_frames / 25.0, 3), "width": int(t.width), "height": int(t.height),
-                        "faceless_frames": int(t.num_faceless), "bytes": int(upload.size), "created": time.time(),
-                        "analysis_seconds": round(time.perf_counter() - t0, 3)}
+                        "faceless_frames": int(t.num_faceless), "shots": int(t.num_tracks),
+                        "still": int(t.num_frames) == 1, "bytes": int(upload.size), "created": time.time(),
+                        "analysis_seconds": round(time.perf_counter() - t0, 3),
+                        "warnings": [user_message(UserError(w), names) for w in t.warnings]}
                 self.storage.commit_template(template_id, upload.path, meta)
                 # reload from the final location (cache hit): the dubber reads frames from template.path
                 self._remember(template_id, self._prepare(self.storage.template_video(template_id)))

@@ -18,7 +18,7 @@ from server.errors import ApiError
 MAX_FIELD_BYTES = 64 * 1024
 DRAIN_CAP = 32 * 1024 * 1024           # read and discard at most this much past a limit
 # Part content types accepted for media fields (browsers and curl send these, or nothing).
-_MEDIA_PREFIXES = ("audio/", "video/")
+_MEDIA_PREFIXES = ("audio/", "video/", "image/")   # image/*: a still photo as the template
 _GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream", "application/mp4", "application/ogg")
 
 
@@ -101,7 +101,7 @@ class _State:
         if not media_type_ok(ctype):
             return self.fail(ApiError(415, "unsupported_media_type",
                                       f"field {name!r} has content type {ctype.split(';')[0]!r}; send audio/*, "
-                                      "video/* or application/octet-stream"))
+                                      "video/*, image/* or application/octet-stream"))
         # the server's own name: the client filename (opts[b"filename"]) never reaches the file system
         path = os.path.join(self.work_dir, f"{name}.upload")
         self.cur = UploadedFile(path, 0, ctype.split(";")[0].strip().lower())

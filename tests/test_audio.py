@@ -7,18 +7,16 @@ the outputs are checked against independent numpy / torch-functional implementat
 """
 from __future__ import annotations
 
-import enum
 import hashlib
 import os
 import subprocess
 import sys
-import types
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 import scipy.io.wavfile
 
+from ds2_reference import ds2_reference, speech_like, tiny_ds2_state, write_ds2_checkpoint
 from utils.audio.base import make_windows
 from utils.audio.features import extract_features, get_frontend
 from utils.audio.mel import MelFrontEnd, mel_to_hz
@@ -46,18 +44,6 @@ def _sine(freq, sr, dur, amp=0.5):
 def _dominant_freq(x, sr=SR):
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return np.argmax(spec) * sr / len(x)
-
-
-def _speech_like(dur, sr=SR, seed=0):
-    """Harmonic 'voice' (120 Hz + harmonics, formant-like envelope) modulated at syllable rate, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(dur * sr)) / sr
-    f0 = 120 * (1 + 0.1 * np.sin(2 * np.pi * 0.7 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    voice = sum(np.sin(k * phase) * np.exp(-((k * 120 - 700) / 900.0) ** 2) for k in range(1, 30))
-    env = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) ** 2
-    x = voice * env + 0.01 * rng.standard_normal(len(t))
-    return 0.3 * x / np.max(np.abs(x))
 
 
 # ------------------------------------------------------------------------------------------ audio_io
@@ -207,7 +193,7 @@ def test_mel_layout_silence_and_fixed_normalisation():
     assert fe.name == "mel" and fe.dim == 80
     silence = fe(np.zeros(SR))
     assert silence.shape == (25, 80) and np.all(silence == -1.0)
-    speech = _speech_like(1.0)
+    speech = speech_like(1.0)
     loud = fe(speech)
     assert loud.mean() > -0.3 and np.abs(loud - silence).mean() > 0.5
     # Fixed normalisation: 20 dB quieter -> every voiced value drops by 20/50 = 0.4, silence stays -1.
@@ -248,9 +234,11 @@ def test_get_frontend_errors(tmp_path):
         get_frontend("deepspeech2", str(bogus))
 
 
-def _check_lengths(fe, dim):
-    """len(features) == num_frames for audio shorter than, equal to and longer than the video."""
-    speech = _speech_like(1.0)
+def _check_lengths(fe, dim, silence_padding=True):
+    """len(features) == num_frames for audio shorter than, equal to and longer than the video (with
+    ``silence_padding``: missing audio gives the features of explicit silence; DeepSpeech2 instead normalises
+    over the real samples, as the original)."""
+    speech = speech_like(1.0)
     for n_samples in (5 * 640 + 100, 7 * 640, 9 * 640 + 300):
         out = fe(speech[:n_samples], 7)
         assert out.shape == (7, dim) and out.dtype == np.float32 and np.all(np.isfinite(out))
@@ -260,15 +248,16 @@ def _check_lengths(fe, dim):
     # Surplus audio is ignored far from the end; missing audio is silence.
     longer, exact = fe(speech, 7), fe(speech[:7 * 640], 7)
     assert np.all(np.isfinite(longer)) and np.all(np.isfinite(exact))
-    short = fe(speech[:5 * 640], 7)
-    padded = fe(np.concatenate([speech[:5 * 640], np.zeros(2 * 640)]), 7)
-    np.testing.assert_allclose(short, padded, rtol=1e-5, atol=1e-5)
+    if silence_padding:
+        short = fe(speech[:5 * 640], 7)
+        padded = fe(np.concatenate([speech[:5 * 640], np.zeros(2 * 640)]), 7)
+        np.testing.assert_allclose(short, padded, rtol=1e-5, atol=1e-5)
 
 
 def test_mel_lengths_and_extract_features(tmp_path):
     _check_lengths(get_frontend("mel"), 80)
     path = tmp_path / "speech.wav"
-    save_wav(str(path), _speech_like(1.0))
+    save_wav(str(path), speech_like(1.0))
     feats = extract_features(str(path))
     assert feats.shape == (25, 80)
     assert extract_features(str(path), num_frames=30).shape == (30, 80)
@@ -367,7 +356,7 @@ def test_deepspeech_graph_matches_numpy_reference(tmp_path):
     _write_ds1_graph(path, w)
     fe = get_frontend("deepspeech", str(path))
     assert fe.name == "deepspeech" and fe.dim == 29
-    speech = _speech_like(0.8)[: 20 * 640]
+    speech = speech_like(0.8)[: 20 * 640]
     out = fe(speech, 20)
     ref = _ds1_reference(speech, w)
     assert ref.shape == (20, 29)  # F*40 ms -> exactly F rows (spec 3.1 arithmetic)
@@ -397,168 +386,22 @@ def test_deepspeech_graph_missing_nodes(tmp_path):
 # ------------------------------------------------------------------------------------------ deepspeech2
 
 
-def _fake_module(name, **attrs):
-    mod = types.ModuleType(name)
-    for k, v in attrs.items():
-        v.__module__, v.__qualname__ = name, k
-        setattr(mod, k, v)
-    return mod
-
-
-def _tiny_ds2_state(seed=1, hidden=8, layers=2, classes=29):
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, scale=1.0):
-        return torch.randn(*shape, generator=g) * scale
-
-    def bn(prefix, n, sd):
-        sd[prefix + "weight"] = 1 + 0.1 * rnd(n)
-        sd[prefix + "bias"] = 0.1 * rnd(n)
-        sd[prefix + "running_mean"] = 0.1 * rnd(n)
-        sd[prefix + "running_var"] = 1 + 0.2 * rnd(n).abs()
-        sd[prefix + "num_batches_tracked"] = torch.tensor(100)
-
-    sd = OrderedDict()
-    sd["conv.seq_module.0.weight"] = rnd(32, 1, 41, 11, scale=0.05)
-    sd["conv.seq_module.0.bias"] = 0.1 * rnd(32)
-    bn("conv.seq_module.1.", 32, sd)
-    sd["conv.seq_module.3.weight"] = rnd(32, 32, 21, 11, scale=0.01)
-    sd["conv.seq_module.3.bias"] = 0.1 * rnd(32)
-    bn("conv.seq_module.4.", 32, sd)
-    for i in range(layers):
-        n_in = 32 * 41 if i == 0 else hidden
-        if i > 0:
-            bn(f"rnns.{i}.batch_norm.module.", n_in, sd)
-        for sfx in ("", "_reverse"):
-            sd[f"rnns.{i}.rnn.weight_ih_l0{sfx}"] = rnd(4 * hidden, n_in, scale=1 / np.sqrt(n_in))
-            sd[f"rnns.{i}.rnn.weight_hh_l0{sfx}"] = rnd(4 * hidden, hidden, scale=1 / np.sqrt(hidden))
-            sd[f"rnns.{i}.rnn.bias_ih_l0{sfx}"] = 0.1 * rnd(4 * hidden)
-            sd[f"rnns.{i}.rnn.bias_hh_l0{sfx}"] = 0.1 * rnd(4 * hidden)
-    bn("fc.0.module.0.", hidden, sd)
-    sd["fc.0.module.1.weight"] = rnd(classes, hidden, scale=1.0)
-    return sd
-
-
-def _write_ds2_checkpoint(path, sd):
-    """Lightning layout; hyper_parameters pickled as omegaconf / enum / AttributeDict objects whose packages
-    are NOT importable when the test loads the file (as on a machine without Lightning, Hydra, omegaconf)."""
-    import torch
-
-    class SpectrogramWindow(enum.Enum):
-        hamming = "hamming"
-        hann = "hann"
-
-    class AttributeDict(dict):
-        pass
-
-    class DictConfig:
-        def __init__(self, content):
-            self._content = content
-
-        def __getstate__(self):
-            return {"_metadata": {"object_type": "SpectConfig"}, "_parent": None, "_content": self._content}
-
-    class AnyNode:
-        def __init__(self, val, parent=None):
-            self._val, self._parent = val, parent
-
-        def __getstate__(self):
-            return {"_val": self._val, "_metadata": {}, "_parent": self._parent}
-
-    mods = {
-        "deepspeech_pytorch.enums": _fake_module("deepspeech_pytorch.enums", SpectrogramWindow=SpectrogramWindow),
-        "pytorch_lightning.utilities.parsing": _fake_module("pytorch_lightning.utilities.parsing", AttributeDict=AttributeDict),
-        "omegaconf.dictconfig": _fake_module("omegaconf.dictconfig", DictConfig=DictConfig),
-        "omegaconf.nodes": _fake_module("omegaconf.nodes", AnyNode=AnyNode),
-    }
-    for name in list(mods):  # pickle imports the parent packages too
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            mods.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
-    saved = {k: sys.modules.get(k) for k in mods}
-    sys.modules.update(mods)
-    try:
-        spect = DictConfig({})
-        spect._content = {"sample_rate": AnyNode(16000, spect), "window_size": AnyNode(0.02, spect),
-                          "window_stride": AnyNode(0.01, spect), "window": AnyNode(SpectrogramWindow.hamming, spect)}
-        model_cfg = DictConfig({"hidden_size": AnyNode(8), "hidden_layers": AnyNode(2)})
-        labels = list("_'ABCDEFGHIJKLMNOPQRSTUVWXYZ ")
-        ckpt = {"epoch": 16, "global_step": 1234, "pytorch-lightning_version": "1.2.0", "state_dict": sd,
-                "hyper_parameters": AttributeDict(labels=labels, model_cfg=model_cfg, precision=16, spect_cfg=spect),
-                "optimizer_states": [], "lr_schedulers": []}
-        torch.save(ckpt, path)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-def _ds2_reference(samples, sd):
-    """torch-functional DeepSpeech2: torch.stft spectrogram, F.conv2d/batch_norm, hand-written LSTM, summed dirs."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.tensor(samples, dtype=torch.float64)
-    spec = torch.stft(x, 320, hop_length=160, win_length=320, window=torch.hamming_window(320, periodic=True, dtype=torch.float64),
-                      center=True, pad_mode="constant", return_complex=True).abs().log1p()
-    spec = ((spec - spec.mean()) / spec.std()).float()
-    sd = {k: v.float() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-
-    def bn(v, p):
-        return F.batch_norm(v, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"], False, 0.0, 1e-5)
-
-    h = spec[None, None]
-    h = F.hardtanh(bn(F.conv2d(h, sd["conv.seq_module.0.weight"], sd["conv.seq_module.0.bias"], (2, 2), (20, 5)),
-                      "conv.seq_module.1."), 0, 20)
-    h = F.hardtanh(bn(F.conv2d(h, sd["conv.seq_module.3.weight"], sd["conv.seq_module.3.bias"], (2, 1), (10, 5)),
-                      "conv.seq_module.4."), 0, 20)
-    seq = h[0].reshape(-1, h.shape[-1]).T.double().numpy()  # (T, 32*41)
-
-    def lstm(s, p, sfx):
-        wi, wh = sd[f"{p}weight_ih_l0{sfx}"].double().numpy(), sd[f"{p}weight_hh_l0{sfx}"].double().numpy()
-        b = (sd[f"{p}bias_ih_l0{sfx}"] + sd[f"{p}bias_hh_l0{sfx}"]).double().numpy()
-        n = wh.shape[1]
-        hh, c, out = np.zeros(n), np.zeros(n), []
-        sig = lambda v: 1 / (1 + np.exp(-v))
-        for v in s:
-            z = wi @ v + wh @ hh + b
-            i, f, gg, o = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
-            c = sig(f) * c + sig(i) * np.tanh(gg)
-            hh = sig(o) * np.tanh(c)
-            out.append(hh)
-        return np.array(out)
-
-    layer = 0
-    while f"rnns.{layer}.rnn.weight_ih_l0" in sd:
-        p = f"rnns.{layer}."
-        if layer > 0:
-            seq = bn(torch.tensor(seq, dtype=torch.float32), p + "batch_norm.module.").double().numpy()
-        seq = lstm(seq, p + "rnn.", "") + lstm(seq[::-1], p + "rnn.", "_reverse")[::-1]
-        layer += 1
-    seq = bn(torch.tensor(seq, dtype=torch.float32), "fc.0.module.0.").double().numpy()
-    return (seq @ sd["fc.0.module.1.weight"].double().numpy().T)[::2]
-
-
 def test_deepspeech2_checkpoint_matches_reference(tmp_path):
-    sd = _tiny_ds2_state()
+    sd = tiny_ds2_state()
     path = tmp_path / "LibriSpeech_Pretrained_v3.ckpt"
-    _write_ds2_checkpoint(path, sd)
+    write_ds2_checkpoint(path, sd)
     assert "omegaconf.dictconfig" not in sys.modules
     fe = get_frontend("deepspeech2", str(path))
     assert fe.name == "deepspeech2" and fe.dim == 29
     assert fe.spect_cfg["window"] == "hamming" and fe.spect_cfg["window_size"] == 0.02
     assert fe.labels[0] == "_" and fe.labels[-1] == " "
-    speech = _speech_like(0.8)[: 20 * 640]
+    speech = speech_like(0.8)[: 20 * 640]
     out = fe(speech, 20)
-    ref = _ds2_reference(speech, sd)
+    ref = ds2_reference(speech, sd)
     assert ref.shape == (21, 29)  # F*40 ms -> F+1 rows in the original (bug 13); we keep exactly F
     np.testing.assert_allclose(out, ref[:20], rtol=1e-3, atol=1e-3)
     assert np.std(out) > 0.05
-    _check_lengths(fe, 29)
+    _check_lengths(fe, 29, silence_padding=False)
     silent = fe(np.zeros(SR))  # the original failed on silent clips (bug 22)
     assert silent.shape == (25, 29) and np.all(np.isfinite(silent))
 
@@ -590,7 +433,7 @@ def test_hubert_folder(tmp_path):
     model.save_pretrained(folder)
     fe = get_frontend("hubert", str(folder))
     assert fe.name == "hubert" and fe.dim == 16
-    speech = _speech_like(0.6).astype(np.float32)[: 12 * 640]
+    speech = speech_like(0.6).astype(np.float32)[: 12 * 640]
     out = fe(speech, 12)
     # Reference: 40 samples of padding each side -> 24 encoder frames, averaged in pairs.
     with torch.no_grad():
@@ -600,7 +443,7 @@ def test_hubert_folder(tmp_path):
     _check_lengths(fe, 16)
     # Long audio goes through overlapping chunks and still gives one row per frame.
     fe.chunk_frames, fe.chunk_context = 10, 3
-    chunked = fe(_speech_like(1.0), 25)
+    chunked = fe(speech_like(1.0), 25)
     assert chunked.shape == (25, 16) and np.all(np.isfinite(chunked))
     os.remove(folder / "model.safetensors")
     with pytest.raises(UserError, match="no model weights"):

@@ -62,7 +62,7 @@ def _wait_no_sessions(live, timeout=30.0):
 # ---------------------------------------------------------------------------- streaming features
 
 def test_streaming_mel_equals_offline_and_learned_frontends_converge(tmp_path):
-    from test_audio import _tiny_ds2_state, _write_ds2_checkpoint
+    from ds2_reference import tiny_ds2_state, write_ds2_checkpoint
 
     from utils.audio.features import get_frontend
 
@@ -74,7 +74,7 @@ def test_streaming_mel_equals_offline_and_learned_frontends_converge(tmp_path):
                                    atol=1e-5)
     assert feature_difference(mel, x, 4, 0, 0)["max_abs"] > 0.05   # without context it is not
     ds2_path = tmp_path / "ds2.ckpt"
-    _write_ds2_checkpoint(ds2_path, _tiny_ds2_state())
+    write_ds2_checkpoint(ds2_path, tiny_ds2_state())
     ds2 = get_frontend("deepspeech2", str(ds2_path))
     none = feature_difference(ds2, x, 4, 0, 0)["relative"]
     small = feature_difference(ds2, x, 4, 2, 640)["relative"]

@@ -1,7 +1,9 @@
 """The HTTP dubbing server under real conditions: uvicorn on a free loopback port (in a thread), a tiny real
 LawDNet checkpoint, a synthetic talking-head template and espeak-ng speech; the client of client_LawDNet.py."""
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +77,8 @@ def assets(tmp_path_factory):
 def live(assets):
     srv = LiveServer(checkpoint=assets["ckpt"], device="cpu", data_dir=str(assets["root"] / "data"),
                      max_active_jobs=4, max_queue=4, max_audio_mb=0.5, max_audio_seconds=4.0, batch_size=8,
-                     max_batch_frames=32, batch_wait_ms=20)
+                     max_batch_frames=32, batch_wait_ms=20, max_template_seconds=10.0,
+                     template_face_search_seconds=2.0)
     client = LawDNetClient(srv.url, retries=0)
     tid = client.upload_template(assets["video"])["template_id"]
     yield {"srv": srv, "client": client, "tid": tid, "tmp": os.path.join(srv.service.storage.tmp)}
@@ -265,3 +268,177 @@ def test_template_delete(assets, live, tmp_path):
         c.delete_template(tid)
     assert e.value.status == 404
     assert [t["template_id"] for t in c.list_templates()] == [live["tid"]]
+
+
+# ------------------------------------------------------------------------------------------ hostile media
+
+FF = shutil.which("ffmpeg")
+
+
+def ff(*args, out=None):
+    cmd = [FF, "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
+    if out is None:
+        subprocess.run(cmd, check=True)
+    else:
+        with open(out, "wb") as fh:          # to a pipe: the muxer cannot go back to write lengths or an index
+            subprocess.run(cmd + ["pipe:1"], stdout=fh, check=True)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+class PeakRss:
+    """Peak growth of this process's resident memory (the server runs in it) while the block runs."""
+
+    def __enter__(self):
+        self.base, self.peak, self._stop = _rss_mb(), 0.0, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mb() - self.base)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss_mb() - self.base)
+
+
+@pytest.fixture(scope="module")
+def hostile(assets, tmp_path_factory):
+    if FF is None:
+        pytest.skip("needs the ffmpeg command line tool")
+    d = tmp_path_factory.mktemp("hostile")
+    # 30 min of 48 kHz silence as FLAC (~250 KB): without any length in its header, and with a header claiming 1 s
+    ff("-f", "lavfi", "-i", "anullsrc=r=48000:cl=mono", "-t", 1800, "-c:a", "flac", "-f", "flac", out=d / "nolen.flac")
+    data = bytearray((d / "nolen.flac").read_bytes())
+    info = int.from_bytes(data[18:26], "big")                 # STREAMINFO: rate, channels, bits, total samples
+    data[18:26] = ((info & ~((1 << 36) - 1)) | 48000).to_bytes(8, "big")
+    (d / "lies.flac").write_bytes(bytes(data))
+    grey = ["-f", "lavfi", "-i", "color=c=gray:size=64x64:rate={r}", "-t", "{t}", "-c:v", "libx264", "-preset",
+            "ultrafast", "-pix_fmt", "yuv420p"]
+    ff(*[a.format(r=25, t=8) for a in grey], "-f", "matroska", out=d / "grey_nolen.mkv")    # no face, no length
+    ff(*[a.format(r=1, t=1800) for a in grey], d / "grey_30min.mp4")                          # no face, 30 min
+    # the template looped to 8-10 s ("long", under the 10 s limit), a bit shorter ("mid") and to 11-13 s ("over")
+    dur = probe(assets["video"]).duration
+    loops = {"long": int(10 // dur) - 1, "mid": int(10 // dur) - 2, "over": int(np.ceil(11 / dur)) - 1}
+    for name, n in loops.items():
+        ff("-stream_loop", n, "-i", assets["video"], "-c", "copy", "-f", "matroska", out=d / f"{name}.mkv")
+    # the "over" one whose header says 2 s (movie, track and media durations patched): only decoding can tell
+    ff("-stream_loop", loops["over"], "-i", assets["video"], "-c", "copy", d / "lies.mp4")
+    mp4 = bytearray((d / "lies.mp4").read_bytes())
+    movie_scale = None
+    for tag, at in ((b"mvhd", 12), (b"tkhd", None), (b"mdhd", 12)):
+        pos = mp4.find(tag)
+        while pos >= 0:
+            assert mp4[pos + 4] == 0                          # version 0 boxes: 32-bit fields
+            scale = int.from_bytes(mp4[pos + 4 + at:pos + 8 + at], "big") if at else movie_scale
+            movie_scale = movie_scale or scale
+            off = pos + 4 + (at + 4 if at else 20)
+            mp4[off:off + 4] = (2 * scale).to_bytes(4, "big")
+            pos = mp4.find(tag, pos + 4)
+    (d / "lies.mp4").write_bytes(bytes(mp4))
+    (d / "loop.ffconcat").write_text(f"ffconcat version 1.0\nfile '{d / 'loop.ffconcat'}'\n")
+    return d
+
+
+def test_hostile_audio_refused_with_bounded_memory(live, hostile):
+    url, tid = live["srv"].url, live["tid"]
+    for name in ("nolen.flac", "lies.flac"):
+        with PeakRss() as mem:
+            r = httpx.post(f"{url}/v1/dub", files={"audio": (name, (hostile / name).read_bytes(), "audio/flac")},
+                           data={"template_id": tid}, timeout=120)
+        assert r.status_code == 422 and r.json()["error"] == "audio_too_long", r.text
+        # decoding stopped at the 4 s limit: 30 min decoded would take > 600 MB (48 kHz float)
+        assert mem.peak < 100, f"{name}: the server grew by {mem.peak:.0f} MB"
+    r = httpx.post(f"{url}/v1/dub", files={"audio": ("x.wav", (hostile / "loop.ffconcat").read_bytes(), "audio/wav")},
+                   data={"template_id": tid}, timeout=60)
+    assert r.status_code == 422 and "concat list" in r.json()["detail"]
+    r = httpx.post(f"{url}/v1/dub", files={"audio": ("x.wav", b"", "audio/wav")}, data={"template_id": tid})
+    assert r.status_code == 422 and "empty" in r.json()["detail"]
+    assert os.listdir(live["tmp"]) == []
+    _healthy(live)
+
+
+def test_hostile_templates_refused_early(live, hostile):
+    url = live["srv"].url
+
+    def upload(name, body=None):
+        data = (hostile / name).read_bytes() if body is None else body
+        with PeakRss() as mem:
+            r = httpx.post(f"{url}/v1/templates", files={"video": (name, data, "video/mp4")}, timeout=300)
+        assert mem.peak < 150, f"{name}: the server grew by {mem.peak:.0f} MB"
+        return r.status_code, r.json()
+
+    st, body = upload("empty.mp4", b"")
+    assert st == 422 and "empty" in body["detail"]
+    st, body = upload("loop.ffconcat")
+    assert st == 422 and "concat list" in body["detail"]
+    st, body = upload("grey_30min.mp4")                                    # refused from its header
+    assert st == 422 and body["error"] == "template_too_long" and "1800.0 s" in body["detail"]
+    st, body = upload("grey_nolen.mkv")                                    # gives up after 2 s without a face
+    assert st == 422 and "no face found in the first 2 s" in body["detail"]
+    st, body = upload("over.mkv")                                          # no length in the header: demuxed
+    assert st == 422 and body["error"] == "template_too_long" and "the limit is 10 s" in body["detail"]
+    st, body = upload("lies.mp4")                                          # a lying header: stopped while decoding
+    assert st == 422 and body["error"] == "template_too_long" and "more than 10 s" in body["detail"]
+    assert "/" not in body["detail"]                                       # no server paths
+    assert os.listdir(live["tmp"]) == []
+    _healthy(live)
+
+
+def test_template_analyses_run_side_by_side_and_abandoned_ones_stop(assets, live, hostile, tmp_path):
+    svc, url, c = live["srv"].service, live["srv"].url, live["client"]
+    before = set(t["template_id"] for t in c.list_templates())
+    long_result = {}
+
+    def upload_long():
+        with open(hostile / "long.mkv", "rb") as f:
+            r = httpx.post(f"{url}/v1/templates", files={"video": ("long.mkv", f, "video/x-matroska")}, timeout=300)
+        long_result["status"] = r.status_code
+
+    t = threading.Thread(target=upload_long)
+    t.start()
+    end = time.time() + 60
+    while svc.templates.pending == 0:
+        assert time.time() < end and t.is_alive()
+        time.sleep(0.02)
+    short = make_talking_head(tmp_path / "short.mp4", "Hi.", size=128, seed=7, head_motion=0.0, preset="veryfast",
+                              lead_s=0.1, tail_s=0.1)["video"]
+    tid = c.upload_template(short)["template_id"]
+    assert t.is_alive(), "the short upload had to wait for the long analysis"
+    t.join(300)
+    assert long_result["status"] == 201
+    c.delete_template(tid)
+    # an upload whose client hangs up is cancelled: not stored, its folder removed
+    counters = lambda: svc.metrics.snapshot()["counters"].get("template_analyses_cancelled_total", 0)  # noqa: E731
+    cancelled = counters()
+    data = (hostile / "mid.mkv").read_bytes()                              # another video
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{url}/v1/templates", files={"video": ("gone.mkv", data, "video/x-matroska")}, timeout=1.0)
+    end = time.time() + 60
+    while counters() == cancelled or os.listdir(live["tmp"]):
+        assert time.time() < end, "the abandoned analysis was not cancelled"
+        time.sleep(0.1)
+    assert svc.templates.pending == 0
+    after = set(t["template_id"] for t in c.list_templates())
+    assert len(after - before) == 1                                        # only the long one was stored
+    c.delete_template((after - before).pop())
+    _healthy(live)
+
+
+def test_still_photo_template_upload(live, tmp_path):
+    from PIL import Image
+
+    head = make_talking_head(tmp_path / "p.mp4", "Hi.", size=128, seed=8, head_motion=0.0, preset="veryfast",
+                             lead_s=0.1, tail_s=0.1)
+    Image.fromarray(read_frames(head["video"], max_frames=1)[0]).save(tmp_path / "photo.jpg", quality=95)
+    with open(tmp_path / "photo.jpg", "rb") as f:
+        r = httpx.post(f"{live['srv'].url}/v1/templates", files={"video": ("photo.jpg", f, "image/jpeg")}, timeout=120)
+    assert r.status_code == 201 and r.json()["frames"] == 1 and r.json()["still"] is True
+    live["client"].delete_template(r.json()["template_id"])

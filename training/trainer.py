@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from config.config import ModelConfig, TrainConfig, crop_size
+from config.profile import resolve_profile
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset, worker_init
 from models.checkpoint import checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
@@ -120,7 +121,10 @@ class _Stage:
         self.disc_kwargs = disc_kwargs
         H, W = crop_size(cfg.mouth_region_size)
         self._check_patch(H, W, disc_kwargs)
-        self.mask = mouth_mask(H, W, self.device)
+        # the source mask of the run's preprocessing profile (stored in its checkpoints, used again at inference)
+        self.profile = resolve_profile(cfg.profile, getattr(self, "_init_profile", None))
+        self.mask = mouth_mask(H, W, self.device, profile=self.profile)
+        self.log(f"preprocessing profile {self.profile.name} ({self.profile.source_mask} source mask)")
         if info.distributed:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             # the official forward computes only the last warp branch: branch 0's parameters get no gradient
@@ -175,6 +179,7 @@ class _Stage:
             raise UserError(f"--init_from {path} was trained on '{ckpt_info['audio_feature']}' features, the "
                             f"data gives '{self.audio_feature}' (pass --audio_feature)")
         gen.load_state_dict(ckpt_info["state_dict"], strict=True)
+        self._init_profile = ckpt_info["profile"]
         self.log(f"initialised the generator from {path}")
         # the spatial discriminator is fully convolutional: the previous stage's one fits any crop size, and
         # starting it trained spares the generator a fresh discriminator's noisy gradients
@@ -199,6 +204,13 @@ class _Stage:
             return
         ck = read_checkpoint(chosen)
         sd = ck["state_dict"]
+        stored = ck.get("profile")
+        if stored and stored != self.profile.name:   # never switch the source mask in the middle of a run
+            if self.cfg.profile:
+                raise UserError(f"--resume: {chosen} was trained with the '{stored}' preprocessing profile, "
+                                f"not '{self.cfg.profile}'")
+            self.profile = resolve_profile(stored)
+            self.mask = mouth_mask(*self.mask.shape[-2:], self.device, profile=self.profile)
         self.gen.load_state_dict(checkpoint_info(ck, chosen)["state_dict"], strict=True)
         self.d_s.load_state_dict(sd["net_dI"])
         if self.d_t is not None:
@@ -235,7 +247,7 @@ class _Stage:
         if self.d_t is not None:
             state["net_dV"] = {k: v.detach().cpu() for k, v in self.d_t.state_dict().items()}
         return lawdnet_checkpoint(
-            self.gen, self.audio_feature, self.cfg.mouth_region_size, state_dict=state,
+            self.gen, self.audio_feature, self.cfg.mouth_region_size, self.profile.name, state_dict=state,
             optimizer={"g": self.opt_g.state_dict(), "d": [o.state_dict() for o in self.opt_d]},
             scheduler=[s.state_dict() for s in self.scheds], scaler=self.scaler.state_dict(), rng=rng,
             epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,

@@ -20,3 +20,15 @@ def cli_main(fn):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def warn(message: str, notes=None) -> None:
+    """Report suspicious input: appended to ``notes`` (a list the caller reports, e.g. in its statistics) or,
+    without one, printed as one ``warning: ...`` line on stderr."""
+    if notes is not None:
+        if message not in notes:
+            notes.append(message)
+        return
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

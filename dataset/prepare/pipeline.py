@@ -39,6 +39,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from config.config import AUDIO_FEATURES, DataConfig
+from config.profile import LAWDNET, get_profile
 from dataset.prepare.layout import FPS, VIDEO_EXTS, Layout, atomic_json, outputs_complete, read_json
 from dataset.prepare.report import count_statuses
 from dataset.prepare.stages import (
@@ -153,9 +154,10 @@ def expand_stages(stages: Iterable[str]) -> list[str]:
     return [s for s in VIDEO_STAGES if s in want]
 
 
-def _remove_outputs(L: Layout, vid: str, keep_csv: bool) -> None:
-    """Drop stale outputs of a video whose source changed (a user-provided CSV is kept)."""
-    for p in [L.video(vid), L.wav(vid)] + [L.feature(f, vid) for f in AUDIO_FEATURES] + ([] if keep_csv else [L.csv(vid)]):
+def _remove_outputs(L: Layout, vid: str, keep_csv: bool, keep_video: bool = False) -> None:
+    """Drop stale outputs of a video whose source (or preprocessing profile) changed (a user-provided CSV is kept)."""
+    for p in ([] if keep_video else [L.video(vid)]) + [L.wav(vid)] + [L.feature(f, vid) for f in AUDIO_FEATURES] + (
+            [] if keep_csv else [L.csv(vid)]):
         if os.path.isfile(p):
             os.remove(p)
     shutil.rmtree(L.crops(vid), ignore_errors=True)
@@ -183,12 +185,14 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     """Run ``stages`` (plus prerequisites) for one video; never raises for bad input.
 
     Returns a report record: video, source, status ('processed' | 'skipped' | 'failed'), reason, num_frames,
-    invalid_frames (count), stages_run, seconds, timings (seconds per stage run).
+    invalid_frames (count), stages_run, seconds, timings (seconds per stage run), warnings (what the readers
+    found suspicious in the source: truncated file, damaged packets; kept in the marker for later runs).
     """
     t_start = time.time()
     L = Layout(cfg.data_root)
     features = features or parse_features(cfg.audio_feature)
     stages = expand_stages(stages)
+    profile = get_profile(cfg.profile)
     marker_path = L.marker(vid)
     marker = read_json(marker_path) or {}
     try:
@@ -202,11 +206,16 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
         marker = {}
     elif same_source and not retry_failed and marker.get("status") in ("failed", "skipped"):
         return _result(vid, source, marker["status"], marker.get("reason", ""), num_frames=marker.get("num_frames"),
-                       previous_run=True)
+                       previous_run=True, warnings=marker.get("warnings", []))
+    elif same_source and marker.get("status") == "done" and marker.get("profile", LAWDNET) != profile.name:
+        # another preprocessing profile: the wav (resampler), features and crops (fill, sampling) are stale
+        _remove_outputs(L, vid, keep_csv=True, keep_video=True)
+        marker = {k: marker[k] for k in ("source", "source_sig", "landmarks_origin") if k in marker}
     elif (same_source and marker.get("status") == "done" and marker.get("crop_width") == cfg.crop_width
           and set(features) <= set(marker.get("features", [])) and outputs_complete(L, vid, features)):
         return _result(vid, source, "skipped", "already processed", num_frames=marker.get("num_frames"),
-                       invalid_frames=len(marker.get("invalid_frames", [])), previous_run=True)
+                       invalid_frames=len(marker.get("invalid_frames", [])), previous_run=True,
+                       warnings=marker.get("warnings", []))
 
     # a run on our own 25 fps copy keeps recording the original source, so a later run from it stays valid
     m_source, m_sig = source, sig
@@ -217,6 +226,7 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     num_frames = None
     invalid = marker.get("invalid_frames") if marker.get("status") == "done" else None
     origin = marker.get("landmarks_origin", "")
+    notes: list = list(marker.get("warnings", []))
 
     def timed(name, fn, *a, **kw):
         t = time.time()
@@ -227,10 +237,10 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
 
     def finish(status, reason=""):
         rec = {"version": MARKER_VERSION, "status": status, "reason": reason, "source": m_source,
-               "source_sig": m_sig, "num_frames": num_frames, "landmarks_origin": origin,
+               "source_sig": m_sig, "num_frames": num_frames, "landmarks_origin": origin, "warnings": notes,
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if status == "done":
-            rec.update(crop_width=cfg.crop_width, invalid_frames=invalid or [],
+            rec.update(crop_width=cfg.crop_width, profile=profile.name, invalid_frames=invalid or [],
                        features=[f for f in AUDIO_FEATURES if os.path.isfile(L.feature(f, vid))])
         atomic_json(marker_path, rec)  # the marker is the last thing written for a video
 
@@ -243,19 +253,19 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
             cfg.openface_landmark_dir and os.path.isfile(os.path.join(cfg.openface_landmark_dir, vid + ".csv"))))
         timings["setup"] = time.time() - t  # one-time imports and model loading of this process
         if os.path.abspath(source) != v25 and not os.path.isfile(v25):
-            timed("convert_fps", convert_stage, source, v25)
+            timed("convert_fps", convert_stage, source, v25, notes)
         if not os.path.isfile(v25):
             raise UserError(f"{v25}: missing (run --convert_fps with --source_video_dir)")
         num_frames = count_frames(v25, FPS)
         if num_frames < cfg.clip_length:
             raise SkipVideo(f"only {num_frames} frames at 25 fps, shorter than one clip ({cfg.clip_length})")
         if "extract_audio" in stages and not os.path.isfile(L.wav(vid)):
-            timed("extract_audio", audio_stage, v25, L.wav(vid))
+            timed("extract_audio", audio_stage, v25, L.wav(vid), notes, profile.resampler)
         if "extract_audio_features" in stages:
             for f in features:
                 if not os.path.isfile(L.feature(f, vid)):
                     timed("extract_audio_features", features_stage, L.wav(vid), L.feature(f, vid), f, num_frames,
-                          cfg.audio_model_path, cfg.device)
+                          cfg.audio_model_path, cfg.device, profile.audio_precision)
         if "detect_landmarks" in stages and not os.path.isfile(L.csv(vid)):
             origin = timed("detect_landmarks", landmark_stage, v25, L.csv(vid), num_frames,
                            cfg.openface_landmark_dir, progress)
@@ -269,25 +279,25 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
             invalid = [int(i) for i in np.flatnonzero(~valid)]
         if "crop_face" in stages and not crops_ok(L.crops(vid), cfg.crop_width):
             invalid = timed("crop_face", crop_stage, v25, L.csv(vid), L.crops(vid), num_frames, cfg.crop_width,
-                            cfg.jpeg_quality, progress)
+                            cfg.jpeg_quality, progress, profile)
     except SkipVideo as e:
         finish("skipped", str(e))
         return _result(vid, source, "skipped", str(e), num_frames=num_frames, stages_run=ran, timings=timings,
-                       seconds=time.time() - t_start)
+                       seconds=time.time() - t_start, warnings=notes)
     except UserError as e:
         finish("failed", str(e))
         return _result(vid, source, "failed", str(e), num_frames=num_frames, stages_run=ran, timings=timings,
-                       seconds=time.time() - t_start)
+                       seconds=time.time() - t_start, warnings=notes)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # an unexpected error: reported, no marker (so the next run retries it)
         return _result(vid, source, "failed", f"{type(e).__name__}: {e}", num_frames=num_frames, stages_run=ran,
-                       timings=timings, seconds=time.time() - t_start)
+                       timings=timings, seconds=time.time() - t_start, warnings=notes)
     if outputs_complete(L, vid, features) and invalid is not None:
         finish("done")
     return _result(vid, source, "processed" if ran else "skipped", "" if ran else "outputs already present",
                    num_frames=num_frames, invalid_frames=len(invalid) if invalid is not None else None,
-                   stages_run=ran, timings=timings, seconds=time.time() - t_start)
+                   stages_run=ran, timings=timings, seconds=time.time() - t_start, warnings=notes)
 
 
 def _worker_init(threads: int) -> None:
@@ -334,6 +344,7 @@ def prepare_dataset(cfg: DataConfig, stages: Iterable[str], retry_failed: bool =
     shard = parse_shard(cfg.shard)
     if cfg.clip_length < 1 or cfg.crop_width < 8 or cfg.workers < 1:
         raise UserError("--clip_length and --workers must be >= 1 and --crop_width >= 8")
+    get_profile(cfg.profile)  # an unknown --profile is one error, not one per video
     if "extract_audio_features" in stages:  # a wrong model path is one clear error, not one per video
         for f in features:
             frontend(f, cfg.audio_model_path, cfg.device)

@@ -56,6 +56,9 @@ def format_report(report: dict, max_rows: int = 60) -> str:
         if r.get("previous_run") and r["status"] != "processed" and reason != "already processed":
             reason += " [earlier run; --retry_failed retries]"
         lines.append(f"{r['video']:<{name_w}}  {r['status']:<9}  {nf:>6}  {inv:>7}  {reason}")
+    for r in report.get("videos", {}).values():
+        for w in r.get("warnings") or []:
+            lines.append(f"warning: {r['video']}: {w}")
     c = report.get("counts", {})
     lines.append(f"processed {c.get('processed', 0)}, skipped {c.get('skipped', 0)}, failed {c.get('failed', 0)}"
                  f" ({report.get('seconds', 0):.1f} s)")

@@ -25,12 +25,12 @@ class SkipVideo(Exception):
 _CACHE: dict = {}
 
 
-def frontend(name: str, model_path: str, device: str):
-    key = ("frontend", name, model_path if name != "mel" else "", device)
+def frontend(name: str, model_path: str, device: str, precision: str = "fp32"):
+    key = ("frontend", name, model_path if name != "mel" else "", device, precision)
     if key not in _CACHE:
         from utils.audio.features import get_frontend
 
-        _CACHE[key] = get_frontend(name, model_path, device)
+        _CACHE[key] = get_frontend(name, model_path, device, precision)
     return _CACHE[key]
 
 
@@ -50,8 +50,10 @@ def load_tools(stages, features, cfg: DataConfig, need_detector: bool) -> None:
     if "crop_face" in stages:
         import utils.face.align  # noqa: F401
     if "extract_audio_features" in stages:
+        from config.profile import get_profile
+
         for f in features:
-            frontend(f, cfg.audio_model_path, cfg.device)
+            frontend(f, cfg.audio_model_path, cfg.device, get_profile(cfg.profile).audio_precision)
     if "detect_landmarks" in stages and need_detector:
         _detector()
 
@@ -64,39 +66,42 @@ def progress_bar(it, progress: bool, **kw):
 
 # ---------------------------------------------------------------------------------------------- stages
 
-def convert_stage(src: str, dst: str) -> bool:
-    """Constant-25-fps copy of ``src`` at ``dst``; copies instead of re-encoding when it already is one."""
+def convert_stage(src: str, dst: str, notes=None) -> bool:
+    """Constant-25-fps copy of ``src`` at ``dst``; copies instead of re-encoding when it already is one (an
+    upright, undamaged 25 fps mp4). The reader's warnings (truncated, damaged) go to ``notes``."""
     from utils.media.video_io import convert_to_fps, count_frames, probe
 
     info = probe(src)
+    native = count_frames(src, None)
     cfr25 = (os.path.splitext(src)[1].lower() in (".mp4", ".m4v") and abs(info.fps - FPS) < 1e-3
-             and count_frames(src, None) == count_frames(src, FPS))
+             and not info.rotation and native == info.num_frames == count_frames(src, FPS))   # and not truncated
     if cfr25:
         atomic_copy(src, dst)
         return False
-    convert_to_fps(src, dst, fps=FPS)
+    convert_to_fps(src, dst, fps=FPS, notes=notes)
     return True
 
 
-def audio_stage(video: str, wav: str) -> None:
-    """16 kHz mono wav of the video's audio track; SkipVideo for digital silence."""
+def audio_stage(video: str, wav: str, notes=None, resampler: str = "polyphase") -> None:
+    """16 kHz mono wav of the video's audio track (``resampler``: the profile's); SkipVideo for digital silence."""
     from utils.media.audio_io import load_audio, save_wav
     from utils.media.video_io import probe
 
     if not probe(video).has_audio:
         raise UserError(f"{os.path.basename(video)}: the video has no audio track")
-    samples = load_audio(video, SAMPLE_RATE)
+    samples = load_audio(video, SAMPLE_RATE, resampler, notes=notes)
     peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
     if peak < SILENCE_PEAK:
         raise SkipVideo(f"the audio track is silent (peak {peak:.1e} < {SILENCE_PEAK:g})")
     save_wav(wav, samples, SAMPLE_RATE)
 
 
-def features_stage(wav: str, out: str, name: str, num_frames: int, model_path: str, device: str) -> None:
+def features_stage(wav: str, out: str, name: str, num_frames: int, model_path: str, device: str,
+                   precision: str = "fp32") -> None:
     """(num_frames, dim) float32 features of ``wav`` (exact length by the front-end's cut/pad rule)."""
     from utils.media.audio_io import load_audio
 
-    feats = frontend(name, model_path, device)(load_audio(wav, SAMPLE_RATE), num_frames)
+    feats = frontend(name, model_path, device, precision)(load_audio(wav, SAMPLE_RATE), num_frames)
     if feats.shape[0] != num_frames:  # the front-end contract; never store a misaligned file
         raise RuntimeError(f"{name} front-end returned {feats.shape[0]} rows for {num_frames} frames")
     atomic_npy(out, feats.astype(np.float32))
@@ -139,16 +144,17 @@ def load_landmarks(csv_path: str, num_frames: int) -> tuple[np.ndarray, np.ndarr
 
 
 def crop_stage(video: str, csv_path: str, out_dir: str, num_frames: int, crop_width: int, jpeg_quality: int = 95,
-               progress: bool = True) -> list[int]:
-    """Aligned crops of every valid frame into ``out_dir`` (via ``out_dir.part``). Returns the invalid frames."""
+               progress: bool = True, profile=None) -> list[int]:
+    """Aligned crops of every valid frame into ``out_dir`` (via ``out_dir.part``), made as the preprocessing
+    ``profile`` says (fill outside the frame, sample points). Returns the invalid frames."""
     import cv2
 
     from utils.face.align import FaceAligner
     from utils.media.video_io import iter_frames
 
     lm, valid = load_landmarks(csv_path, num_frames)
-    aligner = FaceAligner(crop_width)
-    mats = aligner.estimate(lm)
+    aligner = FaceAligner(crop_width, profile=profile)
+    mats = None
     part = out_dir + ".part"
     shutil.rmtree(part, ignore_errors=True)
     os.makedirs(part)
@@ -157,6 +163,8 @@ def crop_stage(video: str, csv_path: str, out_dir: str, num_frames: int, crop_wi
     frames = iter_frames(video, FPS, max_frames=num_frames)
     for i, frame in enumerate(progress_bar(frames, progress, total=num_frames, desc="crops", unit="frame")):
         n += 1
+        if mats is None:  # the official sample points depend on the frame size
+            mats = aligner.estimate(lm, frame.shape[:2])
         if not valid[i]:
             continue
         crop = aligner.crop(frame, mats[i])

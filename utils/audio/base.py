@@ -20,7 +20,9 @@ Front-ends (``utils.audio.features.get_frontend(name, model_path, device)``):
 * ``deepspeech2`` (dim 29): deepspeech.pytorch ``LibriSpeech_Pretrained_v3.ckpt`` (``utils/audio/deepspeech2.py``).
 * ``hubert`` (dim = hidden size): local Hugging Face HuBERT / wav2vec2 folder (``utils/audio/hubert.py``).
 
-The generator sees a window of rows per frame: :func:`make_windows` (spec 3.2).
+The generator sees a window of rows per frame: ``frontend.windows(samples_16k, num_frames, window)`` (spec 3.2,
+:func:`make_windows` over the front-end's rows). DeepSpeech2 follows the original extraction instead of the cut /
+pad rule (``utils/audio/deepspeech2.py``).
 """
 from __future__ import annotations
 
@@ -37,32 +39,55 @@ class AudioFrontEnd:
     """Base class: turns 16 kHz mono samples into exactly one feature row per 25 fps video frame.
 
     Subclasses set ``name``, ``dim`` and ``context_samples`` and implement :meth:`compute`, which receives audio
-    already cut/padded to at least ``num_frames * 640`` samples and must return at least ``num_frames`` rows.
-    The length rule is documented in the module docstring.
+    already cut/padded to at least ``num_frames * 640`` samples and must return at least ``num_frames`` rows
+    (or replace :meth:`rows`, the cut / pad step, as DeepSpeech2 does). The length rule is documented in the
+    module docstring; :meth:`windows` gives the generator's per-frame windows.
     """
 
     name: str = ""
     dim: int = 0
     context_samples: int = 0  # real audio after the last frame that the model may still look at
+    window_rows_past_end: bool = False  # windows() may use rows past num_frames (see there)
 
     def __call__(self, samples_16k: np.ndarray, num_frames: int | None = None) -> np.ndarray:
+        x, num_frames = self._input(samples_16k, num_frames)
+        if num_frames == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return np.ascontiguousarray(self.rows(x, num_frames)[:num_frames])
+
+    def windows(self, samples_16k: np.ndarray, num_frames: int | None = None, window: int = 5) -> np.ndarray:
+        """(num_frames, dim, window) generator inputs: frame i gets rows i-w//2 .. i+w//2 (spec 3.2), clamped to
+        the first ``num_frames`` rows, or, for a front-end with ``window_rows_past_end`` (DeepSpeech2, whose
+        original windows were built over all its rows), to every row it gives."""
+        x, num_frames = self._input(samples_16k, num_frames)
+        if num_frames == 0:
+            return np.zeros((0, self.dim, window), np.float32)
+        feats = self.rows(x, num_frames)
+        return make_windows(feats if self.window_rows_past_end else feats[:num_frames], window)[:num_frames]
+
+    def rows(self, x: np.ndarray, num_frames: int) -> np.ndarray:
+        """All rows (at least ``num_frames``) for float64 mono ``x``: the cut / pad rule above, then compute."""
+        need = num_frames * FRAME_SAMPLES
+        x = x[: need + self.context_samples]
+        if len(x) < need:
+            x = np.pad(x, (0, need - len(x)))  # silence-equivalent features for the missing frames
+        return self._checked(self.compute(x, num_frames), num_frames)
+
+    def _input(self, samples_16k, num_frames):
         x = _as_mono_float(samples_16k)
         if num_frames is None:
             num_frames = num_video_frames(len(x), SAMPLE_RATE, FPS)
         num_frames = int(num_frames)
         if num_frames < 0:
             raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-        if num_frames == 0:
-            return np.zeros((0, self.dim), np.float32)
-        need = num_frames * FRAME_SAMPLES
-        x = x[: need + self.context_samples]
-        if len(x) < need:
-            x = np.pad(x, (0, need - len(x)))  # silence-equivalent features for the missing frames
-        feats = np.asarray(self.compute(x, num_frames), dtype=np.float32)
+        return x, num_frames
+
+    def _checked(self, feats, num_frames: int) -> np.ndarray:
+        feats = np.asarray(feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.dim or feats.shape[0] < num_frames:
             raise RuntimeError(f"{self.name} front-end returned shape {feats.shape}, "
                                f"expected at least ({num_frames}, {self.dim})")
-        return np.ascontiguousarray(feats[:num_frames])
+        return feats
 
     def compute(self, samples: np.ndarray, num_frames: int) -> np.ndarray:
         raise NotImplementedError

@@ -9,7 +9,8 @@ the file can execute code. The network sizes come from the state_dict shapes; th
 Network (spec 3.4), rebuilt with the same parameter names so the state_dict loads as is:
 
 * spectrogram: centred STFT (zero padding), n_fft = win = 320, hop 160, periodic Hamming, magnitude -> log1p,
-  normalised by its global mean / std (a silent input, std 0, gives zeros instead of NaN: bug 22);
+  normalised by its global mean / std over the real samples (a silent input, std 0, gives zeros instead of NaN:
+  bug 22);
 * ``conv.seq_module``: Conv2d(1->32, (41, 11), stride (2, 2), pad (20, 5)) -> BN -> Hardtanh(0, 20) ->
   Conv2d(32->32, (21, 11), stride (2, 1), pad (10, 5)) -> BN -> Hardtanh(0, 20); 50 Hz, channels x freq flattened;
 * ``rnns.k``: (sequence-wise BatchNorm1d on the input of layers >= 1) -> bidirectional LSTM, directions summed;
@@ -17,18 +18,26 @@ Network (spec 3.4), rebuilt with the same parameter names so the state_dict load
 * ``fc.0.module``: BatchNorm1d -> Linear(hidden -> 29, no bias): the pre-softmax logits used as features
   (labels: ``_`` blank, apostrophe, A-Z, space).
 
-Every second 50 Hz step is kept -> 25 Hz (row i = step 2i, as the original). Runs in float32 (the original used
-fp16 autocast on GPU).
+Every second 50 Hz step is kept -> 25 Hz (row i = step 2i, as the original). Runs in float32, or under fp16
+autocast on GPU with ``precision="fp16"`` (the original's default; the official preprocessing profile).
+
+Length: the original ran on whole files, so this front-end does too (nothing is cut, the statistics and the
+backward LSTMs see every sample given) and a file of n samples gives its ceil(C/2) rows, C = floor(n/160)//2 + 1
+(one more than frames for an exact F*640-sample file, spec 3.4); ``windows`` builds the per-frame windows over
+all of them, as the original did, so the last frames' windows match. Only when those rows are fewer than the
+frames asked for (a video longer than its audio) is the audio padded with silence, still normalised over the
+real samples.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import types
 
 import numpy as np
 
-from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
 
@@ -275,8 +284,12 @@ def build_network(state: dict, n_freq: int, path: str = "checkpoint"):
 
 
 def spectrogram(samples: np.ndarray, sample_rate: int = 16000, window_size: float = 0.02,
-                window_stride: float = 0.01, window: str = "hamming") -> np.ndarray:
-    """(n_fft//2+1, T) normalised log1p magnitude spectrogram (centred frames, zero padded), spec 3.4."""
+                window_stride: float = 0.01, window: str = "hamming", num_real: int | None = None) -> np.ndarray:
+    """(n_fft//2+1, T) normalised log1p magnitude spectrogram (centred frames, zero padded), spec 3.4.
+
+    Mean and std are those of the first ``num_real`` samples' spectrogram (default: all): with zero-padded
+    centred frames, padding the samples with silence only appends frames, so this is the spectrogram of the
+    real samples, normalised as the original did, plus the padding's frames."""
     from scipy.signal import get_window
 
     n_fft = int(sample_rate * window_size)
@@ -287,22 +300,35 @@ def spectrogram(samples: np.ndarray, sample_rate: int = 16000, window_size: floa
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[: n_frames * hop: hop]
     mag = np.abs(np.fft.rfft(frames * win, n=n_fft, axis=1)).T
     spect = np.log1p(mag)
-    std = spect.std(ddof=1) if spect.size > 1 else 0.0  # torch.std is the unbiased estimate
-    return (spect - spect.mean()) / (std if std > 1e-8 else 1.0)
+    real = spect if num_real is None else spect[:, : 1 + int(num_real) // hop]
+    std = real.std(ddof=1) if real.size > 1 else 0.0  # torch.std is the unbiased estimate
+    return (spect - real.mean()) / (std if std > 1e-8 else 1.0)
+
+
+def original_rows(num_samples: int, hop: int = 160) -> int:
+    """Rows the original extraction gives for a file of ``num_samples``: ceil(C/2) with C = floor(n/hop)//2 + 1
+    (1 + n//hop centred frames, the stride-2 conv, every second step)."""
+    c = (int(num_samples) // hop) // 2 + 1
+    return (c + 1) // 2
 
 
 # ---------------------------------------------------------------------------------------- front-end
 
 
 class DeepSpeech2FrontEnd(AudioFrontEnd):
-    """Pre-softmax DeepSpeech2 logits per video frame (row i = 50 Hz step 2i)."""
+    """Pre-softmax DeepSpeech2 logits per video frame (row i = 50 Hz step 2i), extracted as the original did."""
 
     name = "deepspeech2"
-    context_samples = SAMPLE_RATE  # 1 s of real look-ahead for the backward LSTMs
+    # right context a caller streaming chunks should give (utils/audio/streaming.py); rows() itself never cuts
+    context_samples = SAMPLE_RATE
+    window_rows_past_end = True
 
-    def __init__(self, ckpt_path: str, device: str = "cpu"):
+    def __init__(self, ckpt_path: str, device: str = "cpu", precision: str = "fp32"):
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
         self.path = os.fspath(ckpt_path)
         self.device = torch_device(device)
+        self.autocast = precision == "fp16" and self.device.type == "cuda"   # the CPU always runs fp32
         state, hparams = load_checkpoint(self.path)
         spect = dict(DEFAULT_SPECT)
         cfg = hparams.get("spect_cfg")
@@ -311,18 +337,27 @@ class DeepSpeech2FrontEnd(AudioFrontEnd):
         if int(spect["sample_rate"]) != SAMPLE_RATE:
             raise UserError(f"{self.path}: model expects {spect['sample_rate']} Hz audio; only 16 kHz models are supported")
         self.spect_cfg = spect
+        self.hop = int(spect["sample_rate"] * spect["window_stride"])
         self.labels = hparams.get("labels")
         n_freq = int(spect["sample_rate"] * spect["window_size"]) // 2 + 1
         self.net = build_network(state, n_freq, self.path).to(self.device)
         self.dim = int(self.net.fc[0].module[1].out_features)
 
-    def compute(self, samples: np.ndarray, num_frames: int) -> np.ndarray:
+    def rows(self, x: np.ndarray, num_frames: int) -> np.ndarray:
+        """Every row of the whole input (see the module doc), padded with silence only when too short."""
+        n = len(x)
+        if original_rows(n, self.hop) < num_frames:
+            x = np.pad(x, (0, num_frames * FRAME_SAMPLES - n))
+        return self._checked(self._logits(x, n), num_frames)
+
+    def _logits(self, samples: np.ndarray, num_real: int) -> np.ndarray:
         import torch
 
         cfg = self.spect_cfg
         spect = spectrogram(samples, int(cfg["sample_rate"]), float(cfg["window_size"]), float(cfg["window_stride"]),
-                            str(cfg["window"]))
-        with torch.inference_mode():
+                            str(cfg["window"]), num_real=num_real)
+        amp = torch.autocast("cuda", dtype=torch.float16) if self.autocast else contextlib.nullcontext()
+        with torch.inference_mode(), amp:
             x = torch.from_numpy(spect.astype(np.float32))[None, None].to(self.device)
             logits = self.net(x).float().cpu().numpy()
         return logits[::2]

@@ -33,8 +33,11 @@ def _require_model_path(name: str, model_path: str, want_dir: bool) -> str:
     return path
 
 
-def get_frontend(name: str, model_path: str = "", device: str = "cpu") -> AudioFrontEnd:
-    """Build the front-end ``name`` (one of config.AUDIO_FEATURES); ``model_path`` holds its weights."""
+def get_frontend(name: str, model_path: str = "", device: str = "cpu", precision: str = "fp32") -> AudioFrontEnd:
+    """Build the front-end ``name`` (one of config.AUDIO_FEATURES); ``model_path`` holds its weights.
+
+    ``precision="fp16"`` runs DeepSpeech2 under fp16 autocast on GPU, as the original did (the official
+    profile's ``audio_precision``); the other front-ends always run in float32."""
     key = str(name).strip().lower()
     if key not in AUDIO_FEATURES:
         raise UserError(f"unknown audio feature {name!r}; choose one of {', '.join(AUDIO_FEATURES)}")
@@ -49,17 +52,22 @@ def get_frontend(name: str, model_path: str = "", device: str = "cpu") -> AudioF
     if key == "deepspeech2":
         from utils.audio.deepspeech2 import DeepSpeech2FrontEnd
 
-        return DeepSpeech2FrontEnd(_require_model_path(key, model_path, want_dir=False), device=device)
+        return DeepSpeech2FrontEnd(_require_model_path(key, model_path, want_dir=False), device=device,
+                                   precision=precision)
     from utils.audio.hubert import HubertFrontEnd
 
     return HubertFrontEnd(_require_model_path(key, model_path, want_dir=True), device=device)
 
 
 def extract_features(audio_path: str, name: str = "mel", model_path: str = "", num_frames: int | None = None,
-                     device: str = "cpu") -> np.ndarray:
-    """Load ``audio_path`` (any format, resampled to 16 kHz) and return its (num_frames, dim) features.
+                     device: str = "cpu", profile=None) -> np.ndarray:
+    """Load ``audio_path`` (any format, resampled to 16 kHz with the profile's resampler) and return its
+    (num_frames, dim) features.
 
     Builds the front-end on every call; to process many files keep one ``get_frontend(...)`` object instead.
     """
-    frontend = get_frontend(name, model_path, device)
-    return frontend(load_audio(audio_path, SAMPLE_RATE), num_frames)
+    from config.profile import get_profile
+
+    p = get_profile(profile)
+    frontend = get_frontend(name, model_path, device, p.audio_precision)
+    return frontend(load_audio(audio_path, SAMPLE_RATE, p.resampler), num_frames)

@@ -2,12 +2,15 @@
 
 One pixel convention everywhere: pixel (row i, col j) has its centre at (x, y) = (j, i), the convention of
 dlib landmarks and of cv2.warpAffine; torch sampling uses ``grid_sample(align_corners=True)``, which is the
-same convention. M (3x3, float64) maps frame pixels to crop pixels.
+same convention. M (3x3, float64) maps frame pixels to crop pixels, and every crop is the exact inverse warp
+of M, so paste-back (which samples the crop at M p) registers exactly with what was cropped.
 
-Fixes relative to the original (spec 10.32-10.34, 10.50): the similarity fit takes any number of points; no
-half-pixel misregistration between warp and inverse warp; the source mask is built analytically (no 103x80
-canvas, no blur shift); paste-back samples the generated crop for every frame pixel (no holes), blends it
-with a feathered mask, leaves every pixel outside the mask bit-identical and never wraps around borders.
+What the generator is fed follows a preprocessing profile (``config/profile.py``): ``official`` reproduces the
+original (``SmoothSqMask`` built on its 103x80 canvas, black outside the frame, the original's sample points,
+applied by folding them into M), ``lawdnet`` is ours (analytic mask without the blur shift, edge pixels repeated
+outside the frame, the exact inverse map). Fixes in both (spec 10.32, 10.50): the similarity fit takes any
+number of points; paste-back samples the generated crop for every frame pixel (no holes), blends it with a
+feathered mask, leaves every pixel outside the mask bit-identical and never wraps around borders.
 """
 from __future__ import annotations
 
@@ -92,41 +95,57 @@ def apply_transform(points, M) -> np.ndarray:
 
 
 class FaceAligner:
-    """Aligned crop of width ``out_W`` and height int(1.3 out_W) (for mouth size m, out_W = int(1.25 m))."""
+    """Aligned crop of width ``out_W`` and height int(1.3 out_W) (for mouth size m, out_W = int(1.25 m)).
 
-    def __init__(self, out_W: int, ratio: float = RATIO):
+    ``profile`` (a ``config.profile`` name or Profile; default lawdnet) sets the fill outside the frame and the
+    sample points (see the module doc)."""
+
+    def __init__(self, out_W: int, ratio: float = RATIO, profile=None):
+        from config.profile import get_profile
+
         if int(out_W) < 8:
             raise UserError(f"crop width must be >= 8, got {out_W}")
+        self.profile = get_profile(profile)
         self.out_W = int(out_W)
         self.out_H = int(1.3 * self.out_W)       # same expression as config.crop_size
         self.crop_hw = (self.out_H, self.out_W)
         self.target = normalized_template(ratio) * self.out_W / 2 + np.array([self.out_W / 2, 1.3 * self.out_W / 2])
+        self.zero_fill = self.profile.crop_fill == "zeros"
 
     @classmethod
-    def for_mouth_size(cls, mouth_region_size: int) -> "FaceAligner":
+    def for_mouth_size(cls, mouth_region_size: int, profile=None) -> "FaceAligner":
         from config.config import crop_size
 
-        aligner = cls(int(1.25 * mouth_region_size))
+        aligner = cls(int(1.25 * mouth_region_size), profile=profile)
         assert aligner.crop_hw == crop_size(mouth_region_size)
         return aligner
 
-    def estimate(self, landmarks68) -> np.ndarray:
-        """Similarity frame -> crop from (68,2) or (B,68,2) landmarks: (3,3) or (B,3,3) float64."""
+    def estimate(self, landmarks68, frame_hw: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """Frame -> crop matrix from (68,2) or (B,68,2) landmarks: (3,3) or (B,3,3) float64.
+
+        The official profile needs the frame size ``frame_hw`` = (H, W): its sample points depend on it."""
         lm = np.asarray(landmarks68, np.float64)
         if lm.ndim not in (2, 3) or lm.shape[-2:] != (68, 2):
             raise UserError(f"expected 68 landmarks of shape (68, 2) or (B, 68, 2), got {lm.shape}")
-        return fit_similarity(lm[..., TEMPLATE_INDICES, :], self.target)
+        M = fit_similarity(lm[..., TEMPLATE_INDICES, :], self.target)
+        if self.profile.crop_sampler == "official":
+            if frame_hw is None:
+                raise ValueError("the official crop sampler needs the frame size (frame_hw)")
+            M = original_sample_points(M, frame_hw, self.crop_hw)
+        return M
 
     def crop(self, frame_rgb: np.ndarray, M) -> np.ndarray:
-        """(Hc, Wc, C) crop of an (H, W, C) uint8/float32 frame; bilinear, border pixels replicated."""
+        """(Hc, Wc, C) crop of an (H, W, C) uint8/float32 frame; bilinear; outside the frame black or the
+        edge pixels repeated (profile)."""
         import cv2
 
         frame = np.asarray(frame_rgb)
         if frame.ndim != 3:
             raise UserError(f"expected an (H, W, C) frame, got shape {frame.shape}")
         M = np.asarray(M, np.float64)
-        return cv2.warpAffine(frame, M[:2], (self.out_W, self.out_H), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        border = cv2.BORDER_CONSTANT if self.zero_fill else cv2.BORDER_REPLICATE
+        return cv2.warpAffine(frame, M[:2], (self.out_W, self.out_H), flags=cv2.INTER_LINEAR, borderMode=border,
+                              borderValue=0)
 
     @staticmethod
     def crop_landmarks(landmarks, M) -> np.ndarray:
@@ -135,7 +154,28 @@ class FaceAligner:
 
     def crop_torch(self, frames: torch.Tensor, M) -> torch.Tensor:
         """Batch crop on the frames' device: frames (B,3,H,W) float (or uint8) -> (B,3,Hc,Wc) float32."""
-        return warp_torch(frames, M, self.crop_hw, padding_mode="border")
+        return warp_torch(frames, M, self.crop_hw, padding_mode="zeros" if self.zero_fill else "border")
+
+    def source_mask(self, device: Union[str, torch.device] = "cpu", dtype=torch.float32) -> torch.Tensor:
+        """(1,1,Hc,Wc) source mask of this crop size and profile (see ``mouth_mask``)."""
+        return mouth_mask(self.out_H, self.out_W, device, dtype, profile=self.profile)
+
+
+def original_sample_points(M, frame_hw: tuple[int, int], crop_hw: tuple[int, int]) -> np.ndarray:
+    """The frame -> crop matrix whose exact inverse warp samples the original crop's points (spec 4.5).
+
+    The original conjugates M into normalised coordinates with the align-corners formula 2x/(n-1) - 1 for
+    both images, but ``affine_grid`` / ``grid_sample`` use align_corners=False. Worked through, crop pixel c
+    samples the frame at Ds M^-1 Dc c with Dc(c) = (c + 1/2)(n_crop - 1)/n_crop and Ds(p) = p n_frame /
+    (n_frame - 1) - 1/2 per axis; this returns (Ds M^-1 Dc)^-1 = Dc^-1 M Ds^-1, so crop and paste-back both
+    use the same points."""
+    (H, W), (Hc, Wc) = (int(frame_hw[0]), int(frame_hw[1])), (int(crop_hw[0]), int(crop_hw[1]))
+    if min(H, W, Hc, Wc) < 2:
+        raise UserError(f"frame {H}x{W} or crop {Hc}x{Wc} too small to align")
+    sc = np.array([(Wc - 1) / Wc, (Hc - 1) / Hc])
+    Dc = np.array([[sc[0], 0, 0.5 * sc[0]], [0, sc[1], 0.5 * sc[1]], [0, 0, 1.0]])
+    Ds = np.array([[W / (W - 1), 0, -0.5], [0, H / (H - 1), -0.5], [0, 0, 1.0]])
+    return np.linalg.inv(Dc) @ np.asarray(M, np.float64) @ np.linalg.inv(Ds)
 
 
 # ---------------------------------------------------------------- torch warping
@@ -189,17 +229,43 @@ def _soft_interval(n: int, lo: float, hi: float, sigma: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _mouth_mask_np(H: int, W: int) -> np.ndarray:
+def _box_mask_np(H: int, W: int) -> np.ndarray:
     sigma = W / 80.0                     # the original's sigma-1 blur on an 80-px-wide canvas, at crop scale
     rows = _soft_interval(H, 0.4 * W, 1.2 * W, sigma)
     cols = _soft_interval(W, 0.1 * W, 0.9 * W, sigma)
     return (rows[:, None] * cols[None, :]).astype(np.float32)
 
 
-def mouth_mask(H: int, W: int, device: Union[str, torch.device] = "cpu", dtype=torch.float32) -> torch.Tensor:
-    """(1,1,H,W) soft mask of the mouth box (rows [0.4W, 1.2W), cols [0.1W, 0.9W)), Gaussian-feathered edges
-    (50 % exactly on the box edges). The generator sees source * (1 - mask)."""
-    m = torch.from_numpy(_mouth_mask_np(int(H), int(W))).to(device=device, dtype=dtype)
+# The original's SmoothSqMask (spec 4.8): its canvas, box and blur.
+SMOOTHSQ_CANVAS = (103, 80)
+SMOOTHSQ_BOX = (32, 96, 8, 72)           # rows [32, 96), cols [8, 72)
+
+
+@lru_cache(maxsize=16)
+def _smoothsq_mask_np(H: int, W: int) -> np.ndarray:
+    canvas = torch.zeros(1, 1, *SMOOTHSQ_CANVAS)
+    t, b, l, r = SMOOTHSQ_BOX
+    canvas[..., t:b, l:r] = 1
+    g = torch.exp(-(torch.arange(5, dtype=torch.float32) - 2) ** 2 / 2)   # 5 taps, sigma 1
+    g = g / g.sum()
+    blurred = F.conv2d(canvas, (g[:, None] * g[None, :])[None, None])      # no padding: 99 x 76
+    mask = F.interpolate(blurred, size=(H, W), mode="bilinear", align_corners=False)
+    return mask[0, 0].numpy()
+
+
+def mouth_mask(H: int, W: int, device: Union[str, torch.device] = "cpu", dtype=torch.float32,
+               profile=None) -> torch.Tensor:
+    """(1,1,H,W) soft source mask; the generator sees source * (1 - mask) (``mask_source``).
+
+    lawdnet profile (default): the mouth box (rows [0.4W, 1.2W), cols [0.1W, 0.9W)) with Gaussian-feathered
+    edges, 50 % exactly on the box edges. official: the original's SmoothSqMask, exactly (spec 4.8): ones on
+    rows [32, 96) x cols [8, 72) of a 103x80 canvas, a 5x5 sigma-1 Gaussian blur without padding (99x76, the box
+    shifted ~2 px down/right), bilinearly resized to H x W (50 % contour at 468x360: rows 142-443, cols 28-331).
+    """
+    from config.profile import get_profile
+
+    build = _smoothsq_mask_np if get_profile(profile).source_mask == "smoothsq" else _box_mask_np
+    m = torch.from_numpy(build(int(H), int(W))).to(device=device, dtype=dtype)
     return m.clone()[None, None] if m.device.type == "cpu" else m[None, None]   # never alias the cache
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-from typing import Iterable, Optional
+import threading
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -62,6 +63,24 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- detector
 
+_PREDICTORS: dict = {}
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def _shape_predictor(path: str):
+    """dlib's shape predictor, loaded once per process and file (100 MB; prediction is read-only, so detectors in
+    several threads can share it; each detector keeps its own HOG scanner)."""
+    import dlib
+
+    with _PREDICTOR_LOCK:
+        if path not in _PREDICTORS:
+            try:
+                _PREDICTORS[path] = dlib.shape_predictor(path)
+            except RuntimeError as e:
+                raise UserError(f"cannot load dlib shape predictor {path}: {e}") from None
+        return _PREDICTORS[path]
+
+
 class LandmarkDetector:
     """dlib HOG face detector + 68-point shape predictor.
 
@@ -77,10 +96,7 @@ class LandmarkDetector:
 
         self.predictor_path = find_predictor(predictor_path)
         self._detector = dlib.get_frontal_face_detector()
-        try:
-            self._predictor = dlib.shape_predictor(self.predictor_path)
-        except RuntimeError as e:
-            raise UserError(f"cannot load dlib shape predictor {self.predictor_path}: {e}") from None
+        self._predictor = _shape_predictor(self.predictor_path)
         self._dlib = dlib
         self.upsample = int(upsample)
         self.max_side = int(max_side)
@@ -171,18 +187,52 @@ def _area(b: np.ndarray) -> float:
     return float(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
 
 
+class ShotDetector:
+    """Hard cuts between consecutive frames, from 8x6 colour thumbnails (each cell the mean colour of 1/48 of the
+    frame): a cut when the thumbnail changes by more than ``min_diff`` grey levels on average AND by more than
+    ``ratio`` times the recent typical change. So coarse layout changes count, while blur, noise, mouth and head
+    motion (small at this scale) and steady fast motion (a high typical change) do not. Gradual transitions
+    (fades, dissolves) are not cuts; a missed cut is still caught by the face tracker when the face jumps (a
+    new track starts)."""
+
+    def __init__(self, min_diff: float = 30.0, ratio: float = 4.0, history: int = 8):
+        self.min_diff, self.ratio = float(min_diff), float(ratio)
+        self._prev = None
+        self._recent: list[float] = []
+        self._history = int(history)
+
+    def __call__(self, frame: np.ndarray) -> bool:
+        import cv2
+
+        thumb = cv2.resize(frame, (8, 6), interpolation=cv2.INTER_AREA).astype(np.float32)
+        prev, self._prev = self._prev, thumb
+        if prev is None:
+            return False
+        diff = float(np.abs(thumb - prev).mean())
+        typical = float(np.mean(self._recent)) if self._recent else 0.0
+        cut = diff > self.min_diff and diff > self.ratio * (typical + 1.0)
+        self._recent = [] if cut else (self._recent + [diff])[-self._history:]
+        return cut
+
+
 def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDetector] = None,
                     smooth: float = 1.5, progress: bool = True, total: Optional[int] = None,
-                    min_iou: float = 0.1, min_area_ratio: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks of the main face over a frame sequence -> (landmarks (T,68,2) float32, valid (T,) bool).
+                    min_iou: float = 0.1, min_area_ratio: float = 0.5, cuts: bool = True,
+                    on_frame: Optional[Callable[[int, bool], None]] = None, return_tracks: bool = False):
+    """Landmarks of the main face over a frame sequence -> (landmarks (T,68,2) float32, valid (T,) bool)
+    (plus ``tracks`` (T,) int32 with ``return_tracks``).
 
     The main face is the largest one in the first frame with a face; afterwards the detection overlapping
     the previous box best (IoU >= ``min_iou``) continues the track. If none overlaps (the face moved during
-    a gap, or a cut), the largest face is taken only if its area is at least ``min_area_ratio`` times the
-    last one, so a smaller second face never steals the track. Frames without the face are valid=False;
-    their landmarks are interpolated from the neighbouring valid frames (held at the ends). Runs of valid
-    frames are smoothed separately (``smooth`` = Gaussian sigma in frames, 0 = off; a re-acquisition
-    without overlap starts a new run). Frames are consumed one at a time and not kept.
+    a gap), the largest face is taken only if its area is at least ``min_area_ratio`` times the
+    last one, so a smaller second face never steals the track. With ``cuts`` a scene cut (``ShotDetector``)
+    ends the track and the new shot's largest face starts the next one. Frames without the face are
+    valid=False; their landmarks are interpolated from the neighbouring valid frames (held at the ends). Runs of
+    valid frames are smoothed separately (``smooth`` = Gaussian sigma in frames, 0 = off): smoothing never
+    crosses a cut, a gap or a re-acquisition without overlap. ``tracks`` numbers the stretches that show one
+    person in one shot (a new number at every cut and every re-acquisition without overlap): the frames a
+    reference for that person may come from. ``on_frame(index, face_found)`` is called after every frame (it
+    may raise to stop). Frames are consumed one at a time and not kept.
     """
     from tqdm import tqdm
 
@@ -192,11 +242,17 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
     lms: list[np.ndarray] = []
     valid: list[bool] = []
     segment: list[int] = []
-    seg = 0
+    tracks: list[int] = []
+    seg = track = 0
     prev_box: Optional[np.ndarray] = None
     prev_valid = False
-    for frame in tqdm(frames, total=total, desc="landmarks", unit="frame", disable=not progress):
+    is_cut = ShotDetector() if cuts else None
+    for t, frame in enumerate(tqdm(frames, total=total, desc="landmarks", unit="frame", disable=not progress)):
         pick = None
+        if is_cut is not None and is_cut(_check_frame(frame)):
+            prev_box = None   # a new shot: its own main face
+            seg += 1
+            track += 1
         if prev_box is not None:
             for near in (prev_box, None):  # cheap window search first, then the whole frame
                 dets = detector.detect(frame, near=near)
@@ -208,7 +264,8 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
                 big = max(dets, key=lambda d: _area(d[0]))
                 if _area(big[0]) >= min_area_ratio * _area(prev_box):
                     pick = big
-                    seg += 1  # re-acquired somewhere else: do not smooth across
+                    seg += 1  # re-acquired somewhere else: do not smooth across, maybe another person
+                    track += 1
         else:
             dets = detector.detect(frame)
             if dets:
@@ -224,11 +281,17 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
             valid.append(True)
         prev_valid = valid[-1]
         segment.append(seg)
+        tracks.append(track)
+        if on_frame is not None:
+            on_frame(t, pick is not None)
     if not lms:
-        return np.zeros((0, NUM_LANDMARKS, 2), np.float32), np.zeros(0, bool)
+        empty = (np.zeros((0, NUM_LANDMARKS, 2), np.float32), np.zeros(0, bool))
+        return empty + (np.zeros(0, np.int32),) if return_tracks else empty
     landmarks = np.stack(lms)
     valid_arr = np.array(valid, bool)
     landmarks = smooth_landmarks(landmarks, valid_arr, smooth, segments=np.array(segment))
+    if return_tracks:
+        return landmarks, valid_arr, np.array(tracks, np.int32)
     return landmarks, valid_arr
 
 

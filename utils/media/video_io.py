@@ -1,24 +1,41 @@
 """The project's one video reader/writer (PyAV in-process: no PNG folders, no ffmpeg sub-processes).
 
 Reading
+    Files are opened by ``utils.media.container.open_media`` (local media containers only; see there). The picture
+    stream is the best video stream that is not cover art. A decoder always outputs frames in presentation
+    order, but MPEG-4 Part 2 in AVI with packed B-frames (ordinary DivX/Xvid files) carries presentation
+    timestamps that are out of order, and trusting them repeats some frames and drops others. So AVI frames are
+    timed by their decoding timestamps (AVI's real clock: one chunk per frame time) and other streams' timestamps
+    are sorted over a few frames: every source frame is shown once, in decoding-output order.
     ``iter_frames`` streams RGB uint8 frames resampled to a CONSTANT rate by timestamp: output frame k shows the
     input frame that is on screen at time ``k / fps`` after the first frame (the last input frame whose
-    presentation time is <= that time). This works for any input rate and for variable-frame-rate input; the
-    output ends where the last input frame stops being displayed (its pts + its duration), so a 1 s clip gives
-    ``ceil(1 s * fps)`` frames whatever its native rate. Times are compared as exact fractions, so a 30 fps input
-    maps to 25 fps without float jitter. ``count_frames`` applies the same rule to the demuxed packet timestamps
-    (no decoding). ``fps=None`` yields the native frames unchanged.
+    presentation time is <= that time), the same rule as ffmpeg's ``fps`` filter. This works for any input rate and
+    for variable-frame-rate input; the output ends where the last input frame stops being displayed (its pts +
+    its duration), so a 1 s clip gives ``ceil(1 s * fps)`` frames whatever its native rate. Times are compared as
+    exact fractions, so a 30 fps input maps to 25 fps without float jitter. ``count_frames`` applies the same rule
+    to the demuxed packet timestamps when those can be trusted, and decodes (without colour conversion) when they
+    cannot (AVI, packets without timestamps, damaged or truncated files), so it always equals what is yielded.
+    ``fps=None`` yields the native frames unchanged.
+
+    Frames are returned as a player shows them: the display matrix of phone videos (rotation) is applied, so
+    ``probe`` reports the display size. 8/10/12-bit, any chroma layout and odd sizes are converted to RGB24.
+    A still image (PNG, JPEG with its EXIF orientation, BMP, TIFF, WebP) reads as a one-frame video.
+    Damaged input is decoded as far as it goes: undecodable packets are skipped and a stream that stops before the
+    length its header states (a truncated download) is reported through ``notes`` (see ``utils.errors.warn``).
 
 Writing
-    ``VideoWriter`` encodes H.264 (libx264, yuv420p) plus optional AAC audio from a float32 mono array, into a
-    temporary file in the destination folder that is renamed over the destination only when ``close`` succeeds,
-    so an error never leaves a half-written video. yuv420p needs even sizes: a frame with an odd width or height
-    is PADDED by one replicated row/column at the bottom/right (no content is lost; the file is one pixel larger).
-    Audio is muxed interleaved with the video as frames arrive and kept exactly as given unless
-    ``match_audio=True``, which trims or zero-pads it to the video duration (num_frames / fps).
+    ``VideoWriter`` encodes H.264 (libx264, yuv420p) plus optional AAC audio from float32 samples (mono, or
+    (channels, samples) with up to 8 channels), into a temporary file in the destination folder that is renamed
+    over the destination only when ``close`` succeeds, so an error never leaves a half-written video. yuv420p
+    needs even sizes: a frame with an odd width or height is PADDED by one replicated row/column at the
+    bottom/right (no content is lost; the file is one pixel larger). Audio is muxed interleaved with the video as
+    frames arrive and kept exactly as given unless ``match_audio=True``, which trims or zero-pads it to the video
+    duration (num_frames / fps).
 """
 from __future__ import annotations
 
+import collections
+import heapq
 import math
 import os
 import tempfile
@@ -28,18 +45,33 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from utils.errors import UserError
+from utils.errors import UserError, warn
+from utils.media.container import (
+    audio_stream,
+    av_message,
+    header_seconds,
+    open_media,
+    still_image_format,
+    video_stream,
+)
 from utils.threads import decoder_threads
 
-# Containers that libavformat opens as "video" but that are still images.
-_IMAGE_FORMATS = ("image2", "_pipe", "apng", "gif")
 # Output container by file extension (the temp file keeps the extension, but say it explicitly anyway).
 _FORMAT_BY_EXT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+# Largest frame accepted (8K UHD is 33.2 Mpx): bounds the memory one decoded frame can take.
+MAX_PIXELS = 36_000_000
+# Decoded frames held back to sort their timestamps (a B-frame reorder depth larger than this is unheard of).
+_REORDER = 4
+STILL_FPS = 25.0
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 @dataclass
 class VideoInfo:
-    """What ``probe`` found. Durations in seconds; audio fields are 0 when there is no audio stream."""
+    """What ``probe`` found. Durations in seconds; audio fields are 0 when there is no audio stream.
+
+    ``width``/``height`` are the display size (after the rotation in the file's display matrix, ``rotation``
+    degrees counter-clockwise); ``still`` is True for a still image (one frame)."""
 
     width: int
     height: int
@@ -49,6 +81,9 @@ class VideoInfo:
     has_audio: bool
     audio_duration: float
     audio_sample_rate: int
+    rotation: int = 0
+    still: bool = False
+    audio_channels: int = 0
 
 
 def _av():
@@ -57,24 +92,41 @@ def _av():
     return av
 
 
-def _open_input(path):
-    """Open ``path`` for reading; UserError (one line naming the file) for missing/unreadable/not-a-video."""
-    av = _av()
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise UserError(f"{path}: video file not found")
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: not a file")
+def _check_pixels(path, w: int, h: int) -> None:
+    if w * h > MAX_PIXELS:
+        raise UserError(f"{path}: the frame size {w}x{h} is too large (at most {MAX_PIXELS / 1e6:.0f} megapixels)")
+
+
+def _read_still(path) -> np.ndarray:
+    """A still image as RGB uint8 as a viewer shows it (EXIF orientation applied)."""
+    from PIL import Image, ImageOps
+
     try:
-        container = av.open(path, mode="r")
-    except (av.error.FFmpegError, ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path}: cannot open as a video ({type(e).__name__}: {e})") from None
-    fmt = container.format.name or ""
-    if not container.streams.video or any(tag in fmt for tag in _IMAGE_FORMATS):
+        with Image.open(path) as im:
+            _check_pixels(path, *im.size)
+            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except UserError:
+        raise
+    except Exception as e:  # Pillow raises many types for damaged files
+        raise UserError(f"{path}: cannot read the image ({type(e).__name__}: {str(e)[:120]})") from None
+    return np.ascontiguousarray(rgb)
+
+
+def _open_input(path):
+    """Open ``path`` for reading -> (container, picture stream); UserError (one line naming the file) otherwise."""
+    container = open_media(path, "video")
+    vs = video_stream(container)
+    if vs is None:
+        what = "has only a cover picture, no video stream" if container.streams.video else "has no video stream"
         container.close()
-        what = "is an image, not a video" if container.streams.video else "has no video stream"
         raise UserError(f"{path}: the file {what}")
-    return container
+    cc = vs.codec_context
+    try:
+        _check_pixels(path, int(cc.width or 0), int(cc.height or 0))
+    except UserError:
+        container.close()
+        raise
+    return container, vs
 
 
 def _stream_rate(stream) -> Optional[Fraction]:
@@ -84,17 +136,26 @@ def _stream_rate(stream) -> Optional[Fraction]:
     return None
 
 
-def _packet_timeline(container, stream) -> list[tuple[Fraction, Fraction]]:
-    """(pts seconds, duration seconds) of every video packet, sorted by presentation time (demux only)."""
+def _packet_timeline(container, stream) -> Optional[list[tuple[Fraction, Fraction]]]:
+    """(pts seconds, duration seconds) of every video packet, sorted by presentation time (demux only), or None
+    when the packets cannot stand for the decoded frames (AVI, which may pack two frames into one packet;
+    packets without timestamps; a damaged or truncated file) and the frames must be decoded to be counted."""
+    av = _av()
+    if "avi" in (container.format.name or "").split(","):
+        return None
     tb = Fraction(stream.time_base)
     out = []
-    for packet in container.demux(stream):
-        if packet.size == 0:  # the flush packet at the end
-            continue
-        ts = packet.pts if packet.pts is not None else packet.dts
-        if ts is None:
-            continue
-        out.append((ts * tb, (packet.duration or 0) * tb))
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # the flush packet at the end
+                continue
+            if packet.pts is None or packet.is_corrupt:
+                return None
+            out.append((packet.pts * tb, (packet.duration or 0) * tb))
+    except (av.error.FFmpegError, OSError, EOFError):
+        return None
+    if stream.frames and int(stream.frames) != len(out):  # the index promises frames the file does not hold
+        return None
     out.sort(key=lambda x: x[0])
     return out
 
@@ -120,15 +181,18 @@ def _num_outputs(span: Fraction, fps: Fraction) -> int:
 
 
 def probe(path) -> VideoInfo:
-    """Size, rate, frame count, durations and audio facts of a video file (UserError for bad files).
+    """Display size, rate, frame count, durations and audio facts of a video file (UserError for bad files).
 
     ``num_frames`` is the container's frame count, or the number of demuxed video packets when it does not say.
-    ``fps`` is the native average rate.
+    ``fps`` is the native average rate. The first frame is decoded (its rotation gives the display size).
     """
+    path = os.fspath(path)
+    if still_image_format(path):
+        h, w = _read_still(path).shape[:2]
+        return VideoInfo(w, h, STILL_FPS, 1, 1 / STILL_FPS, False, 0.0, 0, still=True)
     av = _av()
-    container = _open_input(path)
+    container, vs = _open_input(path)
     try:
-        vs = container.streams.video[0]
         cc = vs.codec_context
         width, height = int(cc.width), int(cc.height)
         if width <= 0 or height <= 0:
@@ -136,8 +200,17 @@ def probe(path) -> VideoInfo:
         rate = _stream_rate(vs)
         num_frames = int(vs.frames or 0)
         duration = float(vs.duration * vs.time_base) if vs.duration and vs.time_base else 0.0
+        first = next(_decoded(container, vs, path, []), None)
+        if first is None:
+            raise UserError(f"{path}: the video stream has no decodable frames")
+        rotation = _rotation(first.frame)
+        width, height = int(first.frame.width), int(first.frame.height)
+        if rotation % 180:
+            width, height = height, width
         if num_frames <= 0:
-            timeline = _packet_timeline(container, vs)
+            container.close()
+            container, vs = _open_input(path)
+            timeline = _packet_timeline(container, vs) or []
             num_frames = len(timeline)
             if timeline and duration <= 0:
                 prev = timeline[-2][0] if len(timeline) > 1 else None
@@ -147,34 +220,43 @@ def probe(path) -> VideoInfo:
         if duration <= 0 and rate:
             duration = num_frames / float(rate)
         fps = float(rate) if rate else (num_frames / duration if duration > 0 else 0.0)
-        has_audio = bool(container.streams.audio)
-        audio_duration, audio_sr = 0.0, 0
-        if has_audio:
-            a = container.streams.audio[0]
+        a = audio_stream(container)
+        audio_duration, audio_sr, channels = 0.0, 0, 0
+        if a is not None:
             audio_sr = int(a.codec_context.sample_rate or a.rate or 0)
-            if a.duration and a.time_base:
-                audio_duration = float(a.duration * a.time_base)
-            elif container.duration:
-                audio_duration = container.duration / 1e6
+            channels = int(a.codec_context.channels or 0)
+            audio_duration = header_seconds(a, container)
     except av.error.FFmpegError as e:
-        raise UserError(f"{path}: cannot read the video ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path}: cannot read the video ({av_message(e)})") from None
     finally:
         container.close()
     if num_frames <= 0:
         raise UserError(f"{path}: the video stream has no frames")
-    return VideoInfo(width, height, fps, num_frames, duration, has_audio, audio_duration, audio_sr)
+    return VideoInfo(width, height, fps, num_frames, duration, a is not None, audio_duration, audio_sr,
+                     rotation=rotation, audio_channels=channels)
 
 
 def count_frames(path, fps: Optional[float] = 25.0) -> int:
-    """How many frames ``iter_frames(path, fps)`` yields (from packet timestamps; no decoding)."""
+    """How many frames ``iter_frames(path, fps)`` yields (from packet timestamps when they can be trusted, else by
+    decoding without colour conversion)."""
+    path = os.fspath(path)
+    if still_image_format(path):
+        _read_still(path)
+        return 1
     av = _av()
-    container = _open_input(path)
+    container, vs = _open_input(path)
     try:
-        vs = container.streams.video[0]
         timeline = _packet_timeline(container, vs)
+        if timeline is None:
+            container.close()
+            container, vs = _open_input(path)
+            vs.thread_type = "AUTO"
+            if fps is None:
+                return sum(1 for _ in _decoded(container, vs, path, []))
+            return sum(1 for _ in _resampled(container, vs, path, _as_fraction(fps), 0, None, []))
         rate = _stream_rate(vs)
     except av.error.FFmpegError as e:
-        raise UserError(f"{path}: cannot read the video ({type(e).__name__}: {e})") from None
+        raise UserError(f"{path}: cannot read the video ({av_message(e)})") from None
     finally:
         container.close()
     if fps is None:
@@ -186,8 +268,17 @@ def count_frames(path, fps: Optional[float] = 25.0) -> int:
     return _num_outputs(end - timeline[0][0], _as_fraction(fps))
 
 
+def _rotation(frame) -> int:
+    """Counter-clockwise rotation (0/90/180/270) a player applies to ``frame`` (its display matrix)."""
+    try:
+        r = float(getattr(frame, "rotation", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+    return int(round(r / 90.0)) % 4 * 90
+
+
 class _Shown:
-    """A decoded frame and its time; converted to RGB once, only if some output frame shows it."""
+    """A decoded frame and its time; converted to (rotated) RGB once, only if some output frame shows it."""
 
     __slots__ = ("frame", "t", "dur", "_rgb")
 
@@ -196,72 +287,151 @@ class _Shown:
 
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
-            self._rgb = self.frame.to_ndarray(format="rgb24")
+            k = _rotation(self.frame) // 90
+            rgb = self.frame.to_ndarray(format="rgb24")
+            self._rgb = np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
             self.frame = None
         return self._rgb
 
 
-def _decoded(container, stream, path) -> Iterator[_Shown]:
-    """Decoded frames with their presentation time in seconds (Fraction)."""
+def _raw_frames(container, stream, state: dict):
+    """Decoded frames in decoder output order; damaged packets are skipped and counted in ``state``."""
     av = _av()
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except (av.error.FFmpegError, OSError, EOFError) as e:  # the container breaks off: flush what we have
+            state["cut"] = av_message(e)
+            try:
+                yield from stream.codec_context.decode(None)
+            except av.error.FFmpegError:
+                pass
+            return
+        if packet.is_corrupt:
+            state["cut"] = "a damaged or incomplete packet"
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as e:
+            state["bad"] = state.get("bad", 0) + 1
+            state.setdefault("reason", av_message(e))
+            continue
+        yield from frames
+
+
+def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
+    """Decoded frames with presentation times in seconds (Fraction): the stream's timestamps sorted (see the
+    module doc) over a window of ``_REORDER`` frames. Reports damage and early ends through ``notes``."""
     tb = Fraction(stream.time_base)
     rate = _stream_rate(stream)
-    last_t = None
-    try:
-        for frame in container.decode(stream):
-            if frame.pts is not None:
-                t = frame.pts * tb
-            else:  # no timestamp: assume it follows the previous frame at the nominal rate
-                t = (last_t + (1 / rate if rate else Fraction(1, 25))) if last_t is not None else Fraction(0)
-            last_t = t
-            yield _Shown(frame, t, (frame.duration or 0) * tb)
-    except av.error.FFmpegError as e:
-        raise UserError(f"{path}: cannot decode the video ({type(e).__name__}: {e})") from None
+    step = (1 / rate if rate else Fraction(1, 25)) / tb     # one frame in time-base units
+    # AVI has no presentation timestamps, only one chunk per frame time: the decoding timestamp of what the
+    # decoder outputs is the frame's time (libavcodec's own pick for such streams), also right after a seek
+    avi = "avi" in (container.format.name or "").split(",")
+    state: dict = {}
+    heap: list = []
+    held: collections.deque = collections.deque()
+    last_ts = None
+    last = None
+    for frame in _raw_frames(container, stream, state):
+        ts = frame.dts if avi and frame.dts is not None else frame.pts if frame.pts is not None else frame.dts
+        if ts is None:  # no timestamp: assume it follows the previous frame at the nominal rate
+            ts = last_ts + step if last_ts is not None else 0
+        last_ts = ts if last_ts is None else max(last_ts, ts)
+        heapq.heappush(heap, ts)
+        held.append(frame)
+        if len(held) > _REORDER:
+            f = held.popleft()
+            last = _Shown(f, heapq.heappop(heap) * tb, (f.duration or 0) * tb)
+            yield last
+    while held:
+        f = held.popleft()
+        last = _Shown(f, heapq.heappop(heap) * tb, (f.duration or 0) * tb)
+        yield last
+    what = os.path.basename(os.fspath(path))
+    if state.get("bad"):
+        warn(f"{what}: {state['bad']} video packet(s) could not be decoded ({state['reason']}); the frames "
+             "around them may be missing", notes)
+    # the stream's own length, else the file's (which may include a longer audio track: be more lenient)
+    own = bool(stream.duration)
+    stated = header_seconds(stream, container)
+    if last is not None and stated > 0:
+        start = Fraction(stream.start_time or 0) * tb
+        got = float(_end_time(last.t, last.dur, None, rate) - start)
+        if stated - got > (max(0.5, 0.02 * stated) if own else max(2.0, 0.2 * stated)):
+            warn(f"{what}: the video stops at {got:.1f} s but the file says it lasts {stated:.1f} s "
+                 "(truncated or damaged file?)", notes)
+            return
+    if "cut" in state:
+        warn(f"{what}: the video data breaks off ({state['cut']}); decoded what was there (truncated file?)",
+             notes)
 
 
 # Seeking only pays off far from the start; below this, decoding through is as fast and has no edge cases.
 _SEEK_MIN_S = 2.0
 
 
-def iter_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0,
-                max_frames: Optional[int] = None) -> Iterator[np.ndarray]:
+def iter_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
+                notes: Optional[list] = None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 (H, W, 3) frames of ``path`` at constant ``fps`` (see the module doc), streaming.
 
     ``start_frame``/``max_frames`` count OUTPUT frames (at ``fps``; native frames when ``fps`` is None).
     Far-away start frames are reached with a keyframe seek instead of decoding everything before them.
+    Warnings about damaged or truncated input go to ``notes`` (printed when it is None).
     """
     if start_frame < 0:
         raise ValueError(f"start_frame must be >= 0, got {start_frame}")
     if max_frames is not None and max_frames <= 0:
         return
-    container = _open_input(path)
+    path = os.fspath(path)
+    if still_image_format(path):
+        if start_frame == 0:
+            yield _read_still(path)
+        return
+    container, vs = _open_input(path)
     try:
-        vs = container.streams.video[0]
         vs.thread_type = "AUTO"
         vs.codec_context.thread_count = decoder_threads()   # utils.threads: the decode stage's share of the cores
         if fps is None:
-            yield from _iter_native(container, vs, path, start_frame, max_frames)
+            shown = _native(container, vs, path, start_frame, max_frames, notes)
         else:
-            yield from _iter_resampled(container, vs, path, _as_fraction(fps), start_frame, max_frames)
+            shown = _resampled(container, vs, path, _as_fraction(fps), start_frame, max_frames, notes)
+        size, warned = None, False
+        for s in shown:
+            rgb = s.rgb()
+            if size is None:
+                size = rgb.shape[:2]
+            elif rgb.shape[:2] != size:   # the stream changes resolution: keep one frame size (writers need it)
+                import cv2
+
+                if not warned:
+                    warn(f"{os.path.basename(path)}: the frame size changes mid-stream ({size[1]}x{size[0]} -> "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}); later frames are scaled to the first size", notes)
+                    warned = True
+                rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            yield rgb
     finally:
         container.close()
 
 
-def _iter_native(container, vs, path, start_frame, max_frames):
+def _native(container, vs, path, start_frame, max_frames, notes):
     n = 0
-    for i, shown in enumerate(_decoded(container, vs, path)):
+    for i, shown in enumerate(_decoded(container, vs, path, notes)):
         if i < start_frame:
             continue
-        yield shown.rgb()
+        yield shown
         n += 1
         if max_frames is not None and n >= max_frames:
             return
 
 
-def _iter_resampled(container, vs, path, fps: Fraction, start_frame: int, max_frames):
+def _resampled(container, vs, path, fps: Fraction, start_frame: int, max_frames, notes) -> Iterator[_Shown]:
+    """The decoded frame shown at each output time k / fps (k >= start_frame), one ``_Shown`` per output frame."""
     av = _av()
     rate = _stream_rate(vs)
-    frames = _decoded(container, vs, path)
+    frames = _decoded(container, vs, path, notes)
     first = next(frames, None)
     if first is None:
         return
@@ -272,7 +442,7 @@ def _iter_resampled(container, vs, path, fps: Fraction, start_frame: int, max_fr
     if target - t0 > _SEEK_MIN_S:
         try:
             container.seek(int(math.floor(target / Fraction(vs.time_base))), stream=vs, backward=True)
-            frames = _decoded(container, vs, path)
+            frames = _decoded(container, vs, path, notes)
             landed = next(frames, None)
         except av.error.FFmpegError:
             landed = None
@@ -280,7 +450,7 @@ def _iter_resampled(container, vs, path, fps: Fraction, start_frame: int, max_fr
             prev = landed
         else:  # the seek overshot or failed: decode from the start instead
             container.seek(0, stream=vs, backward=True)
-            frames = _decoded(container, vs, path)
+            frames = _decoded(container, vs, path, notes)
             prev = next(frames)
     emitted = 0
     prev_prev_t = None
@@ -290,7 +460,7 @@ def _iter_resampled(container, vs, path, fps: Fraction, start_frame: int, max_fr
             continue
         # Every output time before the new frame appears shows ``prev`` (all earlier times were emitted already).
         while t0 + Fraction(k) / fps < cur.t:
-            yield prev.rgb()
+            yield prev
             emitted += 1
             if max_frames is not None and emitted >= max_frames:
                 return
@@ -298,26 +468,27 @@ def _iter_resampled(container, vs, path, fps: Fraction, start_frame: int, max_fr
         prev_prev_t, prev = prev.t, cur
     end = _end_time(prev.t, prev.dur, prev_prev_t, rate)
     while t0 + Fraction(k) / fps < end:
-        yield prev.rgb()
+        yield prev
         emitted += 1
         if max_frames is not None and emitted >= max_frames:
             return
         k += 1
 
 
-def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None) -> np.ndarray:
+def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
+                notes: Optional[list] = None) -> np.ndarray:
     """All (or ``max_frames``) frames as one (T, H, W, 3) uint8 array. Only for short clips; prefer iter_frames."""
-    frames = list(iter_frames(path, fps, start_frame, max_frames))
+    frames = list(iter_frames(path, fps, start_frame, max_frames, notes=notes))
     if not frames:
         raise UserError(f"{path}: no frames to read (start_frame={start_frame} past the end?)")
     return np.stack(frames)
 
 
-def read_audio_track(path, sample_rate: int = 16000) -> np.ndarray:
+def read_audio_track(path, sample_rate: int = 16000, notes: Optional[list] = None) -> np.ndarray:
     """The audio track of a video as float32 mono at ``sample_rate`` (UserError if it has none)."""
     from utils.media.audio_io import load_audio
 
-    return load_audio(path, sample_rate)
+    return load_audio(path, sample_rate, notes=notes)
 
 
 class VideoWriter:
@@ -325,14 +496,15 @@ class VideoWriter:
 
     Use as a context manager: ``with VideoWriter("out.mp4", 25, audio=wav) as w: w.write(frame)``. An exception
     inside the block (or a failing close) deletes the temp file and leaves any existing ``path`` untouched.
-    ``audio`` is a float mono array in [-1, 1] at ``sample_rate``; kept as given unless ``match_audio`` (then
-    trimmed/zero-padded to num_frames / fps). Odd frame sizes are padded to even (see the module doc).
+    ``audio`` is float samples in [-1, 1] at ``sample_rate``: 1-D mono or (channels, samples) with up to 8
+    channels (``layout``: an FFmpeg layout name such as "5.1", default by channel count); kept as given unless
+    ``match_audio`` (then trimmed/zero-padded to num_frames / fps). Odd frame sizes are padded to even.
     ``gop_size`` sets the keyframe interval (None: x264's default, 250).
     """
 
     def __init__(self, path, fps: float = 25.0, audio: Optional[np.ndarray] = None, sample_rate: int = 16000,
                  crf: int = 18, preset: str = "medium", match_audio: bool = False, gop_size: Optional[int] = None,
-                 threads: int = 0):
+                 layout: Optional[str] = None, threads: int = 0):
         self.path = os.fspath(path)
         self.threads = int(threads)  # x264 threads; 0 = x264's own choice (about 1.5 per core)
         self.fps = _as_fraction(fps)
@@ -343,12 +515,18 @@ class VideoWriter:
         self._format = _FORMAT_BY_EXT[ext]
         self.sample_rate = int(sample_rate)
         self.audio = None
+        self.layout = None
         if audio is not None:
             a = np.asarray(audio)
-            if a.ndim == 2 and 1 in a.shape:
-                a = a.reshape(-1)
-            if a.ndim != 1:
-                raise ValueError(f"audio must be mono 1-D samples, got shape {a.shape}")
+            if a.ndim == 1:
+                a = a[None, :]
+            elif a.ndim == 2 and a.shape[0] > min(8, a.shape[1]) and a.shape[1] <= 8:
+                a = a.T                                   # (samples, channels) -> (channels, samples)
+            if a.ndim != 2 or not 1 <= a.shape[0] <= 8:
+                raise ValueError(f"audio must be mono 1-D or (channels<=8, samples), got shape {a.shape}")
+            self.layout = layout or _DEFAULT_LAYOUTS[a.shape[0]]
+            if len(_av().AudioLayout(self.layout).channels) != a.shape[0]:
+                raise ValueError(f"layout {self.layout!r} does not have {a.shape[0]} channels")
             if not np.issubdtype(a.dtype, np.floating):
                 raise ValueError(f"audio must be float samples in [-1, 1], got {a.dtype}")
             if not np.all(np.isfinite(a)):
@@ -395,7 +573,7 @@ class VideoWriter:
         self._vstream = vs
         if self.audio is not None:
             a = self._container.add_stream("aac", rate=self.sample_rate)
-            a.layout = "mono"
+            a.layout = self.layout
             self._astream = a
         self._size = (h, w)
 
@@ -430,15 +608,16 @@ class VideoWriter:
         if self._astream is None:
             return
         av = _av()
+        total = self.audio.shape[1]
         if not pad:
-            upto = min(upto, len(self.audio))
+            upto = min(upto, total)
         step = 1024 * 16
         while self._audio_pos < upto:
             n = min(step, upto - self._audio_pos)
-            chunk = self.audio[self._audio_pos:self._audio_pos + n]
-            if len(chunk) < n:
-                chunk = np.concatenate([chunk, np.zeros(n - len(chunk), np.float32)])
-            af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            chunk = self.audio[:, self._audio_pos:self._audio_pos + n]
+            if chunk.shape[1] < n:
+                chunk = np.pad(chunk, ((0, 0), (0, n - chunk.shape[1])))
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=self.layout)
             af.sample_rate = self.sample_rate
             af.time_base = Fraction(1, self.sample_rate)
             af.pts = self._audio_pos
@@ -460,7 +639,7 @@ class VideoWriter:
                 if self.match_audio:
                     self._feed_audio(self._samples_at(self.num_frames), pad=True)
                 else:
-                    self._feed_audio(len(self.audio), pad=False)
+                    self._feed_audio(self.audio.shape[1], pad=False)
                 for packet in self._astream.encode(None):
                     self._container.mux(packet)
             self._container.close()
@@ -495,10 +674,12 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float = 25.0, audio: Op
         return w.num_frames
 
 
-def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "medium") -> VideoInfo:
+def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "medium",
+                   notes: Optional[list] = None) -> VideoInfo:
     """Re-encode ``src`` to constant ``fps`` H.264 at ``dst`` (atomic), keeping its audio as mono AAC.
 
-    The audio keeps its native sample rate; multi-channel audio is downmixed to mono (what lip-sync needs).
+    The audio keeps its native sample rate; multi-channel audio is downmixed to mono (what lip-sync training
+    needs). Warnings about damaged input go to ``notes``.
     """
     info = probe(src)
     if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)):
@@ -506,8 +687,8 @@ def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "me
     audio, sr = None, 16000
     if info.has_audio and info.audio_sample_rate > 0:
         sr = info.audio_sample_rate
-        audio = read_audio_track(src, sr)
-    frames = iter_frames(src, fps=fps)
+        audio = read_audio_track(src, sr, notes=notes)
+    frames = iter_frames(src, fps=fps, notes=notes)
     try:
         from tqdm import tqdm
 
