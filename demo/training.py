@@ -99,7 +99,7 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
         log(f"SyncNet: reusing {out_path} (held-out accuracy {info['val_accuracy']:.3f}, {info['steps']} steps)")
         return info
     common = dict(mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden, batch_size=16, lr=1e-3,
-                  val_items=64, eval_every=0, device=device, num_workers=0, progress=progress)
+                  val_items=64, eval_every=0, device=device, num_workers=0, progress=progress, overwrite=True)
     marks = {}
 
     def probe_log(msg):

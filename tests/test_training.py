@@ -286,3 +286,111 @@ def test_sequence_script_chains_stages_and_skips_finished_ones(data, tmp_path):
     assert load_lawdnet(str(clip_final)).config == load_lawdnet(str(frame_final)).config
     again = _run(cmd, env)
     assert again.count("already finished") == 2, again[-2000:]
+
+
+# ---------------------------------------------------------------- one error line, folder untouched
+
+def _bad_index(tmp_path, name, raw):
+    path = tmp_path / name
+    path.write_text(json.dumps({"format": "lawdnet-data-v1", **raw}))
+    return str(path)
+
+
+def _cli(argv, capsys):
+    """train_sequence_distributed.py's main as its CLI runs it: (exit status, stderr lines)."""
+    import train_sequence_distributed as tsd
+    from utils.errors import cli_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        cli_main(lambda: tsd.main(argv))
+    return e.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_every_bad_input_is_one_error_line_and_leaves_the_folder_untouched(data, results, uninterrupted, tmp_path,
+                                                                          capsys):
+    folder = os.path.join(results, "kept", "tiny")
+    shutil.copytree(os.path.join(results, "full", "tiny"), folder)
+    before = _snapshot(folder)
+    garbage = tmp_path / "vgg19.pth"
+    garbage.write_text("not weights")
+    video = {"num_frames": 36, "crop_dir": "crops/toy000", "features": {"toy": "features/toy/toy000.npy"}}
+    cases = [
+        ([f"--train_data={_bad_index(tmp_path, 'a.json', {'videos': {'v': video}})}"], "'crop_width' is missing"),
+        ([f"--train_data={_bad_index(tmp_path, 'b.json', {'crop_width': 40, 'videos': {'v': {'crop_dir': 'c'}}})}"],
+         "'num_frames' is missing of video 'v'"),
+        ([f"--train_data={_bad_index(tmp_path, 'c.json', {'crop_width': 40, 'videos': [video]})}"],
+         "'videos' must map video names to entries, got a list"),
+        (["--log_every", "0"], "--log_every must be >= 1"),
+        (["--lr_g", "-1"], "--lr_g must be a positive number"),
+        (["--num_workers", "-1"], "--num_workers must be >= 0"),
+        (["--vgg_path", str(garbage), "--no-no_perception"], "not a PyTorch checkpoint"),
+        (["--overwrite"], "pass one"),
+    ]
+    base = ["--stage", "tiny", "--name", "kept", "--train_data", data, "--result_root", results, "--mouth_region_size",
+            str(M), "--no_perception", "--logger", "none", "--num_workers", "0", "--max_steps", "9", "--resume"]
+    for extra, message in cases:
+        code, lines = _cli(base + extra, capsys)
+        errors = [ln for ln in lines if ln.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and message in errors[0], (extra, lines)
+        assert not any("Traceback" in ln or "weights_only" in ln for ln in lines), lines
+        assert _snapshot(folder) == before, extra
+    # a new run without --resume over the earlier one
+    code, lines = _cli([a for a in base if a != "--resume"], capsys)
+    assert code == 2 and lines == [f"error: {folder} already holds a training run (checkpoints up to step 8, "
+                                   "final.pth): pass --resume to continue it or --overwrite to start it over (or "
+                                   "choose another --name)"]
+    assert _snapshot(folder) == before
+    # a result root that cannot be created
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, lines = _cli(base + ["--result_root", str(blocker / "runs")], capsys)
+    assert code == 2 and len(lines) == 1 and "is a file" in lines[0] and blocker.read_text() == ""
+
+
+def test_sequence_script_reports_each_failure_in_one_line(data, tmp_path):
+    """The .sh under real torchrun (2 gloo processes): a bad flag, a busy MASTER_PORT and Ctrl-C each give one
+    line and no torchrun traceback; its own checks answer in one line too."""
+    import signal
+    import socket
+    import time
+
+    root = tmp_path / "runs"
+    cmd = ["bash", "train_sequence_distributed.sh", "seq", "--train_data", data, "--result_root", str(root),
+           "--mouth_region_size", str(M), "--no_perception", "--logger", "none", "--num_workers", "0",
+           "--augment_num", "2", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "STAGES": "tiny tiny_clip", "NPROC": "2", "PYTHON": sys.executable}
+
+    def run(extra, **more):
+        p = subprocess.run(cmd + extra, cwd=ROOT, env={**env, **more}, capture_output=True, text=True, timeout=300)
+        return p.returncode, p.stderr.strip().splitlines()
+
+    code, lines = run(["--max_steps", "2", "--log_every", "0"])
+    assert code == 2 and lines == ["error: --log_every must be >= 1, got 0"], lines
+    assert not root.exists()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, lines = run(["--max_steps", "2"], MASTER_PORT=str(port))
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: MASTER_PORT {port} is already in use"), lines
+    assert "choose a free port, e.g. MASTER_PORT=" in lines[0] and not root.exists()
+    for extra, more, message in [([], {"NPROC": "two"}, "NPROC must be a positive whole number"),
+                                 (["--resume"], {}, "the sequence always resumes"),
+                                 (["--result_root"], {}, "--result_root needs a value")]:
+        code, lines = run(extra, **more)
+        assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    # Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during training
+    p = subprocess.Popen(cmd + ["--max_steps", "1000", "--save_every_steps", "1"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    folder = root / "seq" / "tiny"
+    deadline = time.monotonic() + 240
+    while not (folder / "checkpoint_step000000002.pth").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 130 and lines[-1] == "interrupted" and lines.count("interrupted") == 1, err[-3000:]
+    assert not any("Traceback" in ln or "Error" in ln for ln in lines), err[-3000:]
+    steps = list_checkpoints(str(folder))
+    assert steps and read_checkpoint(steps[-1][1])["global_step"] == steps[-1][0]

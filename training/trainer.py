@@ -116,7 +116,8 @@ class _Stage:
         g.manual_seed(cfg.seed * 1000 + info.rank)
         self.loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
                                  num_workers=cfg.num_workers, worker_init_fn=worker_init if cfg.num_workers else None,
-                                 generator=g, pin_memory=self.device.type == "cuda", drop_last=True)
+                                 generator=g, pin_memory=self.device.type == "cuda", drop_last=True,
+                                 persistent_workers=cfg.num_workers > 0)   # short epochs of small data sets
         if self.syncnet is not None:
             sc = self.syncnet.config
             if sc["audio_channels"] != dim or sc["face_channels"] != 15:

@@ -22,13 +22,17 @@ def cli_main(fn):
     except UserError as e:
         if rank == "0":
             print(f"error: {e}", file=sys.stderr)
-        elif os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        else:
             import json
             import time
 
-            with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w", encoding="utf-8") as f:   # torchelastic's layout
-                json.dump({"message": {"message": str(e), "extraInfo": {"py_callstack": "",
-                                                                         "timestamp": str(int(time.time()))}}}, f)
+            if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+                with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w", encoding="utf-8") as f:   # torchelastic's layout
+                    json.dump({"message": {"message": str(e), "extraInfo": {"py_callstack": "",
+                                                                             "timestamp": str(int(time.time()))}}}, f)
+            # let rank 0, which meets the same error at the same point, stop first: torchrun then ends this
+            # process and reports rank 0's line only
+            time.sleep(3.0)
         sys.exit(2)
     except KeyboardInterrupt:
         # training.launch reports the interruption once for all processes
