@@ -136,9 +136,13 @@ def check_options(out_path, overwrite, **o):
 def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hidden=128, audio_feature="",
                   sync_window=9, min_offset=5, batch_size=16, steps=20000, lr=1e-4, loss="contrastive", val_fraction=0.2,
                   val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print, progress=True,
-                  overwrite=False):
-    """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split"}.
-    An existing ``out_path`` is an error unless ``overwrite``."""
+                  overwrite=False, max_seconds=0.0):
+    """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split", "steps"}.
+    An existing ``out_path`` is an error unless ``overwrite``; ``max_seconds`` > 0 stops earlier than ``steps``
+    when that much time has passed since the call (time-boxed runs; the last evaluation and the save follow)."""
+    import time
+
+    t_start = time.monotonic()
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -207,6 +211,10 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
                 log(f"step {step}: held-out sync accuracy {acc:.3f}")
             if step >= steps:
                 break
+            if max_seconds and time.monotonic() - t_start > max_seconds:
+                log(f"SyncNet: time limit of {max_seconds:.0f} s reached after {step} steps")
+                steps = step
+                break
         epoch += 1
     bar.close()
     acc = _accuracy(model, val_loader, dev, loss)
@@ -214,7 +222,7 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
     save_syncnet(model.cpu(), out_path, val_accuracy=acc, audio_feature=train_ds.store.feature,
                  mouth_region_size=int(mouth_region_size), loss=loss, steps=step)
     log(f"saved {out_path}")
-    return {"path": out_path, "val_accuracy": acc, "history": history, "split": split}
+    return {"path": out_path, "val_accuracy": acc, "history": history, "split": split, "steps": step}
 
 
 def build_parser():

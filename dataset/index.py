@@ -82,7 +82,7 @@ def load_index(path):
         raise UserError(f"{path}: 'videos' must map video names to entries, got a {type(entries).__name__}")
     videos = {}
     for name, v in entries.items():
-        where = f" of video '{name}'"
+        where = f" for video '{name}'"
         if not isinstance(v, dict):
             raise UserError(f"{path}: the entry{where} must be an object, got a {type(v).__name__}")
         num_frames = _field(v, "num_frames", int, path, where)

@@ -199,6 +199,19 @@ def test_a_new_run_never_mixes_with_or_deletes_an_earlier_one(data, results, uni
         assert json.load(f)["train"]["max_steps"] == 2
 
 
+def test_time_limit_stops_on_plan_and_on_save_sees_every_checkpoint(data, results):
+    """--time_limit_s (time-boxed demos): the step that crosses the limit is the last, its checkpoint and final.pth
+    are written as at max_steps, and a resumed run continues the same plan; on_save sees every checkpoint."""
+    seen = []
+    out = train_stage("tiny", name="timed", train_data=data, result_root=results, max_steps=1000, time_limit_s=1e-3,
+                      on_save=lambda path, step: seen.append((os.path.basename(path), step)), **COMMON)
+    assert out["global_step"] == 1 and read_checkpoint(out["final"])["global_step"] == 1
+    assert seen == [("checkpoint_step000000001.pth", 1)]
+    more = train_stage("tiny", name="timed", train_data=data, result_root=results, max_steps=1000, resume=True,
+                       time_limit_s=1e-3, **COMMON)
+    assert more["global_step"] == 2
+
+
 # ---------------------------------------------------------------- learning
 
 def test_loss_decreases_on_synthetic_data(data, results):
@@ -318,7 +331,7 @@ def test_every_bad_input_is_one_error_line_and_leaves_the_folder_untouched(data,
     cases = [
         ([f"--train_data={_bad_index(tmp_path, 'a.json', {'videos': {'v': video}})}"], "'crop_width' is missing"),
         ([f"--train_data={_bad_index(tmp_path, 'b.json', {'crop_width': 40, 'videos': {'v': {'crop_dir': 'c'}}})}"],
-         "'num_frames' is missing of video 'v'"),
+         "'num_frames' is missing for video 'v'"),
         ([f"--train_data={_bad_index(tmp_path, 'c.json', {'crop_width': 40, 'videos': [video]})}"],
          "'videos' must map video names to entries, got a list"),
         (["--log_every", "0"], "--log_every must be >= 1"),

@@ -22,6 +22,9 @@ class RunOptions:
     clip_length: int = 9             # references avoid the source's clip of this many frames
     dist_timeout_min: int = 30
     progress: bool = True            # tqdm bar on the main process (--no-progress for log files)
+    # > 0: stop after the step that reaches this many seconds since the stage started (set-up included) and
+    # write the checkpoints as at the end; for time-boxed runs (demo.py). Resuming continues the plan.
+    time_limit_s: float = 0.0
 
 
 MODEL_PREFIX = "model_"
@@ -85,6 +88,8 @@ def check(cfg: TrainConfig, opts: RunOptions) -> None:
         v = getattr(cfg, name)
         if not (math.isfinite(v) and v >= 0):
             raise UserError(f"--{name} must be a number >= 0, got {v}")
+    if not (math.isfinite(opts.time_limit_s) and opts.time_limit_s >= 0):
+        raise UserError(f"--time_limit_s must be >= 0 (0 = none), got {opts.time_limit_s}")
     if opts.dist_timeout_min < 1 or opts.clip_length < 1:
         raise UserError("--dist_timeout_min and --clip_length must be >= 1")
     if cfg.epochs_non_decay < 0 or cfg.epochs_decay < 0 or cfg.epochs_non_decay + cfg.epochs_decay < 1:

@@ -51,18 +51,22 @@ _ARCH_FIELDS = ("source_channel", "ref_channel", "audio_channel", "audio_window"
                 "encoder_channels", "align_channels", "attn_dim", "decoder_channels", "attn_grid")
 
 
-def train_stage(stage, **overrides):
+def train_stage(stage, on_save=None, **overrides):
     """Function API: run ``stage`` (a config/experiment name) with TrainConfig/RunOptions keyword overrides and
     ``model=dict(...)``, ``discriminator=dict(...)``. Returns the summary dict of ``train``."""
     cfg, model, opts, disc = resolve(stage, **overrides)
-    return train(cfg, model, opts, disc)
+    return train(cfg, model, opts, disc, on_save=on_save)
 
 
-def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, discriminator: dict = None) -> dict:
+def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, discriminator: dict = None,
+          on_save=None) -> dict:
     """Run one stage. In a torchrun job every process calls this; alone it trains in one process.
 
+    ``on_save(path, step)`` (function API only) runs on rank 0 after every numbered checkpoint is written, the
+    last one included, e.g. a validation (its time counts towards --time_limit_s).
     Returns {"result_dir", "final", "global_step", "epoch", "param_hash", "history": [per-step loss dicts]}.
     """
+    t_start = time.monotonic()
     opts = options or RunOptions()
     check(cfg, opts)
     run_folder.check(result_folder(cfg), cfg.resume, cfg.overwrite)
@@ -70,6 +74,7 @@ def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, disc
     stage = None
     try:
         stage = _Stage(cfg, dict(model or {}), opts, dict(discriminator or {}), info)
+        stage.t_start, stage.on_save = t_start, on_save
         return stage.run()
     finally:
         if stage is not None and stage.claim is not None:
@@ -85,7 +90,7 @@ class _Stage:
     def __init__(self, cfg, model_overrides, opts, disc_kwargs, info):
         self.cfg, self.opts, self.info = cfg, opts, info
         self.device = info.device
-        self.claim = None
+        self.claim, self.on_save, self.t_start = None, None, time.monotonic()
         self.result_dir = result_folder(cfg)
         self.log(f"stage {cfg.stage}: {info.world_size} process(es) on {self.device}, results in {self.result_dir}")
         seed_everything(cfg.seed, info.rank)
@@ -305,6 +310,8 @@ class _Stage:
             if final:
                 save_checkpoint(ck, os.path.join(self.result_dir, ckpts.FINAL))
             self.log(f"saved {path}" + (" and final.pth" if final else ""))
+            if self.on_save is not None:
+                self.on_save(path, self.global_step)
         barrier(self.info)
 
     @property
@@ -315,6 +322,13 @@ class _Stage:
         if self.step_based:
             return self.global_step >= self.cfg.max_steps
         return self.epoch >= self.total_epochs
+
+    def out_of_time(self, step_s):
+        """--time_limit_s: would one more step (``step_s`` seconds) end past the limit? Rank 0 decides for all."""
+        limit = self.opts.time_limit_s
+        if limit <= 0:
+            return False
+        return bool(broadcast_object(time.monotonic() - self.t_start + step_s > limit, self.info))
 
     # ------------------------------------------------------------------ one step
 
@@ -435,9 +449,10 @@ class _Stage:
         frames = items * (5 if cfg.clip_stage else 1)
         t_last, n_last = time.perf_counter(), 0
         t_first, first_step = None, self.global_step     # speed is measured after the first (warm-up) step
+        t_prev, step_s, timed_out = time.perf_counter(), 0.0, False
         if self.finished():
             self.log(f"already trained to step {self.global_step}; writing final.pth")
-        while not self.finished():
+        while not self.finished() and not timed_out:
             self.sampler.set_position(self.epoch, self.step_in_epoch)
             for batch in self.loader:
                 logs = self.step(batch)
@@ -446,6 +461,7 @@ class _Stage:
                 n_last += 1
                 self.history.append(logs)
                 t_end = time.perf_counter()
+                step_s, t_prev = t_end - t_prev, t_end
                 if t_first is None:
                     t_first, first_step = t_end, self.global_step
                 if bar is not None:
@@ -465,10 +481,14 @@ class _Stage:
                 if epoch_end:
                     self.epoch += 1
                     self.step_in_epoch = 0
-                if self.finished():                       # the final checkpoint is written below
+                timed_out = self.out_of_time(step_s)
+                if self.finished() or timed_out:          # the final checkpoint is written below
+                    if timed_out:
+                        self.log(f"--time_limit_s {self.opts.time_limit_s:g} reached at step {self.global_step}")
                     break
                 if (self.global_step % save_every == 0) if save_every else epoch_end:
                     self.save(final=False)
+                    t_prev = time.perf_counter()              # the next step's time excludes the save
                 if epoch_end:
                     break
         if bar is not None:
