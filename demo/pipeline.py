@@ -88,7 +88,8 @@ def _check(o: DemoOptions) -> None:
 
 
 def _invalidate(out: str, settings: dict, log) -> None:
-    """Remove the outputs a changed setting makes stale: data -> everything; model/training -> models."""
+    """Remove the outputs a changed setting makes stale: data -> everything; model/training -> models, validation
+    and results; evaluation (the template) -> results."""
     path = os.path.join(out, "demo_settings.json")
     old = {}
     if os.path.isfile(path):
@@ -99,9 +100,11 @@ def _invalidate(out: str, settings: dict, log) -> None:
             old = {}
     stale = []
     if old.get("data") != settings["data"]:
-        stale = ["prepared", "models", "results"]
+        stale = ["prepared", "models", "validation", "results"]
     elif old.get("training") != settings["training"]:
-        stale = ["models", "results"]
+        stale = ["models", "validation", "results"]
+    elif old.get("evaluation") != settings["evaluation"]:
+        stale = ["results"]
     for d in stale:
         p = os.path.join(out, d)
         if os.path.isdir(p):

@@ -199,6 +199,22 @@ def test_a_new_run_never_mixes_with_or_deletes_an_earlier_one(data, results, uni
         assert json.load(f)["train"]["max_steps"] == 2
 
 
+def test_a_stage_starts_from_an_official_format_checkpoint(data, results, uninterrupted, tmp_path, capsys):
+    """Official files carry no metadata and DDP 'module.' keys: the architecture comes from the shapes, the
+    feature width must fit the data, and the warp mode the weights were made for is pointed out."""
+    ours = read_checkpoint(uninterrupted["final"])["state_dict"]["net_g"]
+    official = tmp_path / "checkpoint_epoch_170.pth"
+    torch.save({"epoch": 170, "state_dict": {"net_g": {"module." + k: v for k, v in ours.items()}}}, official)
+    capsys.readouterr()
+    out = train_stage("tiny", name="from_official", train_data=data, result_root=results, max_steps=1,
+                      init_from=str(official), lr_g=1e-12, lr_d=1e-12, **COMMON)
+    err = capsys.readouterr().err
+    assert f"initialised the generator from {official} (official checkpoint)" in err
+    assert "pass --warp_mode official to keep it" in err
+    got = read_checkpoint(out["final"])["state_dict"]["net_g"]
+    assert all(torch.allclose(got[k], ours[k], atol=1e-6) for k in ours)      # lr ~0: the weights as loaded
+
+
 def test_time_limit_stops_on_plan_and_on_save_sees_every_checkpoint(data, results):
     """--time_limit_s (time-boxed demos): the step that crosses the limit is the last, its checkpoint and final.pth
     are written as at max_steps, and a resumed run continues the same plan; on_save sees every checkpoint."""
