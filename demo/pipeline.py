@@ -160,12 +160,12 @@ def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     return (0 if rendered else train + 2 * held), (0 if prepared else train), held
 
 
-def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str]:
-    """(model settings, generator overrides, audio feature, warp mode) - from --init_from's checkpoint when given,
-    so training continues its architecture (an official file: m 288 and deepspeech2 unless the flags say
-    otherwise)."""
+def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str, str]:
+    """(model settings, generator overrides, audio feature, warp mode, preprocessing profile) - from --init_from's
+    checkpoint when given, so training continues its architecture and its data are prepared the way it was
+    trained (an official file: m 288, deepspeech2 unless the flags say otherwise, the official profile)."""
     if not opts.init_from:
-        return opts.model, None, "mel", opts.model.warp_mode
+        return opts.model, None, "mel", opts.model.warp_mode, "lawdnet"
     from models.checkpoint import checkpoint_info, read_checkpoint
 
     info = checkpoint_info(read_checkpoint(opts.init_from), opts.init_from)
@@ -175,7 +175,7 @@ def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, st
     keep = ("source_channel", "ref_channel", "warp_layer_num", "num_kpoints", "coarse_grid_size", "encoder_channels",
             "align_channels", "attn_dim", "decoder_channels", "attn_grid")
     return (dataclasses.replace(opts.model, mouth_region_size=int(m)), {k: getattr(cfg, k) for k in keep}, feature,
-            cfg.warp_mode)
+            cfg.warp_mode, info["profile"])
 
 
 def _probe_model(index: str, model: TinyModel, overrides: dict | None, feature: str, warp_mode: str):
@@ -215,9 +215,9 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                      "sync": opts.syncnet_steps or USEFUL_STEPS["sync"]})
     warned = check_budget(budget.total_s, fixed, needed, planned, say)
     os.makedirs(out, exist_ok=True)
-    model, overrides, feature, warp_mode = _model_from_init(opts)
+    model, overrides, feature, warp_mode, profile = _model_from_init(opts)
     settings = {"data": {"real": os.path.abspath(opts.data) if opts.data else "", "holdout_s": opts.holdout_s,
-                         "speaker": dataclasses.asdict(opts.speaker), "feature": feature},
+                         "speaker": dataclasses.asdict(opts.speaker), "feature": feature, "profile": profile},
                 "training": {"model": dataclasses.asdict(model), "seed": opts.seed,
                              "checkpoint": os.path.abspath(opts.checkpoint) if opts.checkpoint else "",
                              "init_from": os.path.abspath(opts.init_from) if opts.init_from else "",
@@ -254,7 +254,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         with budget.step(STEPS[1], f"{', '.join(feats)} features, {int(1.25 * m)} px crops", fixed["data pipeline"]):
             index = training.prepare_data(data.train_dir, os.path.join(out, "prepared"), int(1.25 * m),
                                           workers=min(2, os.cpu_count() or 1), progress=opts.progress, log=say,
-                                          features=feats, audio_model_path=opts.audio_model_path)
+                                          features=feats, audio_model_path=opts.audio_model_path, profile=profile)
         models = os.path.join(out, "models")
         os.makedirs(models, exist_ok=True)
         budget.probe_generator(_probe_model(index, model, overrides, feature, warp_mode), m)

@@ -65,14 +65,16 @@ def _mark(path: str, info: dict) -> None:
 
 
 def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int = 1, progress: bool = True,
-                 log=print, features: tuple = ("mel",), audio_model_path: str = "") -> str:
-    """Run the project's data pipeline (``features``, crops ``crop_width`` wide) and write the index; its path."""
+                 log=print, features: tuple = ("mel",), audio_model_path: str = "", profile: str = "lawdnet") -> str:
+    """Run the project's data pipeline (``features``, crops ``crop_width`` wide, preprocessing ``profile``) and
+    write the index; its path."""
     from config.config import DataConfig
     from dataset.prepare.indexing import generate_training_json
     from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset
 
     cfg = DataConfig(source_video_dir=train_dir, data_root=data_root, audio_feature=",".join(features),
-                     crop_width=int(crop_width), workers=max(1, int(workers)), audio_model_path=audio_model_path)
+                     crop_width=int(crop_width), workers=max(1, int(workers)), audio_model_path=audio_model_path,
+                     profile=profile)
     report = prepare_dataset(cfg, VIDEO_STAGES, progress=progress)
     counts = report["counts"]
     bad = {v: r.get("reason", "") for v, r in report["videos"].items() if r.get("status") != "processed"}
