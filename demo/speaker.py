@@ -242,9 +242,9 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
     held_frames = n_last if holdout_s == 0 else int(round(holdout_s * 25))
     if held_frames > n_last:
         raise UserError(f"--holdout_s {holdout_s}: {vids[-1]} is only {n_last / 25:.1f} s long")
-    cut = n_last - held_frames
     if held_frames < 25:
         raise UserError(f"--holdout_s {holdout_s}: hold out at least 1 s to validate on")
+    cut = n_last - held_frames
     if len(vids) == 1 and cut < min_train_s * 25:
         raise UserError(f"{vids[-1]} ({n_last / 25:.1f} s) is too short to train on {min_train_s:g} s and hold out "
                         f"{held_frames / 25:.1f} s: give a longer video, more videos, or a shorter --holdout_s")
@@ -283,8 +283,6 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
             json.dump(split, f, indent=1)
     if os.path.isfile(os.path.join(eval_dir, "heldout.mouth.npy")):
         openness = os.path.join(eval_dir, "heldout.mouth.npy")
-    if template and not os.path.isfile(template):
-        raise UserError(f"--template {template}: file not found")
     what = f"the last {held_frames / 25:.1f} s of {vids[-1]}" if cut else vids[-1]
     log(f"real data: {len(train_names)} training video(s), held out {what} (dubbed with its own speech onto "
         f"{os.path.basename(template) if template else 'its own footage'})")

@@ -62,7 +62,7 @@ def _report_failure(err) -> int:
     return code if 0 < code < 256 else 1
 
 
-def _port_in_use(exc, args) -> bool:
+def _port_in_use(exc) -> bool:
     text = f"{type(exc).__name__} {exc}"
     return "EADDRINUSE" in text or "address already in use" in text.lower()
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception as e:          # rendezvous / store failures of the agent itself
-        if _port_in_use(e, args):
+        if _port_in_use(e):
             print(f"error: MASTER_PORT {args.master_port} is already in use on {args.master_addr} (another "
                   f"training run?): choose a free port, e.g. MASTER_PORT={free_port()}", file=sys.stderr)
             return USER_ERROR
