@@ -9,8 +9,9 @@
 
 Every TrainConfig field is a flag (stage values from config/experiment/<stage>.py are the defaults), plus the
 RunOptions (--audio_feature, --warp_mode, --sync_window, ...) and --model_<field> for the generator widths.
-Results: <result_root>/<name>/<stage>/ (checkpoints, final.pth, config.json, tensorboard/). The whole
-coarse-to-fine sequence: train_sequence_distributed.sh.
+Results: <result_root>/<name>/<stage>/ (checkpoints, final.pth, config.json, tensorboard/), one run per folder:
+--resume continues the run there, --overwrite starts it over, without either an earlier run is an error. The
+whole coarse-to-fine sequence: train_sequence_distributed.sh.
 """
 import argparse
 import os

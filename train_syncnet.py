@@ -94,10 +94,55 @@ def _accuracy(model, loader, device, loss):
     return correct / max(1, total)
 
 
+def check_options(out_path, overwrite, **o):
+    """One-line errors for every option that cannot work, before any data is read or any step trained."""
+    from utils.atomic import remove_stale_temps
+
+    if o["loss"] not in LOSSES:
+        raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got '{o['loss']}'")
+    if o["face_size"] < 32 or o["face_size"] % 32:
+        raise UserError(f"--face_size must be a positive multiple of 32, got {o['face_size']}")
+    if o["sync_window"] < 1 or o["sync_window"] % 2 == 0:
+        raise UserError(f"--sync_window must be a positive odd number, got {o['sync_window']}")
+    if o["hidden"] < 2 or o["hidden"] % 2:
+        raise UserError(f"--hidden must be an even number >= 2, got {o['hidden']}")
+    least = 2 if o["loss"] == "contrastive" else 1        # the contrastive loss compares the items of a batch
+    if o["batch_size"] < least:
+        raise UserError(f"--batch_size must be >= {least} with --loss {o['loss']}, got {o['batch_size']}")
+    for name in ("steps", "val_items", "min_offset", "mouth_region_size"):
+        if o[name] < 1:
+            raise UserError(f"--{name} must be >= 1, got {o[name]}")
+    for name in ("eval_every", "num_workers"):
+        if o[name] < 0:
+            raise UserError(f"--{name} must be >= 0, got {o[name]}")
+    if not (math.isfinite(o["lr"]) and o["lr"] > 0):
+        raise UserError(f"--lr must be a positive number, got {o['lr']}")
+    if not 0 <= o["val_fraction"] < 1:
+        raise UserError(f"--val_fraction must be in [0, 1), got {o['val_fraction']}")
+    out_path = os.fspath(out_path)
+    if os.path.isdir(out_path):
+        raise UserError(f"--out {out_path} is a folder: give the path of the .pth file to write")
+    if os.path.exists(out_path) and not overwrite:
+        raise UserError(f"--out {out_path} exists: pass --overwrite to replace it, or choose another path")
+    ancestor = os.path.dirname(os.path.abspath(out_path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor) or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out_path}: cannot write there ({ancestor} is "
+                        f"{'a file' if not os.path.isdir(ancestor) else 'not writable'})")
+    remove_stale_temps(out_path)                          # left by a run killed while saving
+
+
 def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hidden=128, audio_feature="",
                   sync_window=9, min_offset=5, batch_size=16, steps=20000, lr=1e-4, loss="contrastive", val_fraction=0.2,
-                  val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print, progress=True):
-    """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split"}."""
+                  val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print, progress=True,
+                  overwrite=False, max_seconds=0.0):
+    """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split", "steps"}.
+    An existing ``out_path`` is an error unless ``overwrite``; ``max_seconds`` > 0 stops earlier than ``steps``
+    when that much time has passed since the call (time-boxed runs; the last evaluation and the save follow)."""
+    import time
+
+    t_start = time.monotonic()
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -109,12 +154,9 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
     from training.distributed import pick_device
     from training.sampler import ResumableSampler
 
-    if loss not in LOSSES:
-        raise UserError(f"--loss must be one of {', '.join(LOSSES)}, got '{loss}'")
-    if face_size < 32 or face_size % 32:
-        raise UserError(f"--face_size must be a positive multiple of 32, got {face_size}")
-    if sync_window < 1 or sync_window % 2 == 0:
-        raise UserError(f"--sync_window must be a positive odd number, got {sync_window}")
+    check_options(out_path, overwrite, mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden,
+                  sync_window=sync_window, min_offset=min_offset, batch_size=batch_size, steps=steps, lr=lr, loss=loss,
+                  val_fraction=val_fraction, val_items=val_items, eval_every=eval_every, num_workers=num_workers)
     dev = pick_device(device, 0, 1)
     index = load_index(train_data)
     train_names, val_names, segments = split_videos(index.videos, val_fraction)
@@ -138,7 +180,10 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
     model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     sampler = ResumableSampler(len(train_ds), batch_size, seed=seed)
-    loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True)
+    # persistent workers: small data sets have short epochs, and re-starting the workers every epoch cost more
+    # than the training steps
+    loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
+                        persistent_workers=num_workers > 0)
     history, step, epoch = [], 0, 0
     acc = _accuracy(model, val_loader, dev, loss)
     log(f"SyncNet held-out accuracy before training: {acc:.3f}")
@@ -166,6 +211,10 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
                 log(f"step {step}: held-out sync accuracy {acc:.3f}")
             if step >= steps:
                 break
+            if max_seconds and time.monotonic() - t_start > max_seconds:
+                log(f"SyncNet: time limit of {max_seconds:.0f} s reached after {step} steps")
+                steps = step
+                break
         epoch += 1
     bar.close()
     acc = _accuracy(model, val_loader, dev, loss)
@@ -173,7 +222,7 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
     save_syncnet(model.cpu(), out_path, val_accuracy=acc, audio_feature=train_ds.store.feature,
                  mouth_region_size=int(mouth_region_size), loss=loss, steps=step)
     log(f"saved {out_path}")
-    return {"path": out_path, "val_accuracy": acc, "history": history, "split": split}
+    return {"path": out_path, "val_accuracy": acc, "history": history, "split": split, "steps": step}
 
 
 def build_parser():
@@ -201,6 +250,7 @@ def build_parser():
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads of the training process (0 = torch's default; see utils/threads.py)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar (log files)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     return p
 
 

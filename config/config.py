@@ -105,7 +105,9 @@ class TrainConfig:
     clip_stage: bool = False
     epochs_non_decay: int = 5
     epochs_decay: int = 5
-    max_steps: int = 0               # 0 = run all epochs; >0 stops early (tests, demos)
+    # 0 = train epochs_non_decay + epochs_decay epochs; N > 0 = step-based: exactly N steps whatever the data
+    # size, the learning-rate schedule spread over those N steps (same non-decay/decay proportion)
+    max_steps: int = 0
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     # linear learning-rate ramp at the start of a stage: a fresh Adam state moves every weight of an --init_from
@@ -125,7 +127,8 @@ class TrainConfig:
     syncnet_path: str = ""
     vgg_path: str = ""
     no_perception: bool = False
-    resume: bool = False
+    resume: bool = False             # continue the run in the result folder
+    overwrite: bool = False          # remove the run in the result folder and start over
     keep_last: int = 3
     save_every_steps: int = 0        # 0 = once per epoch
     log_every: int = 50

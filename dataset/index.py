@@ -71,15 +71,50 @@ def load_index(path):
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UserError(f"{path} is not a {FORMAT} index (re-run data_processing.py --generate_training_json)")
     root = os.path.dirname(os.path.abspath(path))
+    crop_width = _field(raw, "crop_width", int, path, "")
+    if crop_width < 1:
+        raise UserError(f"{path}: crop_width must be a positive number of pixels, got {crop_width}")
+    feats = raw.get("audio_features", [])
+    if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
+        raise UserError(f"{path}: 'audio_features' must be a list of feature names")
+    entries = raw.get("videos", {})
+    if not isinstance(entries, dict):
+        raise UserError(f"{path}: 'videos' must map video names to entries, got a {type(entries).__name__}")
     videos = {}
-    for name, v in raw.get("videos", {}).items():
+    for name, v in entries.items():
+        where = f" for video '{name}'"
+        if not isinstance(v, dict):
+            raise UserError(f"{path}: the entry{where} must be an object, got a {type(v).__name__}")
+        num_frames = _field(v, "num_frames", int, path, where)
+        crop_dir = _field(v, "crop_dir", str, path, where)
+        features = v.get("features", {})
+        if not isinstance(features, dict) or not all(isinstance(p, str) for p in features.values()):
+            raise UserError(f"{path}: 'features'{where} must map feature names to .npy paths")
+        invalid = v.get("invalid_frames", [])
+        if not isinstance(invalid, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in invalid):
+            raise UserError(f"{path}: 'invalid_frames'{where} must be a list of frame numbers")
+        landmarks = v.get("landmarks") or ""
+        if not isinstance(landmarks, str):
+            raise UserError(f"{path}: 'landmarks'{where} must be a path")
         videos[name] = VideoEntry(
-            name=name, num_frames=int(v["num_frames"]), crop_dir=os.path.join(root, v["crop_dir"]),
-            features={k: os.path.join(root, p) for k, p in v.get("features", {}).items()},
-            invalid_frames=list(v.get("invalid_frames", [])),
-            landmarks=os.path.join(root, v["landmarks"]) if v.get("landmarks") else "")
-    return DataIndex(path=path, crop_width=int(raw["crop_width"]),
-                     audio_features=list(raw.get("audio_features", [])), videos=videos)
+            name=name, num_frames=num_frames, crop_dir=os.path.join(root, crop_dir),
+            features={k: os.path.join(root, p) for k, p in features.items()}, invalid_frames=list(invalid),
+            landmarks=os.path.join(root, landmarks) if landmarks else "")
+    return DataIndex(path=path, crop_width=crop_width, audio_features=list(feats), videos=videos)
+
+
+def _field(entry, key, kind, path, where):
+    """``entry[key]`` as ``kind`` (int or str), or a one-line error naming the file, the entry and the key."""
+    if key not in entry:
+        raise UserError(f"{path}: '{key}' is missing{where} (re-run data_processing.py --generate_training_json)")
+    value = entry[key]
+    ok = isinstance(value, str) if kind is str else (isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise UserError(f"{path}: '{key}'{where} must be {'a path' if kind is str else 'a whole number'}, "
+                        f"got {value!r}")
+    if kind is int and value < 0:
+        raise UserError(f"{path}: '{key}'{where} must be >= 0, got {value}")
+    return value
 
 
 def write_index(path, crop_width, audio_features, videos):

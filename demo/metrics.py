@@ -4,8 +4,11 @@ dlib landmarks) and its correlation with the ground-truth openness, plus the eva
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
+
+from utils.errors import UserError
 
 
 def measured_openness(video: str, detector=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -50,8 +53,12 @@ def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=
            "openness_corr": correlation(opening[lo:hi], gt_openness[lo:hi]), "speech_span": [int(lo), int(hi)],
            "openness_std": float(opening[valid].std()) if valid.any() else 0.0,
            "face_frames": int(valid.sum())}
-    ev = evaluate(video, reference=reference, audio=audio, syncnet=syncnet or None, mouth_size=mouth_size,
-                  device=device, progress=progress, detector=detector)
+    try:
+        ev = evaluate(video, reference=reference, audio=audio, syncnet=syncnet or None, mouth_size=mouth_size,
+                      device=device, progress=progress, detector=detector)
+    except UserError as e:          # e.g. an untrained generator that paints no face: a result, not a crash
+        print(f"warning: {e}: its figures are n/a", file=sys.stderr)
+        ev = {}
     for k in ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr", "own_lse_d",
               "own_lse_c", "own_av_offset"):
         if k in ev:

@@ -45,15 +45,33 @@ class DemoOptions:
     min_corr: float = 0.6
     progress: bool = True
     copy_picture_to: str = ""              # also save the side-by-side PNG here (e.g. docs/images/demo.png)
+    # person-specific training (--data): the held-out segment, where its speech is dubbed, the starting point,
+    # validation during training
+    holdout_s: float | None = None         # None: the whole last video when there are several, else its last 20 %
+    template: str = ""                     # dub the held-out speech onto this video ("" = the held-out footage)
+    init_from: str = ""                    # start training from this LawDNet checkpoint (ours or official)
+    val_every: int = 1000                  # validate every N steps and at the end of each stage (0 = never)
+    select_by: str = "psnr_mouth"          # validation figure that picks best.pth
 
 
 def _check(o: DemoOptions) -> None:
     if not o.minutes or o.minutes <= 0:
         raise UserError(f"--minutes must be positive, got {o.minutes}")
-    if o.data and not os.path.isdir(o.data):
-        raise UserError(f"--data {o.data}: not a folder")
-    if o.checkpoint and not os.path.isfile(o.checkpoint):
-        raise UserError(f"--checkpoint {o.checkpoint}: file not found")
+    if o.data and not os.path.exists(o.data):
+        raise UserError(f"--data {o.data}: not a folder or a video file")
+    for flag, path in (("--checkpoint", o.checkpoint), ("--init_from", o.init_from), ("--template", o.template)):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{flag} {path}: file not found")
+    if o.checkpoint and o.init_from:
+        raise UserError("--checkpoint skips training and --init_from starts it: pass one")
+    if (o.template or o.holdout_s is not None) and not o.data:
+        raise UserError("--template and --holdout_s apply to your own videos (--data)")
+    if o.val_every < 0:
+        raise UserError(f"--val_every must be >= 0 (0 = no validation), got {o.val_every}")
+    from demo.validation import METRICS
+
+    if o.select_by not in METRICS:
+        raise UserError(f"--select_by must be one of {', '.join(METRICS)}, got {o.select_by!r}")
     if o.syncnet and not os.path.isfile(o.syncnet):
         raise UserError(f"--syncnet {o.syncnet}: file not found")
     if o.device and not (o.device == "cpu" or o.device == "cuda" or o.device.startswith("cuda:")):
@@ -70,7 +88,8 @@ def _check(o: DemoOptions) -> None:
 
 
 def _invalidate(out: str, settings: dict, log) -> None:
-    """Remove the outputs a changed setting makes stale: data -> everything; model/training -> models."""
+    """Remove the outputs a changed setting makes stale: data -> everything; model/training -> models, validation
+    and results; evaluation (the template) -> results."""
     path = os.path.join(out, "demo_settings.json")
     old = {}
     if os.path.isfile(path):
@@ -81,9 +100,11 @@ def _invalidate(out: str, settings: dict, log) -> None:
             old = {}
     stale = []
     if old.get("data") != settings["data"]:
-        stale = ["prepared", "models", "results"]
+        stale = ["prepared", "models", "validation", "results"]
     elif old.get("training") != settings["training"]:
-        stale = ["models", "results"]
+        stale = ["models", "validation", "results"]
+    elif old.get("evaluation") != settings["evaluation"]:
+        stale = ["results"]
     for d in stale:
         p = os.path.join(out, d)
         if os.path.isdir(p):
@@ -107,19 +128,101 @@ def _summary_mean(items: list[dict]) -> dict:
     return out
 
 
+def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
+    """(frames still to render, training frames, held-out frames) for the plan, before anything is made."""
+    from utils.media.video_io import count_frames
+
+    out = os.path.abspath(opts.output_dir)
+    prepared = os.path.isfile(os.path.join(out, "prepared", "training_json.json"))
+    if opts.data:
+        from dataset.prepare.layout import VIDEO_EXTS
+        from demo.speaker import default_holdout_s
+
+        src = opts.data
+        vids = ([src] if os.path.isfile(src) else
+                [os.path.join(src, n) for n in sorted(os.listdir(src)) if n.lower().endswith(VIDEO_EXTS)])
+        frames = [count_frames(v, 25.0) for v in vids] or [0]
+        hold = opts.holdout_s if opts.holdout_s is not None else default_holdout_s(len(frames), frames[-1] / 25)
+        held = frames[-1] if hold == 0 else min(frames[-1], int(round(hold * 25)))
+        return 0, 0 if prepared else sum(frames) - held, held
+    from demo.speaker import ENGLISH
+    from utils.synthetic.speech import SENTENCES
+
+    sp = opts.speaker
+
+    def frames(sid, speed):                    # lead/tail silence + ~the espeak-ng duration of the words
+        return int(25 * (0.6 + len(SENTENCES[sid][1].split()) * 60.0 / speed))
+
+    train = sum(frames(sid, v) for sid in ENGLISH[:sp.train_sentences] for v in sp.speeds)
+    mid = sorted(sp.speeds)[len(sp.speeds) // 2]
+    held = sum(frames(sid, mid) for sid in ENGLISH[len(ENGLISH) - sp.heldout_sentences:])
+    rendered = os.path.isfile(os.path.join(out, "data", "eval", "template.mp4"))
+    return (0 if rendered else train + 2 * held), (0 if prepared else train), held
+
+
+def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str, str]:
+    """(model settings, generator overrides, audio feature, warp mode, preprocessing profile) - from --init_from's
+    checkpoint when given, so training continues its architecture and its data are prepared the way it was
+    trained (an official file: m 288, deepspeech2 unless the flags say otherwise, the official profile)."""
+    if not opts.init_from:
+        return opts.model, None, "mel", opts.model.warp_mode, "lawdnet"
+    from models.checkpoint import checkpoint_info, read_checkpoint
+
+    info = checkpoint_info(read_checkpoint(opts.init_from), opts.init_from)
+    cfg = info["model_config"]
+    m = opts.mouth_region_size or info["mouth_region_size"]
+    feature = opts.audio_feature or info["audio_feature"] or "mel"
+    keep = ("source_channel", "ref_channel", "warp_layer_num", "num_kpoints", "coarse_grid_size", "encoder_channels",
+            "align_channels", "attn_dim", "decoder_channels", "attn_grid")
+    return (dataclasses.replace(opts.model, mouth_region_size=int(m)), {k: getattr(cfg, k) for k in keep}, feature,
+            cfg.warp_mode, info["profile"])
+
+
+def _probe_model(index: str, model: TinyModel, overrides: dict | None, feature: str, warp_mode: str):
+    """A generator of the architecture this run trains (random weights), for the budget's speed probe."""
+    from config.config import ModelConfig
+    from dataset.index import load_index
+    from models.lawdnet import LawDNet
+
+    ix = load_index(index)
+    video = next(iter(ix.videos.values()))
+    dim = int(np.load(video.features[feature], mmap_mode="r").shape[1])
+    return LawDNet(ModelConfig(**{**(overrides or model.model_overrides()), "audio_channel": dim,
+                                  "warp_mode": warp_mode}))
+
+
 def run_demo(opts: DemoOptions, log=None) -> dict:
     """Run the whole demo; returns the metrics dict (also written to <output_dir>/metrics.json)."""
     from demo import dubbing, figures, metrics, report, speaker, training
+    from demo.budget import NOMINAL, OVERRUN, USEFUL_STEPS, check_budget, fixed_costs, useful_training_s
 
     _check(opts)
     out = os.path.abspath(opts.output_dir)
-    os.makedirs(out, exist_ok=True)
     budget = Budget(opts.minutes * 60.0, len(STEPS), log)
     say = budget.log
-    settings = {"data": {"real": os.path.abspath(opts.data) if opts.data else "",
-                         "speaker": dataclasses.asdict(opts.speaker)},
-                "training": {"model": dataclasses.asdict(opts.model), "seed": opts.seed,
-                             "checkpoint": os.path.abspath(opts.checkpoint) if opts.checkpoint else ""}}
+    # up front: can the budget be kept, and does it leave enough training for a useful model?
+    n_render, n_train, n_held = _estimate_frames(opts)
+    fixed = fixed_costs(n_render, n_train, n_held)
+    trains = not opts.checkpoint
+    validates = bool(trains and opts.data and opts.val_every)
+    needed = useful_training_s() if trains else 0.0
+    per_val = n_held * (0.4 * NOMINAL["dub_frame"] + 0.25 * NOMINAL["eval_frame"])
+    if validates:                               # validations after every val_every steps and after each stage
+        needed += per_val * (2 + USEFUL_STEPS["frame"] // opts.val_every + USEFUL_STEPS["clip"] // opts.val_every)
+    planned = None
+    if trains and opts.frame_steps and opts.clip_steps:
+        planned = useful_training_s({"frame": opts.frame_steps, "clip": opts.clip_steps,
+                                     "sync": opts.syncnet_steps or USEFUL_STEPS["sync"]})
+    warned = check_budget(budget.total_s, fixed, needed, planned, say)
+    os.makedirs(out, exist_ok=True)
+    model, overrides, feature, warp_mode, profile = _model_from_init(opts)
+    settings = {"data": {"real": os.path.abspath(opts.data) if opts.data else "", "holdout_s": opts.holdout_s,
+                         "speaker": dataclasses.asdict(opts.speaker), "feature": feature, "profile": profile},
+                "training": {"model": dataclasses.asdict(model), "seed": opts.seed,
+                             "checkpoint": os.path.abspath(opts.checkpoint) if opts.checkpoint else "",
+                             "init_from": os.path.abspath(opts.init_from) if opts.init_from else "",
+                             "val_every": opts.val_every if validates else 0, "select_by": opts.select_by},
+                "evaluation": {"template": os.path.abspath(opts.template) if opts.template else ""}}
     _invalidate(out, json.loads(json.dumps(settings)), say)
     dev = opts.device
     if not dev:
@@ -127,50 +230,80 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
 
         dev = "cuda" if torch.cuda.is_available() else "cpu"
 
-    with budget.step(STEPS[0], "real videos from " + opts.data if opts.data else "synthetic speaker"):
+    with budget.step(STEPS[0], "real videos from " + opts.data if opts.data else "synthetic speaker",
+                     fixed["make the data"]):
         if opts.data:
-            data = speaker.real_data(opts.data, os.path.join(out, "data"), say)
+            data = speaker.real_data(opts.data, os.path.join(out, "data"), say, holdout_s=opts.holdout_s,
+                                     template=opts.template)
         else:
             data = speaker.make_synthetic_speaker(os.path.join(out, "data"), opts.speaker, say)
     gt_frames = sum(_num_frames(h.video) for h in data.heldout)
-    # dubbing + 2 landmark passes over 4 videos per held-out sentence + pictures (measured on a busy 2-core CPU)
-    reserve = 20.0 + 0.45 * gt_frames
 
-    checkpoint, sync_info, stage_info = opts.checkpoint, None, {}
-    m = opts.model.mouth_region_size
+    def reserve():
+        """Seconds the steps after training will take: planning figures x this machine's measured slowdown."""
+        return budget.post_training_s(gt_frames)
+
+    checkpoint, sync_info, stage_info, validator = opts.checkpoint, None, {}, None
+    m = model.mouth_region_size
     if checkpoint:
         for s in STEPS[1:5]:
             with budget.step(s, "skipped: --checkpoint given"):
                 pass
     else:
-        with budget.step(STEPS[1], f"mel features, {int(1.25 * m)} px crops"):
+        feats = ("mel",) if feature == "mel" else ("mel", feature)
+        with budget.step(STEPS[1], f"{', '.join(feats)} features, {int(1.25 * m)} px crops", fixed["data pipeline"]):
             index = training.prepare_data(data.train_dir, os.path.join(out, "prepared"), int(1.25 * m),
-                                          workers=min(2, os.cpu_count() or 1), progress=opts.progress, log=say)
+                                          workers=min(2, os.cpu_count() or 1), progress=opts.progress, log=say,
+                                          features=feats, audio_model_path=opts.audio_model_path, profile=profile)
         models = os.path.join(out, "models")
         os.makedirs(models, exist_ok=True)
-        secs = budget.share(SHARES["syncnet"], reserve)
+        budget.probe_generator(_probe_model(index, model, overrides, feature, warp_mode), m)
+        train_s = budget.share(1.0, reserve())
+        if not warned and planned is None and train_s < 0.9 * needed * budget.slowdown:
+            say(f"warning: {train_s / 60:.1f} min are left for training: this machine runs "
+                f"{budget.slowdown:.1f}x the planning figures, so the model will be undertrained")
+        late = budget.elapsed() + reserve() - budget.total_s
+        if late > OVERRUN * budget.total_s:
+            say(f"warning: this machine runs {budget.slowdown:.1f}x the planning figures: dubbing and evaluating "
+                f"alone will end this run about {late / 60:.1f} min past its budget")
+        secs = budget.share(SHARES["syncnet"], reserve())
         with budget.step(STEPS[2], f"{opts.syncnet_steps} steps" if opts.syncnet_steps else f"about {secs:.0f} s"):
             sync_info = training.train_syncnet_timed(index, os.path.join(models, "syncnet.pth"), secs, m,
                                                      device=dev, log=say, steps=opts.syncnet_steps,
                                                      progress=opts.progress)
-        secs = budget.share(SHARES["frame"] / (SHARES["frame"] + SHARES["clip"]), reserve)
-        with budget.step(STEPS[3], f"{opts.frame_steps} steps" if opts.frame_steps else f"about {secs:.0f} s"):
+        if validates:
+            from demo.validation import Validator
+
+            validator = Validator(data.heldout[0].video, os.path.join(out, "validation"), sync_info["path"], dev,
+                                  opts.select_by, log=say, dubber_kw={"audio_model_path": opts.audio_model_path})
+        common = dict(device=dev, seed=opts.seed, log=say, progress=opts.progress, model_overrides=overrides,
+                      audio_feature=feature, warp_mode=warp_mode, val_every=opts.val_every if validates else 0)
+        secs = budget.share(SHARES["frame"] / (SHARES["frame"] + SHARES["clip"]), reserve())
+        what = f"from {os.path.basename(opts.init_from)}, " if opts.init_from else ""
+        with budget.step(STEPS[3], what + (f"{opts.frame_steps} steps" if opts.frame_steps else f"about {secs:.0f} s")):
             stage_info["tiny"] = training.train_stage_timed(
-                "tiny", index, models, "demo", secs, opts.model, device=dev, seed=opts.seed,
-                max_steps=opts.frame_steps, cap_steps=opts.model.frame_steps_cap, log=say, progress=opts.progress)
-        secs = budget.share(1.0, reserve)
+                "tiny", index, models, "demo", secs, model, init_from=opts.init_from, max_steps=opts.frame_steps,
+                cap_steps=model.frame_steps_cap, adv_warmup_steps=model.adv_warmup_steps if opts.init_from else None,
+                validate=(lambda p, k: validator(p, "tiny", k)) if validator else None, **common)
+        secs = budget.share(1.0, reserve())
+        frame_model = validator.best_path if validator and validator.best else stage_info["tiny"]["final"]
         with budget.step(STEPS[4], f"{opts.clip_steps} steps" if opts.clip_steps else f"about {secs:.0f} s"):
             stage_info["tiny_clip"] = training.train_stage_timed(
-                "tiny_clip", index, models, "demo", secs, opts.model, device=dev,
-                init_from=stage_info["tiny"]["final"], syncnet_path=sync_info["path"], seed=opts.seed,
-                max_steps=opts.clip_steps, cap_steps=opts.model.clip_steps_cap, log=say, progress=opts.progress)
+                "tiny_clip", index, models, "demo", secs, model, init_from=frame_model,
+                syncnet_path=sync_info["path"], max_steps=opts.clip_steps, cap_steps=model.clip_steps_cap,
+                validate=(lambda p, k: validator(p, "tiny_clip", k)) if validator else None, **common)
         checkpoint = stage_info["tiny_clip"]["final"]
+        if validator and validator.best:
+            checkpoint = validator.best_path
+            best = validator.best
+            say(f"best checkpoint on the held-out segment: {best['stage']} step {best['step']} "
+                f"({opts.select_by} {best[opts.select_by]:.3f}) -> {checkpoint}")
     sync_eval = opts.syncnet or (sync_info["path"] if sync_info else "")
 
     res_dir = os.path.join(out, "results")
     os.makedirs(res_dir, exist_ok=True)
     items = []
-    with budget.step(STEPS[5], f"{len(data.heldout)} held-out sentence(s)"):
+    with budget.step(STEPS[5], f"{len(data.heldout)} held-out sentence(s)", fixed["dub"]):
         dubber = dubbing.make_dubber(checkpoint, dev, os.path.join(out, "cache"), opts.progress,
                                      mouth_region_size=opts.mouth_region_size or None,
                                      audio_feature=opts.audio_feature or None, audio_model_path=opts.audio_model_path)
@@ -183,19 +316,19 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
             dubbing.dub(dubber, prepared, wav, paths["silence"], checkpoint, data.template)
             dubbing.template_baseline(data.template, h.video, paths["template"], _num_frames(h.video))
             items.append({"name": h.name, "text": h.text, "paths": paths, "gt_video": h.video, "item": h})
-    with budget.step(STEPS[6], "landmarks + evaluation.evaluate on every video"):
+    with budget.step(STEPS[6], "landmarks + evaluation.evaluate on every video", fixed["evaluate"]):
         from utils.face.landmarks import LandmarkDetector
 
         det = LandmarkDetector()
         for it in items:
             h = it.pop("item")
             gt_open = speaker.load_openness(h)
-            measured_gt, valid_gt = metrics.measured_openness(h.video, det)
             if gt_open is None:                 # real data: the truth is what the landmarks see on the original
-                gt_open = measured_gt
+                gt_open, _ = metrics.measured_openness(h.video, det)
             it["gt_openness"] = np.asarray(gt_open, np.float64).tolist()
             vids = {}
-            for key, path in list(it["paths"].items()) + ([("ground_truth", h.video)] if data.synthetic else []):
+            truth = [("ground_truth", h.video)] if data.synthetic or data.template != h.video else []
+            for key, path in list(it["paths"].items()) + truth:
                 say(f"evaluating {os.path.basename(path)}")
                 # every video is scored against the held-out speech (the silence baseline's own track is silent)
                 vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev,
@@ -233,8 +366,12 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                           "metrics_json": "metrics.json"},
             "setup": _setup(opts, data, checkpoint, sync_info, stage_info, dev),
             "syncnet": sync_info, "training": stage_info,
+            "validation": validator.history if validator else [],
+            "best": validator.best if validator else None,
         }
-        result["quality_bar"] = report.quality_bar(result, opts.min_corr)
+        reconstruction = not data.synthetic and data.template == data.heldout[0].video
+        result["quality_bar"] = report.quality_bar(result, opts.min_corr,
+                                                   ("silence",) if reconstruction else ("template", "silence"))
         result["timings"] = dict(budget.timings)
         result["timings"]["total"] = round(budget.elapsed(), 1)
         report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
@@ -288,7 +425,11 @@ def _setup(opts, data, checkpoint, sync_info, stage_info, dev) -> dict:
                   "held-out sentences": "; ".join(h.text for h in data.heldout),
                   "template": f"new take of a training sentence: {data.template_text!r}"})
     else:
-        s.update({"data": f"real videos from {opts.data}", "held out": data.heldout[0].video})
+        s.update({"data": f"real videos from {opts.data}", "held out": data.heldout[0].video,
+                  "template": data.template if data.template != data.heldout[0].video else "the held-out footage "
+                              "itself (reconstruction)"})
+        if opts.init_from:
+            s["initialised from"] = opts.init_from
     if not opts.checkpoint:
         md = opts.model
         s.update({"model": f"tiny LawDNet, mouth {md.mouth_region_size}, encoder {list(md.encoder_channels)}, "

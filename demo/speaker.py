@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from utils.atomic import atomic_write
 from utils.errors import UserError
 
 ENGLISH = [i for i, (lang, _) in enumerate(__import__("utils.synthetic.speech", fromlist=["SENTENCES"]).SENTENCES)
@@ -138,30 +139,155 @@ def make_synthetic_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> DemoD
     return DemoData(train_dir, tpl_path, heldout, True, tpl_text)
 
 
-def real_data(video_dir: str, work_dir: str, log=print) -> DemoData:
-    """The user's videos: the last one (sorted by name) is held out and dubbed with its own audio
-    (reconstruction setting); the others are the training set, linked into ``<work_dir>/train`` (the user's
-    folder is only read)."""
-    from dataset.prepare.layout import VIDEO_EXTS
+def make_one_video_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> tuple[str, str, float]:
+    """The synthetic speaker as ONE video, for the person-specific flow (``demo.py --data``): the training
+    sentences at every speed, then the held-out sentences, in ``<data_dir>/video/presenter.mp4`` (+ its
+    ``.mouth.npy``); and a template (a new take of training sentences) whose frames line up with the held-out part:
+    both are rendered with one head-motion seed, so frame k of the template and of the held-out part show the same
+    pose and a dub of the held-out speech can be compared pixel by pixel with the held-out footage.
+    Returns (video, template, held-out seconds: pass it as --holdout_s)."""
+    from utils.synthetic.speech import SENTENCES
 
-    if not os.path.isdir(video_dir):
-        raise UserError(f"--data {video_dir}: not a folder")
-    vids = sorted(n for n in os.listdir(video_dir) if n.lower().endswith(VIDEO_EXTS) and not n.startswith("."))
-    if len(vids) < 2:
-        raise UserError(f"--data {video_dir}: need at least 2 videos (training + one held out), found {len(vids)}")
-    held = os.path.abspath(os.path.join(video_dir, vids[-1]))
-    train_dir = os.path.join(work_dir, "train")
+    parts_dir, video_dir = os.path.join(data_dir, "parts"), os.path.join(data_dir, "video")
+    os.makedirs(parts_dir, exist_ok=True)
+    os.makedirs(video_dir, exist_ok=True)
+    common = dict(voice=spec.voice, size=spec.size, head_motion=spec.head_motion)
+    train_text = " ".join(SENTENCES[sid][1] for sid in ENGLISH[:spec.train_sentences])
+    held_text = " ".join(SENTENCES[sid][1] for sid in ENGLISH[len(ENGLISH) - spec.heldout_sentences:])
+    mid_speed = sorted(spec.speeds)[len(spec.speeds) // 2]
+    parts = [_render(os.path.join(parts_dir, f"train_v{v}.mp4"), train_text, log, seed=spec.seed * 1000 + v,
+                     speed=v, **common) for v in spec.speeds]
+    held = _render(os.path.join(parts_dir, "heldout.mp4"), held_text, log, seed=EVAL_SEED + spec.seed,
+                   speed=mid_speed, **common)
+    video = os.path.join(video_dir, "presenter.mp4")
+    if not all(os.path.isfile(p) for p in (video, video[:-4] + ".mouth.npy")):
+        log(f"joining {len(parts) + 1} takes into {video}")
+        concat_videos([p["video"] for p in parts + [held]], video)
+        np.save(video[:-4] + ".mouth.npy", np.concatenate([np.load(p["mouth"]) for p in parts + [held]]))
+    tpl = os.path.join(data_dir, "template.mp4")
+    tpl_text = " ".join(SENTENCES[sid][1] for sid in ENGLISH[:2])
+    tail = 0.3
+    for _ in range(3):                  # as long as the held-out part at least (no ping-pong: poses stay aligned)
+        meta = _render(tpl, tpl_text, log, seed=EVAL_SEED + spec.seed, speed=mid_speed, lead_s=0.7, tail_s=tail,
+                       **common)
+        if meta["num_frames"] >= held["num_frames"]:
+            break
+        tail = round(tail + (held["num_frames"] - meta["num_frames"]) / 25 + 0.2, 2)
+    return video, tpl, held["num_frames"] / 25.0
+
+
+def concat_videos(paths: list, dst: str) -> str:
+    """The 25 fps videos ``paths`` one after the other (16 kHz mono audio, 640 samples per frame) in ``dst``."""
+    from utils.media.audio_io import load_audio
+    from utils.media.video_io import VideoWriter, count_frames, iter_frames
+
+    counts = [count_frames(p, 25.0) for p in paths]
+    audio = np.concatenate([np.pad(a, (0, max(0, n * 640 - len(a))))[:n * 640]
+                            for a, n in zip((load_audio(p, 16000) for p in paths), counts)])
+    with VideoWriter(dst, fps=25.0, audio=audio, sample_rate=16000, preset="fast") as w:
+        for p, n in zip(paths, counts):
+            for frame in iter_frames(p, fps=25.0, max_frames=n):
+                w.write(frame)
+    return dst
+
+
+def cut_video(src: str, dst: str, start: int, stop: int) -> str:
+    """Frames [start, stop) of ``src`` at 25 fps with the matching audio (16 kHz mono) as an mp4; the audio of
+    frame k is samples [640 k, 640 (k + 1)), the rule of the data pipeline."""
+    from utils.media.audio_io import load_audio
+    from utils.media.video_io import VideoWriter, iter_frames
+
+    audio = load_audio(src, 16000)
+    audio = np.pad(audio, (0, max(0, stop * 640 - len(audio))))[start * 640:stop * 640]
+    with VideoWriter(dst, fps=25.0, audio=audio, sample_rate=16000, preset="fast") as w:
+        for k, frame in enumerate(iter_frames(src, fps=25.0, max_frames=stop)):
+            if k >= start:
+                w.write(frame)
+    return dst
+
+
+def default_holdout_s(num_videos: int, last_seconds: float) -> float:
+    """0 (the whole last video) with several videos; 20 % of a single video, between 3 and 20 s."""
+    if num_videos > 1:
+        return 0.0
+    return round(min(20.0, max(3.0, 0.2 * last_seconds)), 2)
+
+
+def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = None, template: str = "",
+              min_train_s: float = 5.0) -> DemoData:
+    """The user's videos of one person (a folder, or one video file). The last one by name is held out - its
+    last ``holdout_s`` seconds (default: the whole last video when there are several, 20 % of a single video) -
+    and dubbed with its own speech onto ``template`` (default: the held-out footage itself, i.e. reconstruction);
+    everything before that is training data, under ``<work_dir>/train`` (the user's files are only read: whole
+    videos are linked, a cut one is re-encoded). A ``<video>.mouth.npy`` next to a video (utils.synthetic writes
+    one) gives per-frame ground-truth openness."""
+    from dataset.prepare.layout import VIDEO_EXTS
+    from utils.media.video_io import count_frames
+
+    if os.path.isfile(source):
+        folder, vids = os.path.dirname(os.path.abspath(source)), [os.path.basename(source)]
+    elif os.path.isdir(source):
+        folder = os.path.abspath(source)
+        vids = sorted(n for n in os.listdir(source) if n.lower().endswith(VIDEO_EXTS) and not n.startswith("."))
+    else:
+        raise UserError(f"--data {source}: not a folder or a video file")
+    if not vids:
+        raise UserError(f"--data {source}: no video found ({', '.join(VIDEO_EXTS)})")
+    last = os.path.join(folder, vids[-1])
+    n_last = count_frames(last, 25.0)
+    if holdout_s is None:
+        holdout_s = default_holdout_s(len(vids), n_last / 25.0)
+    if holdout_s < 0:
+        raise UserError(f"--holdout_s must be >= 0 (0 = the whole last video), got {holdout_s}")
+    held_frames = n_last if holdout_s == 0 else int(round(holdout_s * 25))
+    if held_frames > n_last:
+        raise UserError(f"--holdout_s {holdout_s}: {vids[-1]} is only {n_last / 25:.1f} s long")
+    if held_frames < 25:
+        raise UserError(f"--holdout_s {holdout_s}: hold out at least 1 s to validate on")
+    cut = n_last - held_frames
+    if len(vids) == 1 and cut < min_train_s * 25:
+        raise UserError(f"{vids[-1]} ({n_last / 25:.1f} s) is too short to train on {min_train_s:g} s and hold out "
+                        f"{held_frames / 25:.1f} s: give a longer video, more videos, or a shorter --holdout_s")
+    train_dir, eval_dir = os.path.join(work_dir, "train"), os.path.join(work_dir, "eval")
     os.makedirs(train_dir, exist_ok=True)
-    for n in os.listdir(train_dir):
-        if n not in vids[:-1]:
+    os.makedirs(eval_dir, exist_ok=True)
+    split = {"source": last, "size": os.path.getsize(last), "mtime_ns": os.stat(last).st_mtime_ns, "cut": cut,
+             "frames": n_last, "videos": vids}
+    split_path = os.path.join(work_dir, "split.json")
+    same = False
+    if os.path.isfile(split_path):
+        with open(split_path, encoding="utf-8") as f:
+            same = json.load(f) == split
+    stem = os.path.splitext(vids[-1])[0]
+    train_names = vids[:-1] + ([f"{stem}.mp4"] if cut else [])
+    for n in os.listdir(train_dir):                     # what an earlier split left must not be trained on
+        if n not in train_names or not same:
             os.remove(os.path.join(train_dir, n))
     for n in vids[:-1]:
         link = os.path.join(train_dir, n)
         if not os.path.lexists(link):
-            os.symlink(os.path.abspath(os.path.join(video_dir, n)), link)
-    log(f"real data: {len(vids) - 1} training video(s), held out {vids[-1]} (dubbed with its own audio)")
-    return DemoData(train_dir, held, [EvalItem(os.path.splitext(vids[-1])[0], "(its own speech)", held, "")],
-                    False, "")
+            os.symlink(os.path.join(folder, n), link)
+    held = os.path.join(eval_dir, "heldout.mp4")
+    gt = os.path.join(folder, stem + ".mouth.npy")
+    openness = ""
+    if not same or not os.path.isfile(held):
+        if cut:
+            log(f"real data: holding out the last {held_frames / 25:.1f} s of {vids[-1]}")
+            cut_video(last, os.path.join(train_dir, f"{stem}.mp4"), 0, cut)
+            cut_video(last, held, cut, n_last)
+        else:
+            cut_video(last, held, 0, n_last)
+        if os.path.isfile(gt):
+            np.save(os.path.join(eval_dir, "heldout.mouth.npy"), np.load(gt)[cut:n_last])
+        with atomic_write(split_path, "w", encoding="utf-8") as f:
+            json.dump(split, f, indent=1)
+    if os.path.isfile(os.path.join(eval_dir, "heldout.mouth.npy")):
+        openness = os.path.join(eval_dir, "heldout.mouth.npy")
+    what = f"the last {held_frames / 25:.1f} s of {vids[-1]}" if cut else vids[-1]
+    log(f"real data: {len(train_names)} training video(s), held out {what} (dubbed with its own speech onto "
+        f"{os.path.basename(template) if template else 'its own footage'})")
+    return DemoData(train_dir, os.path.abspath(template) if template else held,
+                    [EvalItem(stem, "(its own speech)", held, openness)], False, "")
 
 
 def load_openness(item: EvalItem) -> np.ndarray | None:

@@ -1,9 +1,8 @@
 """Time-boxed demo training: data pipeline, SyncNet, tiny LawDNet frame stage then clip stage.
 
 Every step leaves its result on disk and is skipped when that result is already there, so a re-run resumes.
-Time boxing: the SyncNet trainer only takes a step count, so a short probe run measures its step time first;
-LawDNet stages run in chunks with ``resume=True`` and a growing ``max_steps``, each chunk sized from the speed
-the previous one measured (the CPU may be shared, so the speed is re-measured every chunk).
+Time boxing: both trainers take a time limit (train_syncnet's max_seconds, the stage trainer's --time_limit_s)
+next to a step cap; a stage runs with ``resume=True``, so an interrupted demo continues where it stopped.
 """
 from __future__ import annotations
 
@@ -66,20 +65,22 @@ def _mark(path: str, info: dict) -> None:
 
 
 def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int = 1, progress: bool = True,
-                 log=print) -> str:
-    """Run the project's data pipeline (mel features, crops ``crop_width`` wide) and write the index; its path."""
+                 log=print, features: tuple = ("mel",), audio_model_path: str = "", profile: str = "lawdnet") -> str:
+    """Run the project's data pipeline (``features``, crops ``crop_width`` wide, preprocessing ``profile``) and
+    write the index; its path."""
     from config.config import DataConfig
     from dataset.prepare.indexing import generate_training_json
     from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset
 
-    cfg = DataConfig(source_video_dir=train_dir, data_root=data_root, audio_feature="mel", crop_width=int(crop_width),
-                     workers=max(1, int(workers)))
+    cfg = DataConfig(source_video_dir=train_dir, data_root=data_root, audio_feature=",".join(features),
+                     crop_width=int(crop_width), workers=max(1, int(workers)), audio_model_path=audio_model_path,
+                     profile=profile)
     report = prepare_dataset(cfg, VIDEO_STAGES, progress=progress)
     counts = report["counts"]
     bad = {v: r.get("reason", "") for v, r in report["videos"].items() if r.get("status") != "processed"}
     for v, why in bad.items():
         log(f"data: {v} not used: {why}")
-    path, summary = generate_training_json(data_root, ["mel"], int(crop_width))
+    path, summary = generate_training_json(data_root, list(features), int(crop_width))
     if summary["videos"] < 1:
         raise UserError(f"no usable training video in {train_dir} ({counts})")
     log(f"data: {summary['videos']} training video(s) indexed in {path}")
@@ -87,10 +88,10 @@ def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int =
 
 
 def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_size: int = MOUTH, device: str = "",
-                        log=print, hidden: int = 32, face_size: int = 32, min_steps: int = 20, max_steps: int = 4000,
-                        steps: int = 0, progress: bool = True) -> dict:
-    """A SyncNet on the demo data within about ``seconds`` (exactly ``steps`` steps when > 0); skipped when
-    ``out_path`` is done already."""
+                        log=print, hidden: int = 32, face_size: int = 32, max_steps: int = 4000, steps: int = 0,
+                        progress: bool = True) -> dict:
+    """A mel SyncNet on the demo data within about ``seconds`` (at most ``max_steps`` steps), or exactly ``steps``
+    steps when > 0; skipped when ``out_path`` is done already."""
     from train_syncnet import train_syncnet
 
     marker = out_path + ".done.json"
@@ -98,28 +99,11 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
     if info and os.path.isfile(out_path):
         log(f"SyncNet: reusing {out_path} (held-out accuracy {info['val_accuracy']:.3f}, {info['steps']} steps)")
         return info
-    common = dict(mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden, batch_size=16, lr=1e-3,
-                  val_items=64, eval_every=0, device=device, num_workers=0, progress=progress)
-    marks = {}
-
-    def probe_log(msg):
-        if "before training" in msg:
-            marks["t0"] = time.monotonic()
-        elif "held-out sync accuracy" in msg and "t0" in marks and "t1" not in marks:
-            marks["t1"] = time.monotonic()
-
-    if steps <= 0:
-        t_start = time.monotonic()
-        n_probe = 10
-        train_syncnet(index, out_path + ".probe", steps=n_probe, log=probe_log, **common)
-        overhead = time.monotonic() - t_start
-        per_step = (marks["t1"] - marks["t0"]) / n_probe if "t1" in marks else overhead / n_probe
-        overhead = max(0.0, overhead - per_step * n_probe)
-        os.remove(out_path + ".probe")
-        steps = int(max(min_steps, min(max_steps, (seconds - overhead - (time.monotonic() - t_start)) / per_step)))
-        log(f"SyncNet: {per_step * 1000:.0f} ms/step -> {steps} steps")
-    res = train_syncnet(index, out_path, steps=steps, log=log, **common)
-    info = {"path": out_path, "val_accuracy": res["val_accuracy"], "steps": steps, "split": res["split"],
+    res = train_syncnet(index, out_path, mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden,
+                        audio_feature="mel", batch_size=16, lr=1e-3, val_items=64, eval_every=0, device=device,
+                        num_workers=0, progress=progress, overwrite=True, log=log, steps=steps or max_steps,
+                        max_seconds=0.0 if steps else max(1.0, seconds))
+    info = {"path": out_path, "val_accuracy": res["val_accuracy"], "steps": res["steps"], "split": res["split"],
             "final_loss": float(sum(res["history"][-20:]) / max(1, len(res["history"][-20:])))}
     _mark(marker, info)
     return info
@@ -127,10 +111,13 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
 
 def train_stage_timed(stage: str, index: str, result_root: str, name: str, seconds: float, model: TinyModel,
                       device: str = "", init_from: str = "", syncnet_path: str = "", seed: int = 456,
-                      min_steps: int = 5, max_steps: int = 0, cap_steps: int = 0, log=print,
-                      progress: bool = True) -> dict:
-    """Train ``stage`` (tiny / tiny_clip) for about ``seconds`` but at most ``cap_steps`` steps (when > 0), or
-    exactly ``max_steps`` when > 0, in resumable chunks; returns {"final", "steps", "seconds", "samples_per_s", "loss_img"}. Skipped when already done."""
+                      max_steps: int = 0, cap_steps: int = 0, log=print, progress: bool = True,
+                      model_overrides: dict | None = None, audio_feature: str = "", warp_mode: str = "",
+                      val_every: int = 0, validate=None, adv_warmup_steps: int | None = None) -> dict:
+    """Train ``stage`` (tiny / tiny_clip) for about ``seconds`` (the trainer's --time_limit_s) but at most
+    ``cap_steps`` steps, or exactly ``max_steps`` when > 0. ``validate(checkpoint, step)`` runs after every
+    ``val_every`` steps and at the end. Returns {"final", "steps", "seconds", "samples_per_s", "loss_img"};
+    skipped when already done, resumed when a run was interrupted."""
     from training.trainer import train_stage
 
     result_dir = os.path.join(result_root, name, stage)
@@ -141,48 +128,28 @@ def train_stage_timed(stage: str, index: str, result_root: str, name: str, secon
         return info
     clip = stage.endswith("clip")
     batch = model.clip_batch_size if clip else model.batch_size
-    kw = dict(name=name, train_data=index, result_root=result_root, mouth_region_size=model.mouth_region_size, batch_size=batch,
-              augment_num=100000, epochs_non_decay=1, epochs_decay=0, no_perception=True, logger="none",
-              num_workers=0, image_every=0, log_every=10 ** 9, keep_last=2, resume=True, seed=seed,
-              lr_g=model.lr, lr_d=model.lr, warp_mode=model.warp_mode, model=model.model_overrides(),
-              lamb_img=model.img_weight, init_from=init_from, syncnet_path=syncnet_path, device=device,
-              progress=progress)
+    target = max_steps or cap_steps or 10 ** 6
+    # step-based with a constant learning rate (1 flat epoch, no decay): stopping on time is stopping on plan
+    kw = dict(name=name, train_data=index, result_root=result_root, mouth_region_size=model.mouth_region_size,
+              batch_size=batch, augment_num=100000, epochs_non_decay=1, epochs_decay=0, no_perception=True,
+              logger="none", num_workers=0, image_every=0, log_every=10 ** 9, keep_last=2, resume=True, seed=seed,
+              lr_g=model.lr, lr_d=model.lr, warp_mode=warp_mode or model.warp_mode,
+              model=model_overrides or model.model_overrides(), lamb_img=model.img_weight, init_from=init_from,
+              syncnet_path=syncnet_path, device=device, progress=progress, audio_feature=audio_feature,
+              max_steps=target, save_every_steps=val_every or target, time_limit_s=0.0 if max_steps else max(1.0, seconds))
     if clip:
         kw.update(sync_warmup_steps=300, lamb_sync=model.sync_weight if syncnet_path else 0.0,
                   adv_warmup_steps=model.adv_warmup_steps)
+    if adv_warmup_steps is not None:
+        kw["adv_warmup_steps"] = adv_warmup_steps
     t_start = time.monotonic()
-    step, speed, overhead, history = 0, 0.0, 5.0, []
-    while True:
-        left = seconds - (time.monotonic() - t_start)
-        if max_steps:
-            target = max_steps
-        elif speed <= 0:
-            target = step + min_steps                       # first chunk: measure the speed
-        else:
-            n = int((min(left, max(60.0, left / 3)) - overhead) * speed / batch)
-            if n < 1:
-                break
-            target = step + n
-        if cap_steps and not max_steps:
-            target = min(target, cap_steps)
-        if target <= step:
-            break
-        t0 = time.monotonic()
-        res = train_stage(stage, max_steps=target, save_every_steps=max(20, target - step), **kw)
-        dt = time.monotonic() - t0
-        done = res["global_step"] - step
-        step = res["global_step"]
-        history += res["history"]
-        if res["samples_per_s"] > 0:
-            speed = res["samples_per_s"]
-            overhead = max(1.0, dt - done * batch / speed)
-        if max_steps or done <= 0 or (cap_steps and step >= cap_steps) or \
-                (time.monotonic() - t_start) > seconds - overhead:
-            break
+    res = train_stage(stage, on_save=(lambda path, step: validate(path, step)) if validate else None, **kw)
     elapsed = time.monotonic() - t_start
-    tail = [h["loss/img"] for h in history[-20:]]
-    info = {"final": res["final"], "steps": step, "seconds": round(elapsed, 1), "samples_per_s": speed,
-            "loss_img": float(sum(tail) / len(tail)) if tail else float("nan"), "stage": stage}
-    log(f"{stage}: {step} steps in {elapsed:.0f} s ({speed:.1f} samples/s), final image MSE {info['loss_img']:.4f}")
+    tail = [h["loss/img"] for h in res["history"][-20:]]
+    info = {"final": res["final"], "steps": res["global_step"], "seconds": round(elapsed, 1),
+            "samples_per_s": res["samples_per_s"], "stage": stage,
+            "loss_img": float(sum(tail) / len(tail)) if tail else float("nan")}
+    log(f"{stage}: {info['steps']} steps in {elapsed:.0f} s ({info['samples_per_s']:.1f} samples/s), final image MSE "
+        f"{info['loss_img']:.4f}")
     _mark(marker, info)
     return info

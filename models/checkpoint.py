@@ -14,6 +14,9 @@ Writes are atomic (temporary file in the same folder, fsync, rename), so a proce
 leaves a truncated file under the final name.
 """
 import os
+import pickle
+import re
+import warnings
 import zipfile
 
 import torch
@@ -36,7 +39,11 @@ def read_checkpoint(path, map_location="cpu"):
     if os.path.getsize(path) == 0:
         raise UserError(f"checkpoint is empty (0 bytes): {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():      # the weights-only unpickler warns about pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"cannot read checkpoint {path}: {_unpickling_reason(str(e))}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "zip" in msg.lower() or "central directory" in msg.lower() or isinstance(e, EOFError):
@@ -44,6 +51,16 @@ def read_checkpoint(path, map_location="cpu"):
         raise UserError(f"cannot read checkpoint {path}: {msg}") from None
     except Exception as e:  # pickle errors: a file that is not a plain tensor checkpoint
         raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+def _unpickling_reason(msg):
+    """Our reason for a failed weights-only load. torch's own message advises re-running with
+    weights_only=False, which would execute whatever code the file holds: never give that advice here."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+    if found:
+        return (f"it holds Python objects other than tensors ({found.group(1)}), so it is not a plain weight "
+                "file; re-save it from a trusted copy with torch.save(model.state_dict(), path)")
+    return "not a PyTorch checkpoint (unreadable data; a truncated download or another kind of file?)"
 
 
 def save_checkpoint(obj, path):

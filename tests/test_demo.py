@@ -15,12 +15,16 @@ from utils.media.video_io import count_frames, iter_frames, probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "demo.py")
+# exact step counts: the test's run time does not depend on how busy the machine is; 200 frame steps are about
+# what the tiny model needs before the dubbed faces are detectable again (60: 1 frame of 66, 150: 50)
 SHORT = ["--minutes", "1.5", "--train_sentences", "1", "--heldout_sentences", "1", "--speeds", "175",
-         "--size", "160", "--no_progress", "--device", "cpu"]
+         "--size", "160", "--no_progress", "--device", "cpu", "--frame_steps", "200", "--clip_steps", "3",
+         "--syncnet_steps", "10"]
 
 
-def _run(*args, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+def _run(*args, timeout=900):
+    # one torch thread: on a machine whose cores other jobs share, two threads per process run several times slower
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, DEMO, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env=env)
 
@@ -38,6 +42,8 @@ def test_demo_writes_every_artefact_with_finite_numbers(demo_run):
     out, pic, r = demo_run
     for k in range(1, 9):                                        # progress line for every step
         assert f"[demo {k}/8]" in r.stderr
+    # said up front, before any work: these steps cannot train a useful model
+    assert r.stderr.index("warning: the step counts given train") < r.stderr.index("[demo 1/8]")
     assert "step/s" not in r.stderr and "it/s" not in r.stderr  # --no_progress: no bars in the log
     m = json.loads((out / "metrics.json").read_text())
     a = m["artefacts"]
@@ -88,7 +94,7 @@ def test_demo_writes_every_artefact_with_finite_numbers(demo_run):
 
 def test_rerun_reuses_training(demo_run, tmp_path):
     out, _, _ = demo_run
-    r = _run("--output_dir", str(out), *SHORT, "--minutes", "0.5")
+    r = _run("--output_dir", str(out), *SHORT, "--minutes", "3")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "SyncNet: reusing" in r.stderr and "tiny: reusing" in r.stderr and "tiny_clip: reusing" in r.stderr
 
@@ -120,12 +126,15 @@ def test_real_videos_with_a_given_checkpoint_skip_training(demo_run, tmp_path):
         assert dubbed[k] is not None and math.isfinite(dubbed[k]), k
     assert count_frames(str(res_dir / m["artefacts"]["dubbed_mp4"]), 25.0) == count_frames(
         str(videos / "b_take.mp4"), 25.0)
-    assert "Real videos" in (res_dir / "report.html").read_text()
+    assert "Your videos" in (res_dir / "report.html").read_text()
     assert {p.name: p.stat().st_mtime_ns for p in videos.iterdir()} == before
 
 
 @pytest.mark.parametrize("args, message", [
     (["--minutes", "0"], "--minutes must be positive"),
+    (["--minutes", "0.1"], "--minutes 0.1 cannot be kept"),
+    (["--holdout_s", "2"], "apply to your own videos"),
+    (["--val_every", "-1"], "--val_every must be >= 0"),
     (["--data", "/nonexistent/folder"], "not a folder"),
     (["--train_sentences", "9"], "--train_sentences"),
     (["--checkpoint", "/nonexistent/model.pth"], "file not found"),
@@ -137,3 +146,93 @@ def test_bad_flags_give_one_line_error(tmp_path, args, message):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+
+
+def test_person_specific_model_from_a_few_videos(demo_run, tmp_path):
+    """--data with a held-out segment (the last 1.5 s of the last of two videos), training started --init_from a
+    checkpoint, validation during training, the best checkpoint kept and used for the report."""
+    from dataset.index import load_index
+    from models.checkpoint import read_checkpoint
+    from utils.synthetic.talking_head import make_talking_head
+
+    out, _, _ = demo_run
+    videos = tmp_path / "presenter"
+    videos.mkdir()
+    make_talking_head(videos / "a_take.mp4", "Peter bought a big map before the trip.", size=160, seed=5,
+                      preset="ultrafast")
+    meta = make_talking_head(videos / "b_take.mp4", "We watched the moon rise above the quiet harbour.", size=160,
+                             seed=6, preset="ultrafast")
+    start = out / "models" / "demo" / "tiny_clip" / "final.pth"
+    res = tmp_path / "mine"
+    r = _run("--output_dir", str(res), "--data", str(videos), "--holdout_s", "1.5", "--init_from", str(start),
+             "--frame_steps", "6", "--clip_steps", "2", "--syncnet_steps", "4", "--val_every", "3", "--minutes", "6",
+             "--no_progress", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "holding out the last 1.5 s of b_take.mp4" in r.stderr and f"initialised the generator from {start}" in r.stderr
+    # the held-out segment is not in the training data: b_take is indexed without its last 1.5 s
+    ix = load_index(res / "prepared" / "training_json.json")
+    assert ix.videos["b_take"].num_frames == meta["num_frames"] - 38
+    assert count_frames(str(res / "data" / "eval" / "heldout.mp4"), 25.0) == 38
+    # validation after steps 3 and 6 of the frame stage and at the end of the clip stage; best.pth is the best
+    m = json.loads((res / "metrics.json").read_text())
+    val = m["validation"]
+    assert [(v["stage"], v["step"]) for v in val] == [("tiny", 3), ("tiny", 6), ("tiny_clip", 2)]
+    for v in val:
+        assert all(v[k] is not None and math.isfinite(v[k]) for k in ("psnr_mouth", "ssim_mouth", "own_lse_c")), v
+    best = max(val, key=lambda v: v["psnr_mouth"])
+    assert (m["best"]["stage"], m["best"]["step"]) == (best["stage"], best["step"])
+    best_ck = read_checkpoint(res / "validation" / "best.pth")
+    assert best_ck["stage"] == best["stage"] and best_ck["global_step"] == best["step"]
+    assert m["setup"]["checkpoint"] == os.path.join("validation", "best.pth")
+    # the report: held-out segment dubbed by the best model, the silence baseline, the validation table
+    page = (res / "report.html").read_text()
+    assert "Validation during training" in page and "Your videos" in page
+    assert m["mean"]["silence"]["psnr_mouth"] is not None and m["mean"]["dubbed"]["psnr_mouth"] is not None
+
+
+def test_an_official_checkpoint_sets_what_person_specific_training_continues(demo_run, tmp_path):
+    """--init_from an official-format file (no metadata, DDP 'module.' keys): its architecture, official warp and
+    preprocessing profile, m 288 and deepspeech2 features unless the flags say otherwise."""
+    import torch
+
+    from demo.pipeline import DemoOptions, _model_from_init
+    from models.checkpoint import read_checkpoint
+
+    out, _, _ = demo_run
+    ours = read_checkpoint(out / "models" / "demo" / "tiny_clip" / "final.pth")
+    official = tmp_path / "checkpoint_epoch_170.pth"
+    torch.save({"epoch": 170, "state_dict": {"net_g": {"module." + k: v for k, v in ours["state_dict"]["net_g"].items()}}},
+               official)
+    model, overrides, feature, warp, profile = _model_from_init(DemoOptions(init_from=str(official)))
+    assert (model.mouth_region_size, feature, warp, profile) == (288, "deepspeech2", "official", "official")
+    assert overrides["encoder_channels"] == (16, 32, 64) and overrides["attn_dim"] == 64
+    model, _, feature, _, _ = _model_from_init(DemoOptions(init_from=str(official), mouth_region_size=32,
+                                                           audio_feature="mel"))
+    assert (model.mouth_region_size, feature) == (32, "mel")
+
+
+def test_budget_plan_refuses_what_cannot_be_kept_and_warns_when_training_is_too_short():
+    from demo.budget import Budget, check_budget, fixed_costs, useful_training_s
+    from utils.errors import UserError
+
+    fixed = fixed_costs(render_frames=2000, pipeline_frames=1500, heldout_frames=160)   # ~2 min nominal
+    need = sum(fixed.values())
+    useful = useful_training_s()
+    assert 100 < need < 150 and 6 * 60 < useful < 9 * 60
+    said = []
+    with pytest.raises(UserError, match=r"--minutes 1.5 cannot be kept: .* use --minutes 3 or more"):
+        check_budget(90, fixed, useful, None, said.append)
+    assert check_budget(5 * 60, fixed, useful, None, said.append)            # the issue's case: 5 minutes
+    assert said[-1].startswith("warning: --minutes 5 leaves about 2.8 min for training, 39 % of what a useful "
+                               "model needs") and "use --minutes 10" in said[-1]
+    assert not check_budget(12 * 60, fixed, useful, None, said.append) and len(said) == 1
+    assert check_budget(12 * 60, fixed, useful, useful / 10, said.append) and "step counts" in said[-1]
+    # rescaling: a fixed step that ran faster than planned, and a slow generator measured by the probe
+    b = Budget(60, 1, log=lambda m: None)
+    assert b.slowdown == 1.0
+    with b.step("make the data", nominal_s=10.0):
+        pass
+    assert b.slowdown == 0.5                                 # clamped: never plan on a machine 2x faster
+    base = b.post_training_s(100)
+    b.torch_slowdown = 10.0
+    assert b.post_training_s(100) == pytest.approx(base + 2 * 100 * 0.02 * (10.0 - 0.5))

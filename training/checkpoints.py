@@ -14,6 +14,7 @@ from utils.errors import UserError
 
 _NAME = re.compile(r"^checkpoint_step(\d{9})\.pth$")
 FINAL = "final.pth"
+UNREADABLE = ".unreadable"
 
 
 def checkpoint_path(folder, step):
@@ -29,10 +30,12 @@ def list_checkpoints(folder):
 
 
 def save_numbered(obj, folder, step, keep_last):
-    """Write checkpoint ``step`` atomically, then delete all but the ``keep_last`` newest."""
+    """Write checkpoint ``step`` atomically, then delete older ones beyond the ``keep_last`` newest. Only older
+    steps are ever pruned: the file just written always stays."""
     path = checkpoint_path(folder, step)
     save_checkpoint(obj, path)
-    for _, old in list_checkpoints(folder)[:-max(1, int(keep_last))]:
+    older = [p for s, p in list_checkpoints(folder) if s < step]
+    for old in older[:max(0, len(older) - (max(1, int(keep_last)) - 1))]:
         try:
             os.remove(old)
         except FileNotFoundError:
@@ -40,17 +43,20 @@ def save_numbered(obj, folder, step, keep_last):
     return path
 
 
-def newest_readable(folder, log=None):
+def newest_readable(folder, log=None, set_aside=False):
     """(path, checkpoint dict) of the newest numbered checkpoint that reads back, or (None, None).
 
     Unreadable files (truncated by a crash on a file system without atomic rename, a full disk, ...) are
-    skipped with a warning naming them."""
+    skipped with a warning naming them; ``set_aside`` renames them to ``<name>.unreadable`` (kept for
+    inspection, no longer counted as the run's newest step)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     for step, path in reversed(list_checkpoints(folder)):
         try:
             ckpt = read_checkpoint(path)
         except UserError as e:
             log(f"warning: skipping unreadable checkpoint ({e}); trying the previous one")
+            if set_aside:
+                os.replace(path, path + UNREADABLE)
             continue
         if not isinstance(ckpt, dict) or "global_step" not in ckpt:
             log(f"warning: skipping {path}: not a training checkpoint (no global_step)")

@@ -33,9 +33,18 @@ def ramp(weight: float, step: int, warmup_steps: int) -> float:
 
 
 def lr_factor(non_decay: int, decay: int):
-    """LambdaLR factor for scheduler step k (stepped once per epoch): 1 for the first non_decay epochs, then a
+    """Learning-rate factor of epoch k (epoch-based training): 1 for the first non_decay epochs, then a
     linear decay; clamped to [0, 1] so a run that goes past the planned epochs never gets a negative lr
     (spec bug 42)."""
     def factor(k):
         return min(1.0, max(0.0, 1.0 - max(0, k - non_decay) / (decay + 1)))
     return factor
+
+
+def step_lr_factor(step: int, total_steps: int, non_decay: int, decay: int) -> float:
+    """The same schedule in steps, for step-based training (--max_steps): constant over the first
+    non_decay / (non_decay + decay) of ``total_steps``, then a linear decay that reaches ~0 at the last step;
+    clamped to [0, 1]. A pure function of the step, so a resumed run follows it exactly."""
+    flat = int(round(total_steps * non_decay / max(1, non_decay + decay)))
+    decay_steps = total_steps - flat
+    return min(1.0, max(0.0, 1.0 - max(0, step - flat) / (decay_steps + 1)))

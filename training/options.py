@@ -5,6 +5,7 @@ keyword overrides. ModelConfig.audio_channel is never set here: it comes from th
 """
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from config.config import ModelConfig, TrainConfig, add_arguments, from_args
@@ -21,6 +22,9 @@ class RunOptions:
     clip_length: int = 9             # references avoid the source's clip of this many frames
     dist_timeout_min: int = 30
     progress: bool = True            # tqdm bar on the main process (--no-progress for log files)
+    # > 0: stop after the step that reaches this many seconds since the stage started (set-up included) and
+    # write the checkpoints as at the end; for time-boxed runs (demo.py). Resuming continues the plan.
+    time_limit_s: float = 0.0
 
 
 MODEL_PREFIX = "model_"
@@ -67,12 +71,27 @@ def check(cfg: TrainConfig, opts: RunOptions) -> None:
         raise UserError(f"--amp must be bf16, fp16 or none, got '{cfg.amp}'")
     if cfg.logger not in ("tensorboard", "wandb", "none"):
         raise UserError(f"--logger must be tensorboard, wandb or none, got '{cfg.logger}'")
-    for name in ("batch_size", "augment_num", "mouth_region_size", "keep_last"):
+    for name in ("batch_size", "augment_num", "mouth_region_size", "keep_last", "log_every"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_steps", "save_every_steps", "sync_warmup_steps", "adv_warmup_steps", "lr_warmup_steps"):
+    for name in ("max_steps", "save_every_steps", "sync_warmup_steps", "adv_warmup_steps", "lr_warmup_steps",
+                 "image_every"):
         if getattr(cfg, name) < 0:
             raise UserError(f"--{name} must be >= 0 (0 = off), got {getattr(cfg, name)}")
+    if cfg.num_workers < 0:
+        raise UserError(f"--num_workers must be >= 0 (0 = load data in the training process), got {cfg.num_workers}")
+    if cfg.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    if not (math.isfinite(cfg.lr_g) and cfg.lr_g > 0):
+        raise UserError(f"--lr_g must be a positive number, got {cfg.lr_g}")
+    for name in ("lr_d", "lamb_perception", "lamb_img", "lamb_g_di", "lamb_g_dv", "lamb_sync"):
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise UserError(f"--{name} must be a number >= 0, got {v}")
+    if not (math.isfinite(opts.time_limit_s) and opts.time_limit_s >= 0):
+        raise UserError(f"--time_limit_s must be >= 0 (0 = none), got {opts.time_limit_s}")
+    if opts.dist_timeout_min < 1 or opts.clip_length < 1:
+        raise UserError("--dist_timeout_min and --clip_length must be >= 1")
     if cfg.epochs_non_decay < 0 or cfg.epochs_decay < 0 or cfg.epochs_non_decay + cfg.epochs_decay < 1:
         raise UserError("--epochs_non_decay and --epochs_decay must be >= 0 with at least one epoch in all")
     for name in ("audio_window", "sync_window"):

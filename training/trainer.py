@@ -4,7 +4,12 @@ Per step (spec 5.3-5.5): G makes x^ from the masked source, references and audio
 LSGAN step on (x, x^.detach()) - D_S per frame, in the clip stage also D_T on the 5 frames stacked on channels;
 then G takes one step on pixel MSE + multi-scale VGG19 perceptual + adversarial (+ temporal adversarial + ramped
 SyncNet loss in the clip stage). One GradScaler (fp16) serves all optimisers; bf16 needs none; CPU runs fp32.
-LR: AdamW, LambdaLR stepped per epoch with a clamped factor.
+LR: AdamW; the rate is set before every step from the position alone (training.losses: per epoch, or per step
+when --max_steps makes training step-based), times the optional warm-up ramp.
+
+The result folder holds one run (training.run_folder): a new run without --resume in a folder with an earlier
+run's checkpoints is refused, every input is checked before the folder is touched, and config.json is written
+only once the run starts.
 """
 import dataclasses
 import json
@@ -23,19 +28,21 @@ from config.config import ModelConfig, TrainConfig, crop_size
 from config.profile import resolve_profile
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset, worker_init
-from models.checkpoint import checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
+from models.checkpoint import _key_diff, checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
 from models.discriminator import Discriminator
 from models.lawdnet import LawDNet
 from models.syncnet import load_syncnet, mouth_crops, sync_loss
 from models.vgg19 import load_vgg19, perceptual_loss
 from sync_batchnorm import convert_model
 from training import checkpoints as ckpts
+from training import run_folder
 from training.distributed import (barrier, broadcast_object, gather_objects, init_distributed, mean_over_ranks,
                                   parameter_hash, rng_state, seed_everything, set_rng_state)
 from training.loggers import TrainLogger, image_grid
-from training.losses import frames_on_channels, lr_factor, lsgan_d_loss, lsgan_g_loss, ramp
+from training.losses import frames_on_channels, lr_factor, lsgan_d_loss, lsgan_g_loss, ramp, step_lr_factor
 from training.options import RunOptions, check, resolve
 from training.sampler import ResumableSampler
+from utils.atomic import atomic_write
 from utils.errors import UserError
 from utils.face.align import mask_source, mouth_mask
 
@@ -44,32 +51,47 @@ _ARCH_FIELDS = ("source_channel", "ref_channel", "audio_channel", "audio_window"
                 "encoder_channels", "align_channels", "attn_dim", "decoder_channels", "attn_grid")
 
 
-def train_stage(stage, **overrides):
+def train_stage(stage, on_save=None, **overrides):
     """Function API: run ``stage`` (a config/experiment name) with TrainConfig/RunOptions keyword overrides and
     ``model=dict(...)``, ``discriminator=dict(...)``. Returns the summary dict of ``train``."""
     cfg, model, opts, disc = resolve(stage, **overrides)
-    return train(cfg, model, opts, disc)
+    return train(cfg, model, opts, disc, on_save=on_save)
 
 
-def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, discriminator: dict = None) -> dict:
+def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, discriminator: dict = None,
+          on_save=None) -> dict:
     """Run one stage. In a torchrun job every process calls this; alone it trains in one process.
 
+    ``on_save(path, step)`` (function API only) runs on rank 0 after every numbered checkpoint is written, the
+    last one included, e.g. a validation (its time counts towards --time_limit_s).
     Returns {"result_dir", "final", "global_step", "epoch", "param_hash", "history": [per-step loss dicts]}.
     """
+    t_start = time.monotonic()
     opts = options or RunOptions()
     check(cfg, opts)
+    run_folder.check(result_folder(cfg), cfg.resume, cfg.overwrite)
     info = init_distributed(cfg.device, opts.dist_timeout_min)
+    stage = None
     try:
-        return _Stage(cfg, dict(model or {}), opts, dict(discriminator or {}), info).run()
+        stage = _Stage(cfg, dict(model or {}), opts, dict(discriminator or {}), info)
+        stage.t_start, stage.on_save = t_start, on_save
+        return stage.run()
     finally:
+        if stage is not None and stage.claim is not None:
+            stage.claim.close()
         info.close()
+
+
+def result_folder(cfg: TrainConfig) -> str:
+    return os.path.join(cfg.result_root, cfg.name, cfg.stage)
 
 
 class _Stage:
     def __init__(self, cfg, model_overrides, opts, disc_kwargs, info):
         self.cfg, self.opts, self.info = cfg, opts, info
         self.device = info.device
-        self.result_dir = os.path.join(cfg.result_root, cfg.name, cfg.stage)
+        self.claim, self.on_save, self.t_start = None, None, time.monotonic()
+        self.result_dir = result_folder(cfg)
         self.log(f"stage {cfg.stage}: {info.world_size} process(es) on {self.device}, results in {self.result_dir}")
         seed_everything(cfg.seed, info.rank)
 
@@ -99,7 +121,8 @@ class _Stage:
         g.manual_seed(cfg.seed * 1000 + info.rank)
         self.loader = DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
                                  num_workers=cfg.num_workers, worker_init_fn=worker_init if cfg.num_workers else None,
-                                 generator=g, pin_memory=self.device.type == "cuda", drop_last=True)
+                                 generator=g, pin_memory=self.device.type == "cuda", drop_last=True,
+                                 persistent_workers=cfg.num_workers > 0)   # short epochs of small data sets
         if self.syncnet is not None:
             sc = self.syncnet.config
             if sc["audio_channels"] != dim or sc["face_channels"] != 15:
@@ -137,8 +160,7 @@ class _Stage:
         # optimisation
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg.lr_g)
         self.opt_d = [torch.optim.AdamW(d.parameters(), lr=cfg.lr_d) for d in self._discs()]
-        f = lr_factor(cfg.epochs_non_decay, cfg.epochs_decay)
-        self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, f) for o in [self.opt_g] + self.opt_d]
+        self.epoch_factor = lr_factor(cfg.epochs_non_decay, cfg.epochs_decay)
         self.amp_dtype = None
         if self.device.type == "cuda" and cfg.amp != "none":
             self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" and torch.cuda.is_bf16_supported() else torch.float16
@@ -146,6 +168,8 @@ class _Stage:
         self.total_epochs = cfg.epochs_non_decay + cfg.epochs_decay
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.history = []
+        # every input is good: only now is the result folder touched
+        self._claim_folder()
         if cfg.resume:
             self._resume()
 
@@ -175,12 +199,20 @@ class _Stage:
         diff = [f"{k} {theirs[k]} vs {ours[k]}" for k in _ARCH_FIELDS if theirs[k] != ours[k]]
         if diff:
             raise UserError(f"--init_from {path}: its generator differs from this stage's ({'; '.join(diff)})")
-        if ckpt_info["audio_feature"] and ckpt_info["audio_feature"] != self.audio_feature:
+        # official files record no feature name (only its width, compared above): ours must match by name
+        if not ckpt_info["official"] and ckpt_info["audio_feature"] and ckpt_info["audio_feature"] != self.audio_feature:
             raise UserError(f"--init_from {path} was trained on '{ckpt_info['audio_feature']}' features, the "
                             f"data gives '{self.audio_feature}' (pass --audio_feature)")
-        gen.load_state_dict(ckpt_info["state_dict"], strict=True)
+        try:
+            gen.load_state_dict(ckpt_info["state_dict"], strict=True)
+        except RuntimeError:
+            raise UserError(f"--init_from {path}: its generator does not fit this stage's "
+                            f"({_key_diff(gen.state_dict(), ckpt_info['state_dict'])})") from None
         self._init_profile = ckpt_info["profile"]
-        self.log(f"initialised the generator from {path}")
+        self.log(f"initialised the generator from {path}" + (" (official checkpoint)" if ckpt_info["official"] else ""))
+        if ckpt_info["official"] and self.model_config.warp_mode != "official":
+            self.log(f"warning: {path} holds official weights, which were trained with the official warp; this stage "
+                     f"trains them with the {self.model_config.warp_mode} warp (pass --warp_mode official to keep it)")
         # the spatial discriminator is fully convolutional: the previous stage's one fits any crop size, and
         # starting it trained spares the generator a fresh discriminator's noisy gradients
         d_sd = ck.get("state_dict", {}).get("net_dI") if isinstance(ck.get("state_dict"), dict) else None
@@ -192,17 +224,31 @@ class _Stage:
             else:
                 self.log(f"{path}: its spatial discriminator has another shape; this stage trains a new one")
 
+    def _claim_folder(self):
+        """Rank 0 creates and locks the result folder; its verdict reaches every rank (so none waits forever)."""
+        err = None
+        if self.info.is_main:
+            try:
+                self.claim = run_folder.Claim(self.result_dir, self.cfg.overwrite, self.log)
+            except UserError as e:
+                err = str(e)
+        err = broadcast_object(err, self.info)
+        if err:
+            raise UserError(err)
+
     def _resume(self):
         folder = self.result_dir
         chosen = None
         if self.info.is_main:
-            path, _ = ckpts.newest_readable(folder, log=self.log)
+            path, _ = ckpts.newest_readable(folder, log=self.log, set_aside=True)
             chosen = path
         chosen = broadcast_object(chosen, self.info)
         if chosen is None:
             self.log(f"--resume: no checkpoint in {folder} yet, starting this stage from the beginning")
             return
         ck = read_checkpoint(chosen)
+        if "optimizer" not in ck or "net_dI" not in ck.get("state_dict", {}):
+            raise UserError(f"{chosen} is not a training checkpoint of this trainer (no optimiser state)")
         sd = ck["state_dict"]
         stored = ck.get("profile")
         if stored and stored != self.profile.name:   # never switch the source mask in the middle of a run
@@ -211,17 +257,19 @@ class _Stage:
                                 f"not '{self.cfg.profile}'")
             self.profile = resolve_profile(stored)
             self.mask = mouth_mask(*self.mask.shape[-2:], self.device, profile=self.profile)
-        self.gen.load_state_dict(checkpoint_info(ck, chosen)["state_dict"], strict=True)
-        self.d_s.load_state_dict(sd["net_dI"])
+        _load(self.gen, checkpoint_info(ck, chosen)["state_dict"], "generator", chosen)
+        _load(self.d_s, sd["net_dI"], "spatial discriminator", chosen)
         if self.d_t is not None:
             if "net_dV" not in sd:
                 raise UserError(f"{chosen} is a frame-stage checkpoint; this stage trains clips")
-            self.d_t.load_state_dict(sd["net_dV"])
+            _load(self.d_t, sd["net_dV"], "temporal discriminator", chosen)
         self.opt_g.load_state_dict(ck["optimizer"]["g"])
         for o, s in zip(self.opt_d, ck["optimizer"]["d"]):
             o.load_state_dict(s)
-        for s, st in zip(self.scheds, ck["scheduler"]):
-            s.load_state_dict(st)
+        planned = (ck.get("train_config") or {}).get("max_steps", self.cfg.max_steps)
+        if planned != self.cfg.max_steps:
+            self.log(f"warning: {chosen} was written by a run of --max_steps {planned}; this one has "
+                     f"{self.cfg.max_steps}, so the learning-rate schedule follows the new plan from here")
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         rng = ck.get("rng") or []
@@ -249,7 +297,7 @@ class _Stage:
         return lawdnet_checkpoint(
             self.gen, self.audio_feature, self.cfg.mouth_region_size, self.profile.name, state_dict=state,
             optimizer={"g": self.opt_g.state_dict(), "d": [o.state_dict() for o in self.opt_d]},
-            scheduler=[s.state_dict() for s in self.scheds], scaler=self.scaler.state_dict(), rng=rng,
+            scaler=self.scaler.state_dict(), rng=rng,
             epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
             batches_per_epoch=self.sampler.batches_per_epoch, world_size=self.info.world_size,
             stage=self.cfg.stage, train_config=dataclasses.asdict(self.cfg), run_options=dataclasses.asdict(self.opts),
@@ -262,7 +310,25 @@ class _Stage:
             if final:
                 save_checkpoint(ck, os.path.join(self.result_dir, ckpts.FINAL))
             self.log(f"saved {path}" + (" and final.pth" if final else ""))
+            if self.on_save is not None:
+                self.on_save(path, self.global_step)
         barrier(self.info)
+
+    @property
+    def step_based(self):
+        return self.cfg.max_steps > 0
+
+    def finished(self):
+        if self.step_based:
+            return self.global_step >= self.cfg.max_steps
+        return self.epoch >= self.total_epochs
+
+    def out_of_time(self, step_s):
+        """--time_limit_s: would one more step (``step_s`` seconds) end past the limit? Rank 0 decides for all."""
+        limit = self.opts.time_limit_s
+        if limit <= 0:
+            return False
+        return bool(broadcast_object(time.monotonic() - self.t_start + step_s > limit, self.info))
 
     # ------------------------------------------------------------------ one step
 
@@ -280,7 +346,7 @@ class _Stage:
         if cfg.clip_stage:                                   # (B,5,...) -> (B*5,...), clip after clip
             src, refs, audio = src.flatten(0, 1), refs.flatten(0, 1), audio.flatten(0, 1)
         masked = mask_source(src, self.mask)
-        self._warm_up_lr()
+        self._set_lr()
         self.gen_ddp.train()
         with self._autocast():
             fake = self.gen_ddp(masked, refs, audio)
@@ -338,24 +404,30 @@ class _Stage:
         self._last = (masked, fake.detach(), src)
         return logs
 
-    def _warm_up_lr(self):
-        """Scale the scheduler's lr by min(1, (step + 1) / lr_warmup_steps); a pure function of global_step, so a
-        resumed run follows the same schedule."""
-        n = self.cfg.lr_warmup_steps
-        if n <= 0:
-            return
-        f = min(1.0, (self.global_step + 1) / n)
-        for opt, sched in zip([self.opt_g] + self.opt_d, self.scheds):
-            for group, lr in zip(opt.param_groups, sched.get_last_lr()):
-                group["lr"] = lr * f
+    def lr_factor(self):
+        """Schedule factor of the coming step (per step when step-based, else per epoch) times the warm-up ramp
+        min(1, (step + 1) / lr_warmup_steps): a function of the position only, so a resumed run follows it."""
+        cfg = self.cfg
+        if self.step_based:
+            f = step_lr_factor(self.global_step, cfg.max_steps, cfg.epochs_non_decay, cfg.epochs_decay)
+        else:
+            f = self.epoch_factor(self.epoch)
+        if cfg.lr_warmup_steps > 0:
+            f *= min(1.0, (self.global_step + 1) / cfg.lr_warmup_steps)
+        return f
+
+    def _set_lr(self):
+        f = self.lr_factor()
+        for opt, base in zip([self.opt_g] + self.opt_d, [self.cfg.lr_g] + [self.cfg.lr_d] * len(self.opt_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * f
 
     # ------------------------------------------------------------------ loop
 
     def run(self):
         cfg, info = self.cfg, self.info
         if info.is_main:
-            os.makedirs(self.result_dir, exist_ok=True)
-            with open(os.path.join(self.result_dir, "config.json"), "w") as f:
+            with atomic_write(os.path.join(self.result_dir, "config.json"), "w", encoding="utf-8") as f:
                 json.dump({"train": dataclasses.asdict(cfg), "model": self.model_config.to_dict(),
                            "options": dataclasses.asdict(self.opts), "discriminator": self.disc_kwargs,
                            "audio_feature": self.audio_feature, "world_size": info.world_size}, f, indent=1)
@@ -363,9 +435,9 @@ class _Stage:
         logger = TrainLogger(cfg.logger, self.result_dir, cfg.name, cfg.stage,
                              {"train": dataclasses.asdict(cfg), "model": self.model_config.to_dict()}, info.is_main)
         per_epoch = self.sampler.batches_per_epoch
-        planned = self.total_epochs * per_epoch
-        if cfg.max_steps:
-            planned = min(planned, cfg.max_steps)
+        # step-based (--max_steps): N steps whatever the data size, ~10 checkpoints unless --save_every_steps
+        planned = cfg.max_steps if self.step_based else self.total_epochs * per_epoch
+        save_every = cfg.save_every_steps or (math.ceil(cfg.max_steps / 10) if self.step_based else 0)
         try:
             from tqdm import tqdm
 
@@ -377,11 +449,10 @@ class _Stage:
         frames = items * (5 if cfg.clip_stage else 1)
         t_last, n_last = time.perf_counter(), 0
         t_first, first_step = None, self.global_step     # speed is measured after the first (warm-up) step
-        stop = bool(cfg.max_steps) and self.global_step >= cfg.max_steps
-        saved_at = -1
-        if stop or self.epoch >= self.total_epochs:
+        t_prev, step_s, timed_out = time.perf_counter(), 0.0, False
+        if self.finished():
             self.log(f"already trained to step {self.global_step}; writing final.pth")
-        while self.epoch < self.total_epochs and not stop:
+        while not self.finished() and not timed_out:
             self.sampler.set_position(self.epoch, self.step_in_epoch)
             for batch in self.loader:
                 logs = self.step(batch)
@@ -390,6 +461,7 @@ class _Stage:
                 n_last += 1
                 self.history.append(logs)
                 t_end = time.perf_counter()
+                step_s, t_prev = t_end - t_prev, t_end
                 if t_first is None:
                     t_first, first_step = t_end, self.global_step
                 if bar is not None:
@@ -405,23 +477,20 @@ class _Stage:
                     t_last, n_last = time.perf_counter(), 0
                 if cfg.image_every and self.global_step % cfg.image_every == 0 and info.is_main:
                     logger.image("samples/masked|generated|target", image_grid(*self._last), self.global_step)
-                stop = bool(cfg.max_steps) and self.global_step >= cfg.max_steps
-                if self.step_in_epoch == per_epoch:
+                epoch_end = self.step_in_epoch == per_epoch
+                if epoch_end:
+                    self.epoch += 1
+                    self.step_in_epoch = 0
+                timed_out = self.out_of_time(step_s)
+                if self.finished() or timed_out:          # the final checkpoint is written below
+                    if timed_out:
+                        self.log(f"--time_limit_s {self.opts.time_limit_s:g} reached at step {self.global_step}")
                     break
-                if stop or (cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0):
+                if (self.global_step % save_every == 0) if save_every else epoch_end:
                     self.save(final=False)
-                    saved_at = self.global_step
-                if stop:
+                    t_prev = time.perf_counter()              # the next step's time excludes the save
+                if epoch_end:
                     break
-            if self.step_in_epoch == per_epoch:
-                for s in self.scheds:
-                    s.step()
-                self.epoch += 1
-                self.step_in_epoch = 0
-                last = self.epoch >= self.total_epochs or stop
-                if not last and (not cfg.save_every_steps or self.global_step % cfg.save_every_steps == 0):
-                    self.save(final=False)
-                    saved_at = self.global_step
         if bar is not None:
             bar.close()
         speed = 0.0
@@ -429,13 +498,7 @@ class _Stage:
             speed = (self.global_step - first_step) * items / max(1e-9, t_end - t_first)
             self.log(f"speed: {speed:.2f} samples/s ({speed * frames / items:.2f} frames/s) over "
                      f"{self.global_step - first_step} steps after warm-up")
-        if saved_at == self.global_step:                     # final.pth = the checkpoint just written
-            if info.is_main:
-                src = ckpts.checkpoint_path(self.result_dir, self.global_step)
-                save_checkpoint(read_checkpoint(src), os.path.join(self.result_dir, ckpts.FINAL))
-            barrier(info)
-        else:
-            self.save(final=True)
+        self.save(final=True)
         logger.close()
         phash = parameter_hash(self.gen, self.d_s)
         print(f"[{cfg.stage}] rank {info.rank}/{info.world_size} done at step {self.global_step}: "
@@ -443,3 +506,13 @@ class _Stage:
         return {"result_dir": self.result_dir, "final": os.path.join(self.result_dir, ckpts.FINAL),
                 "global_step": self.global_step, "epoch": self.epoch, "param_hash": phash,
                 "history": self.history, "model_config": self.model_config, "samples_per_s": speed}
+
+
+def _load(module, state_dict, what, path):
+    """load_state_dict(strict) with a one-line error when the file was written with other settings."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError:
+        detail = _key_diff(module.state_dict(), state_dict)
+        raise UserError(f"--resume: the {what} in {path} does not fit this run ({detail}): resume with the options "
+                        "of the run that wrote it, or start over with --overwrite (or another --name)") from None

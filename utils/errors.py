@@ -9,16 +9,35 @@ class UserError(Exception):
 
 
 def cli_main(fn):
-    """Run ``fn()`` and turn a UserError into ``error: ...`` on stderr with exit status 2."""
+    """Run ``fn()`` and turn a UserError into ``error: ...`` on stderr with exit status 2.
+
+    Under torchrun every process hits the same error: only rank 0 prints it; the others leave the message in
+    their torchelastic error file (training.launch prints it when rank 0 did not fail) and exit quietly."""
+    import os
     import sys
 
+    rank = os.environ.get("RANK", "0")
     try:
         return fn()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if rank == "0":
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            import json
+            import time
+
+            if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+                with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w", encoding="utf-8") as f:   # torchelastic's layout
+                    json.dump({"message": {"message": str(e), "extraInfo": {"py_callstack": "",
+                                                                             "timestamp": str(int(time.time()))}}}, f)
+            # let rank 0, which meets the same error at the same point, stop first: torchrun then ends this
+            # process and reports rank 0's line only
+            time.sleep(3.0)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        # training.launch reports the interruption once for all processes
+        if rank == "0" and not os.environ.get("LAWDNET_LAUNCHER"):
+            print("interrupted", file=sys.stderr)
         sys.exit(130)
 
 

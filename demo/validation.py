@@ -1,0 +1,79 @@
+"""Validation during training on the held-out segment, and the best checkpoint.
+
+After every ``val_every`` steps (and at the end of each stage) the checkpoint just written dubs the held-out
+segment's speech onto its own footage (reconstruction: the mouth is masked, so it has to come from the audio)
+with the project's Dubber, and ``evaluation.evaluate`` scores it against the held-out footage: mouth PSNR/SSIM,
+the correlation of mouth opening with audio energy, and LSE-C/LSE-D with the run's own SyncNet. The checkpoint
+with the best ``select_by`` figure is copied to ``best.pth``; every figure goes to ``validation.json`` (a re-run
+skips checkpoints already scored).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+from utils.atomic import atomic_write
+
+METRICS = ("psnr_mouth", "ssim_mouth", "av_corr", "own_lse_c", "own_lse_d")
+LOWER_IS_BETTER = {"own_lse_d"}
+
+
+class Validator:
+    def __init__(self, heldout_video: str, work_dir: str, syncnet: str = "", device: str = "cpu",
+                 select_by: str = "psnr_mouth", mouth_size: int = 64, log=print, dubber_kw: dict | None = None):
+        self.video, self.dir, self.syncnet, self.device = heldout_video, work_dir, syncnet, device
+        self.select_by, self.mouth_size, self.log, self.dubber_kw = select_by, mouth_size, log, dict(dubber_kw or {})
+        os.makedirs(work_dir, exist_ok=True)
+        self.best_path = os.path.join(work_dir, "best.pth")
+        self.history_path = os.path.join(work_dir, "validation.json")
+        self.history = []
+        if os.path.isfile(self.history_path):
+            with open(self.history_path, encoding="utf-8") as f:
+                self.history = json.load(f)
+        self._detector = None
+
+    def better(self, a, b) -> bool:
+        if a is None or not math.isfinite(a):
+            return False
+        if b is None or not math.isfinite(b):
+            return True
+        return a < b if self.select_by in LOWER_IS_BETTER else a > b
+
+    @property
+    def best(self) -> dict | None:
+        best = None
+        for h in self.history:
+            if best is None or self.better(h.get(self.select_by), best.get(self.select_by)):
+                best = h
+        return best if best is not None and os.path.isfile(self.best_path) else None
+
+    def __call__(self, checkpoint: str, stage: str, step: int) -> dict:
+        from demo.dubbing import make_dubber
+        from evaluation import evaluate
+        from utils.face.landmarks import LandmarkDetector
+
+        for h in self.history:
+            if h["stage"] == stage and h["step"] == step:
+                return h
+        self._detector = self._detector or LandmarkDetector()
+        out = os.path.join(self.dir, "last_dub.mp4")
+        dubber = make_dubber(checkpoint, self.device, os.path.join(self.dir, "cache"), False, **self.dubber_kw)
+        dubber.dub(dubber.prepare_template(self.video), self.video, out)
+        ev = evaluate(out, reference=self.video, audio=self.video, syncnet=self.syncnet or None,
+                      mouth_size=self.mouth_size, device=self.device, progress=False, detector=self._detector)
+        row = {"stage": stage, "step": int(step)}
+        row.update({k: (float(ev[k]) if ev.get(k) is not None and math.isfinite(float(ev[k])) else None)
+                    for k in METRICS})
+        prev = self.best
+        if prev is None or self.better(row[self.select_by], prev.get(self.select_by)):
+            with atomic_write(self.best_path, "wb") as f, open(checkpoint, "rb") as src:
+                shutil.copyfileobj(src, f)
+            row["best"] = True
+        self.history.append(row)
+        with atomic_write(self.history_path, "w", encoding="utf-8") as f:
+            json.dump(self.history, f, indent=1)
+        fmt = ", ".join(f"{k} {row[k]:.3f}" for k in METRICS if row[k] is not None)
+        self.log(f"validation {stage} step {step}: {fmt}" + ("  <- best so far" if row.get("best") else ""))
+        return row
