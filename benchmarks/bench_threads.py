@@ -80,7 +80,7 @@ def train_rows(work, steps, cores, loaded):
         t0 = time.perf_counter()
         try:
             p = subprocess.run([sys.executable, os.path.join(ROOT, "train_syncnet.py"), "--train_data", data, "--out",
-                                os.path.join(work, "sync.pth"), "--mouth_region_size", "32", "--face_size", "32",
+                                os.path.join(work, f"sync_{len(rows)}_{int(loaded)}.pth"), "--mouth_region_size", "32", "--face_size", "32",
                                 "--hidden", "16", "--steps", str(steps), "--eval_every", str(10 * steps),
                                 "--val_items", "16", "--no_progress", *extra], cwd=ROOT, env=env,
                                capture_output=True, text=True)
