@@ -4,12 +4,13 @@ features against the CPU, and the compiled warp field against the eager one."""
 import pytest
 import torch
 
-from config.config import ModelConfig, crop_size
+from config.config import crop_size
 from inference.runner import ModelRunner
 from models import LawDNet, use_compiled_warp
 from models.local_affine_warp import LocalAffineWarp
 
 from lawdnet_reference import ref_lawdnet
+from test_lawdnet import official_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEV = "cuda"
@@ -24,13 +25,7 @@ def _inputs(m, batch, seed=0):
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = LawDNet(ModelConfig(warp_mode="official")).eval()
-    with torch.no_grad():
-        for layer in m.lawLayer_list:
-            layer.similarity_params_layer[0].weight.mul_(8)
-            layer.kpoints_normalized_layer[0].weight.mul_(8)
-    return m
+    return official_model(0)
 
 
 def test_gpu_generator_matches_reference_in_strict_fp32(model):

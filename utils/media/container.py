@@ -120,13 +120,7 @@ def video_stream(container):
 
     pic = av.stream.Disposition.attached_pic
     moving = [s for s in container.streams.video if not (s.disposition & pic)]
-    if not moving:
-        return None
-    try:
-        best = container.streams.best("video")
-    except (av.error.FFmpegError, ValueError):
-        best = None
-    return best if best in moving else moving[0]
+    return _best(container, "video", moving)
 
 
 def audio_stream(container):
@@ -137,13 +131,20 @@ def audio_stream(container):
     for s in streams:
         if s.disposition & av.stream.Disposition.default:
             return s
-    if not streams:
+    return _best(container, "audio", streams)
+
+
+def _best(container, kind: str, candidates: list):
+    """libavformat's best ``kind`` stream if it is one of ``candidates``, else the first; None if none."""
+    import av
+
+    if not candidates:
         return None
     try:
-        best = container.streams.best("audio")
+        best = container.streams.best(kind)
     except (av.error.FFmpegError, ValueError):
         best = None
-    return best if best in streams else streams[0]
+    return best if best in candidates else candidates[0]
 
 
 def header_seconds(stream, container) -> float:
