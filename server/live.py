@@ -329,8 +329,8 @@ class LiveSession:
                 return
             t = time.monotonic()
             out = self.dubber.render_frames(self.prepared, idx, pics, windows)
-            if self.jpeg_quality:
-                [self._jpeg(f) for f in out]
+            for f in out if self.jpeg_quality else ():
+                self._jpeg(f)
             times.append(time.monotonic() - t)
         with self._cond:
             self._render_times = collections.deque([times[-1]], maxlen=12)
@@ -374,8 +374,8 @@ class LiveSession:
             # a render in flight for this slot may finish a little after the send time: the frame is sent late
             # (its timestamp is unchanged, the receiver's playout absorbs it) rather than replaced
             late_by = slot.send_at + GRACE_S
-            while slot.frame is None and self._rendering >= 0 and self._rendering <= k and \
-                    time.monotonic() < late_by and not self.closed:
+            while slot.frame is None and 0 <= self._rendering <= k and time.monotonic() < late_by and \
+                    not self.closed:
                 await asyncio.sleep(0.002)
             with self._cond:
                 if slot.frame is None:
