@@ -279,7 +279,6 @@ class Dubber:
         T, N = audio.num_frames, tpl.num_frames
         feats_windows = timer.timed("audio", self.frontend.windows, audio.samples_16k, T, self.window)
         windows = torch.from_numpy(feats_windows)                               # (T, D, W)
-        timer.timed("references", self.reference_features, template)     # cached since prepare_template
         mask_dev = self.mask.to(self.device)
         chunk = chunk_frames(tpl.height, tpl.width)
         B = self.batch_size
