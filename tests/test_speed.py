@@ -107,6 +107,40 @@ def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster):
     assert {n for n, _ in tuner.history} >= {2, tuner.current}
 
 
+def _thread_dependent(phase):
+    """Seconds of a call at torch's current thread count: 'idle' gets faster with more threads, 'loaded' slower."""
+    n = torch.get_num_threads()
+    time.sleep(0.004 * n * n if phase[0] == "loaded" else 0.008 / (n * n))
+
+
+def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change():
+    phase = ["idle"]
+    before = torch.get_num_threads()
+    try:
+        tuner = ThreadTuner(4, probe_every=4, max_interval=32)
+        for _ in range(150):                     # steady: all 4 threads stay best
+            tuner.run(lambda: _thread_dependent(phase))
+        steady_probes = tuner.probes
+        assert tuner.current == 4
+        # a fixed interval of 4 would probe ~30 times; backing off to 32 leaves 4 + 8 + 16 + 32 + 32 + 32 + ...
+        assert steady_probes <= 8, tuner.history
+        phase[0] = "loaded"                      # another job takes the cores: fewer threads win
+        for k in range(40):
+            tuner.run(lambda: _thread_dependent(phase))
+            if tuner.current == 1:
+                break
+        assert tuner.current == 1, tuner.history[-20:]
+        assert k < 20                            # found within a few calls, not after the backed-off interval
+        phase[0] = "idle"                        # the job ends: climb back
+        for k in range(60):
+            tuner.run(lambda: _thread_dependent(phase))
+            if tuner.current == 4:
+                break
+        assert tuner.current == 4, tuner.history[-20:]
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dub_work(tmp_path_factory):
     from utils.synthetic.talking_head import make_talking_head

@@ -13,7 +13,8 @@ than with 1 (README "CPU thread budget"). The plan here:
   rest; with a GPU the encoder gets most cores, as the model no longer needs them);
 * torch's intra-op count is chosen at run time on CPU (``ThreadTuner``): it starts at the budget and from time
   to time times a neighbouring count, keeping whichever gives more frames/s, so it drops to 1-2 threads while
-  other processes load the machine and climbs back when they stop. A fixed ``--threads N`` turns the tuner off
+  other processes load the machine and climbs back when they stop. Probes at a worse count cost time, so they
+  become rarer while they keep losing, and come back at once when the current count's speed changes. A fixed ``--threads N`` turns the tuner off
   (the same count every call, so outputs are bit-for-bit reproducible; different counts can round the last
   float bit differently).
 """
@@ -105,21 +106,31 @@ class ThreadTuner:
     """Pick torch's intra-op thread count for repeated model calls by timing them.
 
     ``run(fn, frames)`` calls ``fn`` with the current count (the caller's count is restored afterwards) and
-    records seconds per frame (a running mean per count). As soon as the current count has been timed, and
-    then every ``probe_every`` calls, one call runs at the next lower (next time: the next higher) candidate; a
-    candidate faster by ``margin`` becomes current. Candidates: 1, 2, 4, ... up to ``max_threads``. Call it from
-    the thread that runs the model.
+    records seconds per frame. As soon as the current count has been timed, one call runs at a neighbouring
+    candidate (alternately the next lower and the next higher; candidates 1, 2, 4, ... up to ``max_threads``);
+    a candidate faster by ``margin`` becomes current. A probe is a call at a worse count, so probes back off:
+    each one that loses doubles the calls until the next (``probe_every`` up to ``max_interval``), and a switch
+    starts again at ``probe_every``. Two calls in a row at the current count more than ``change`` times slower or
+    faster than its time at the last probe mean the machine's load changed: the next call probes again.
+    Call it from the thread that runs the model.
     """
 
-    def __init__(self, max_threads: int, probe_every: int = 4, margin: float = 0.9):
+    def __init__(self, max_threads: int, probe_every: int = 4, margin: float = 0.9, max_interval: int = 64,
+                 change: float = 1.3):
         m = max(1, int(max_threads))
         self.candidates = sorted({1, m} | {2 ** k for k in range(8) if 2 ** k < m})
         self.current = m
         self.probe_every = max(2, int(probe_every))
+        self.max_interval = max(self.probe_every, int(max_interval))
+        self.interval = self.probe_every          # calls at the current count between two probes
         self.margin = float(margin)
+        self.change = float(change)
         self.mean: dict[int, float] = {}
         self.calls = 0
+        self.probes = 0
         self._since_probe = None        # calls since the last probe (None: no probe yet)
+        self._baseline = None           # the current count's time when it was last compared with a probe
+        self._drift = 0                 # consecutive current-count calls far from the baseline
         self._down = True
         self._lock = threading.Lock()
         self.history: list[tuple[int, float]] = []      # (threads, seconds per frame) of each timed call
@@ -127,7 +138,7 @@ class ThreadTuner:
     def _next_count(self) -> int:
         if len(self.candidates) == 1 or self.current not in self.mean:
             return self.current
-        if self._since_probe is not None and self._since_probe < self.probe_every:
+        if self._since_probe is not None and self._since_probe < self.interval:
             self._since_probe += 1
             return self.current
         self._since_probe = 1
@@ -135,6 +146,29 @@ class ThreadTuner:
         j = i - 1 if (self._down and i > 0) or i == len(self.candidates) - 1 else i + 1
         self._down = not self._down
         return self.candidates[j]
+
+    def _record(self, n: int, dt: float) -> None:
+        self.history.append((n, dt))
+        if n == self.current:
+            old = self.mean.get(n)
+            self.mean[n] = dt if old is None else 0.5 * (old + dt)
+            base = self._baseline
+            if base is not None and not base / self.change <= dt <= base * self.change:
+                self._drift += 1
+                if self._drift >= 2:        # the load changed: look at the neighbours again now
+                    self._drift, self._baseline = 0, None
+                    self.interval = self.probe_every
+                    self._since_probe = self.interval
+            else:
+                self._drift = 0
+            return
+        self.probes += 1
+        self.mean[n] = dt
+        if dt < self.margin * self.mean[self.current]:
+            self.current, self.interval = n, self.probe_every
+        else:
+            self.interval = min(self.max_interval, 2 * self.interval)
+        self._baseline, self._drift = self.mean[self.current], 0
 
     def run(self, fn: Callable, frames: int = 1):
         import torch
@@ -149,11 +183,6 @@ class ThreadTuner:
                 out = fn()
             finally:
                 torch.set_num_threads(before)   # the rest of the process keeps its own count
-            dt = (time.perf_counter() - t0) / max(1, frames)
             if self.calls > 1:   # the very first call pays one-off set-up
-                self.history.append((n, dt))
-                old = self.mean.get(n)
-                self.mean[n] = dt if old is None or n != self.current else 0.5 * (old + dt)
-                if n != self.current and dt < self.margin * self.mean[self.current]:
-                    self.current = n
+                self._record(n, (time.perf_counter() - t0) / max(1, frames))
             return out
