@@ -9,8 +9,9 @@ tuner to probe). Settings:
 * ``default``: what every stage does left alone: torch one spinning OpenMP thread per core, ffmpeg and x264
   their automatic thread counts, OpenCV its pool (the pipeline before the budget);
 * ``1 thread``: ``--threads 1`` (like OMP_NUM_THREADS=1);
-* ``budget (auto)``: the default now: passive OpenMP waits, 1 decoder and 1 x264 thread, torch's count tuned
-  at run time.
+* ``budget (auto)``: the default now: passive OpenMP waits, decoder / x264 / OpenCV one thread per core,
+  torch's count tuned at run time;
+* ``budget, 1-thread stages``: the same with 1 decoder, 1 x264 and 1 OpenCV thread (the budget before).
 The load is one process doing float32 matrix products with one torch thread per core (another user's training
 job), started before and stopped after each "loaded" dub. Rounds alternate the settings; the table keeps each
 setting's best round. "max diff" is the largest difference of any output pixel to the ``1 thread`` dub.
@@ -30,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-SETTINGS = ("default", "1 thread", "budget (auto)")
+SETTINGS = ("default", "1 thread", "budget (auto)", "budget, 1-thread stages")
 WIDTHS = {"tiny": dict(encoder_channels=(16, 32, 64), align_channels=32, attn_dim=64, decoder_channels=32),
           "official": {}}
 LOAD = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); a = torch.rand(768, 768)\n"
@@ -39,7 +40,7 @@ LOAD = ("import torch, sys; torch.set_num_threads(int(sys.argv[1])); a = torch.r
 
 def child(a):
     """One dub in this (fresh) process; prints a JSON line."""
-    if a.setting == "budget (auto)":
+    if a.setting.startswith("budget"):
         from utils.threads import prefer_passive_waiting
 
         prefer_passive_waiting()
@@ -55,6 +56,10 @@ def child(a):
         dub.thread_plan = ThreadPlan(n, torch=n, decoder=0, encoder=0, opencv=n, tune=False)
         apply_plan(dub.thread_plan)
         dub.runner.tuner = None
+    if a.setting == "budget, 1-thread stages":   # the budget with 1 decoder / x264 / OpenCV thread
+        p = dub.thread_plan
+        dub.thread_plan = ThreadPlan(p.total, torch=p.torch, decoder=1, encoder=1, opencv=1, tune=p.tune)
+        apply_plan(dub.thread_plan)
     tpl = dub.prepare_template(a.video)
     frames = []
     st = dub.dub(tpl, a.audio, a.output, frame_callback=lambda k, i, x, y, f: frames.append(y))

@@ -74,7 +74,7 @@ def test_eager_warp_planes_match_the_differentiable_field(mode):
 
 def test_thread_plan_budgets():
     cpu = plan_threads(4, "cpu")
-    assert (cpu.total, cpu.torch, cpu.decoder, cpu.encoder, cpu.tune) == (4, 4, 1, 1, False)
+    assert (cpu.total, cpu.torch, cpu.decoder, cpu.encoder, cpu.opencv, cpu.tune) == (4, 4, 4, 4, 4, False)
     auto = plan_threads(0, "cpu")
     assert auto.torch == auto.total >= 1 and auto.tune == (auto.total > 1)
     gpu = plan_threads(16, "cuda:0")

@@ -9,14 +9,16 @@ than with 1 (README "CPU thread budget"). The plan here:
 
 * ``OMP_WAIT_POLICY=PASSIVE`` (set by the command-line entry points before torch is imported, unless the user
   set it): a waiting thread sleeps instead of spinning, so a busy core costs one op's wait, not a collapse;
-* decoding and encoding get a fixed small share (1 decoder thread; on CPU 1 x264 thread, the model needs the
-  rest; with a GPU the encoder gets most cores, as the model no longer needs them);
+* on CPU the decoder, x264 and OpenCV get one thread per core each: their threads block (pthreads) when they
+  have nothing to do, so they cost little under load and, idle, run in the model's gaps (measured: with one
+  thread each the idle dub ran no faster and the loaded one 1.2x slower, README "CPU thread budget"); with a
+  GPU the encoder gets most cores, as the model no longer needs them;
 * torch's intra-op count is chosen at run time on CPU (``ThreadTuner``): it starts at the budget and from time
   to time times a neighbouring count, keeping whichever gives more frames/s, so it drops to 1-2 threads while
   other processes load the machine and climbs back when they stop. Probes at a worse count cost time, so they
-  become rarer while they keep losing, and come back at once when the current count's speed changes. A fixed ``--threads N`` turns the tuner off
-  (the same count every call, so outputs are bit-for-bit reproducible; different counts can round the last
-  float bit differently).
+  become rarer while they keep losing, and come back at once when the current count's speed changes. A fixed
+  ``--threads N`` turns the tuner off (the same count every call, so outputs are bit-for-bit reproducible;
+  different counts can round the last float bit differently).
 """
 from __future__ import annotations
 
@@ -76,7 +78,9 @@ def plan_threads(threads: int = 0, device: str = "cpu") -> ThreadPlan:
         decoder = 1 if total < 8 else 2
         return ThreadPlan(total, torch=1 if total < 4 else 2, decoder=decoder,
                           encoder=max(1, total - decoder - 1), opencv=1, tune=False)
-    return ThreadPlan(total, torch=total, decoder=1, encoder=1, opencv=1, tune=n == 0 and total > 1)
+    # the stages' threads wait (pthreads, not spinning OpenMP) while they have nothing to do, so they cost little
+    # under load and, idle, fill the model's gaps: one per core each
+    return ThreadPlan(total, torch=total, decoder=total, encoder=total, opencv=total, tune=n == 0 and total > 1)
 
 
 _applied: Optional[ThreadPlan] = None
