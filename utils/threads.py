@@ -11,7 +11,7 @@ than with 1 (README "CPU thread budget"). The plan here:
   set it): a waiting thread sleeps instead of spinning, so a busy core costs one op's wait, not a collapse;
 * on CPU the decoder, x264 and OpenCV get one thread per core each: their threads block (pthreads) when they
   have nothing to do, so they cost little under load and, idle, run in the model's gaps (measured: with one
-  thread each the idle dub ran no faster and the loaded one 1.2x slower, README "CPU thread budget"); with a
+  thread each, idle dubs ran no faster, the loaded tiny dub 1.2x slower, README "CPU thread budget"); with a
   GPU the encoder gets most cores, as the model no longer needs them;
 * torch's intra-op count is chosen at run time on CPU (``ThreadTuner``): it starts at the budget and from time
   to time times a neighbouring count, keeping whichever gives more frames/s, so it drops to 1-2 threads while
