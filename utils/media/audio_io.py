@@ -11,14 +11,7 @@ bounded by the limit whatever the file's header claims. The input file is only r
 original's ``check_and_resample_audio`` overwrote the caller's wav and turned float wavs into silence, spec 3.6 /
 bugs 15-18).
 
-Frame-count rule (used by every audio front-end, the dataset builder and inference)::
-
-    num_video_frames(n, sr, fps) = 0                                 if n == 0
-                                 = max(1, floor(n / sr * fps + 0.5))  otherwise
-
-i.e. the duration in video frames rounded half-up, and at least one frame for any non-empty audio. At 16 kHz and
-25 fps one frame is exactly 640 samples (40 ms), so an audio of F*640 samples covers exactly F frames, and a
-24 kHz file of the same duration gives the same F after resampling (the ChatTTS bug, spec 3.6).
+The frame-count rule and the time base (25 fps, 16 kHz) live in ``utils/media/timebase.py``.
 """
 from __future__ import annotations
 
@@ -32,25 +25,10 @@ import numpy as np
 from utils.atomic import atomic_write
 from utils.errors import UserError, warn
 from utils.media.container import MediaTooLong, audio_stream, av_message, header_seconds, open_media
+from utils.media.timebase import num_video_frames, samples_per_frame  # noqa: F401  (re-exported)
 
 # Decoded sample formats (PyAV names without the planar "p") -> scale that maps them to [-1, 1].
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
-
-
-def num_video_frames(num_samples: int, sample_rate: int, fps: float = 25.0) -> int:
-    """Number of video frames an audio of ``num_samples`` at ``sample_rate`` covers (rule in the module doc)."""
-    if sample_rate <= 0 or fps <= 0:
-        raise ValueError(f"sample_rate and fps must be positive, got {sample_rate}, {fps}")
-    n = int(num_samples)
-    if n <= 0:
-        return 0
-    # The tiny epsilon keeps exact multiples (e.g. 640 samples -> 1.0 frame) safe from float error.
-    return max(1, int(math.floor(n * float(fps) / float(sample_rate) + 0.5 + 1e-9)))
-
-
-def samples_per_frame(sample_rate: int = 16000, fps: float = 25.0) -> float:
-    """Audio samples in one video frame (640 at 16 kHz / 25 fps)."""
-    return sample_rate / fps
 
 
 def _frame_to_float(frame) -> np.ndarray:
