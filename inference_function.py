@@ -3,7 +3,10 @@
     python inference_function.py --video in.mp4 --audio speech.wav --checkpoint model.pth --output out.mp4 \
         [--device cpu|cuda:N] [--batch_size 8] [--mouth_region_size 288 --audio_feature deepspeech2 \
          --audio_model_path LibriSpeech_Pretrained_v3.ckpt] [--cache_dir DIR] [--compile] [--cuda_graphs] \
-        [--threads N]
+        [--threads N] [--crf 18] [--preset fast]
+
+Every option is a field of ``config.config.InferenceConfig`` (``--help`` lists them); the function API takes that
+one object: ``generate_video_with_audio(video, audio, checkpoint, output, InferenceConfig(device="cpu"))``.
 
 The audio front-end, mouth size and preprocessing profile come from our checkpoints; official checkpoints store
 none of them (defaults m=288, deepspeech2, which needs --audio_model_path, and the official profile).
@@ -23,27 +26,20 @@ from config.config import InferenceConfig, add_arguments, from_args
 from utils.errors import UserError, cli_main, warn
 
 
-def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, batch_size: int = 8,
-                              device: Optional[str] = None, mouth_region_size: Optional[int] = None,
-                              audio_feature: Optional[str] = None, audio_model_path: str = "",
-                              reference_seed: int = 456, cache_dir: Optional[str] = None, progress: bool = True,
-                              use_cache: bool = True, amp: bool = True, cuda_graphs: bool = False,
-                              compile: bool = False, crf: int = 18, preset: str = "fast", threads: int = 0,
+def generate_video_with_audio(video_path, audio_path, checkpoint, output_path,
+                              cfg: Optional[InferenceConfig] = None, *, progress: bool = True,
                               progress_callback: Optional[Callable] = None,
-                              frame_callback: Optional[Callable] = None, infer_fn=None,
-                              profile: Optional[str] = None, amp_dtype: Optional[str] = None) -> dict:
-    """Dub ``video_path`` with ``audio_path`` into ``output_path``; returns the statistics dict of
-    ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, warnings, ...). Bad inputs raise UserError;
-    suspicious ones (truncated, damaged) print ``warning: ...`` lines and are listed in ``warnings``."""
-    from config.profile import get_profile
+                              frame_callback: Optional[Callable] = None, infer_fn=None) -> dict:
+    """Dub ``video_path`` with ``audio_path`` into ``output_path`` with the settings ``cfg`` (defaults when
+    None); returns the statistics dict of ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, warnings,
+    ...). Bad inputs raise UserError; suspicious ones (truncated, damaged) print ``warning: ...`` lines and are
+    listed in ``warnings``."""
     from inference.dubber import Dubber, check_output_path, load_dub_audio
     from utils.media.video_io import probe
-    from utils.threads import check_threads
 
     # cheap checks first, so a typo fails before the model and the landmarks are loaded
+    cfg = (cfg or InferenceConfig()).validate()
     check_output_path(output_path)
-    check_threads(threads)
-    get_profile(profile)
     for p, what in ((video_path, "video"), (audio_path, "audio"), (checkpoint, "checkpoint")):
         if not os.path.isfile(os.fspath(p)):
             raise UserError(f"{p}: {what} file not found")
@@ -54,12 +50,8 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path, b
     audio = load_dub_audio(audio_path)
     for msg in audio.warnings:
         warn(msg)
-    dubber = Dubber(checkpoint, device=device, mouth_region_size=mouth_region_size or None,
-                    audio_feature=audio_feature or None, audio_model_path=audio_model_path,
-                    batch_size=batch_size, reference_seed=reference_seed, cache_dir=cache_dir or None, amp=amp,
-                    cuda_graphs=cuda_graphs, compile=compile, infer_fn=infer_fn, progress=progress, crf=crf,
-                    preset=preset, threads=threads, profile=profile or None, amp_dtype=amp_dtype or None)
-    template = dubber.prepare_template(video_path, use_cache=use_cache)
+    dubber = Dubber(checkpoint, cfg, infer_fn=infer_fn, progress=progress)
+    template = dubber.prepare_template(video_path)
     for msg in template.template.warnings:
         warn(msg)
     return dubber.dub(template, audio, output_path, progress_callback=progress_callback,
@@ -74,11 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="LawDNet checkpoint (ours or official)")
     p.add_argument("--output", required=True, help="output video (.mp4/.mov/.mkv)")
     add_arguments(p, InferenceConfig)
-    p.add_argument("--no_cache", action="store_true", help="do not read or write the template cache")
-    p.add_argument("--compile", action="store_true", help="torch.compile the warp field (slow first call)")
-    p.add_argument("--cuda_graphs", action="store_true", help="replay the generator as a CUDA graph (GPU)")
-    p.add_argument("--crf", type=int, default=18, help="x264 quality (lower = better, default 18)")
-    p.add_argument("--preset", default="fast", help="x264 preset (default fast)")
+    p.add_argument("--no_cache", dest="use_cache", action="store_false", default=None,
+                   help="do not read or write the template cache (same as --no-use_cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--stats_json", default="", help="also write the statistics to this JSON file")
     return p
@@ -88,13 +77,8 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     cfg = from_args(InferenceConfig, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    stats = generate_video_with_audio(
-        args.video, args.audio, args.checkpoint, args.output, batch_size=cfg.batch_size, device=cfg.device or None,
-        mouth_region_size=cfg.mouth_region_size or None, audio_feature=cfg.audio_feature or None,
-        audio_model_path=cfg.audio_model_path, reference_seed=cfg.reference_seed, cache_dir=cfg.cache_dir or None,
-        progress=not args.quiet, use_cache=not args.no_cache, amp=cfg.amp, cuda_graphs=args.cuda_graphs,
-        compile=args.compile, crf=args.crf, preset=args.preset, threads=cfg.threads,
-        profile=cfg.profile or None, amp_dtype=cfg.amp_dtype or None)
+    stats = generate_video_with_audio(args.video, args.audio, args.checkpoint, args.output, cfg,
+                                      progress=not args.quiet)
     st = stats["stage_seconds"]
     print(f"wrote {stats['output']}: {stats['frames']} frames ({stats['video_seconds']:.2f} s) in "
           f"{stats['seconds']:.1f} s ({stats['fps']:.1f} frames/s); face-less frames passed through: "

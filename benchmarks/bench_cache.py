@@ -80,6 +80,9 @@ def dub_rows(repeat, threads):
     import torch
 
     from config.config import ModelConfig
+    import dataclasses
+
+    from config.config import InferenceConfig
     from inference import Dubber
     from models import LawDNet
     from models.checkpoint import save_lawdnet
@@ -92,8 +95,8 @@ def dub_rows(repeat, threads):
     save_lawdnet(ckpt, LawDNet(ModelConfig(**tiny)).eval(), audio_feature="mel", mouth_region_size=64)
     video = make_talking_head(os.path.join(work, "t.mp4"), "Peter bought a big map before the trip to Madrid.",
                               size=160, seed=1, preset="ultrafast")["video"]
-    kw = dict(device="cpu", cache_dir=os.path.join(work, "c"), progress=False, preset="veryfast", threads=threads)
-    dubbers = {on: Dubber(ckpt, cache_references=on, **kw) for on in (True, False)}
+    cfg = InferenceConfig(device="cpu", cache_dir=os.path.join(work, "c"), preset="veryfast", threads=threads)
+    dubbers = {on: Dubber(ckpt, dataclasses.replace(cfg, cache_references=on), progress=False) for on in (True, False)}
     tpls = {on: d.prepare_template(video) for on, d in dubbers.items()}
     fps = {True: [], False: []}
     outs = {}

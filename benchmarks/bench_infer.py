@@ -71,13 +71,14 @@ def child(args) -> None:
     """Run in a fresh process: uncached then cached dub; print one JSON line with stats and peak RSS."""
     import resource
 
+    from config.config import InferenceConfig
     from inference_function import generate_video_with_audio
 
     cache = tempfile.mkdtemp(prefix="bench_cache_")
-    kw = dict(batch_size=args.batch_size, device=args.device or None, cache_dir=cache, progress=False,
-              compile=args.compile, cuda_graphs=args.cuda_graphs, preset="veryfast")
-    cold = generate_video_with_audio(args.video, args.audio, args.checkpoint, args.output, **kw)
-    warm = generate_video_with_audio(args.video, args.audio, args.checkpoint, args.output, **kw)
+    cfg = InferenceConfig(batch_size=args.batch_size, device=args.device or None, cache_dir=cache,
+                          compile=args.compile, cuda_graphs=args.cuda_graphs, preset="veryfast")
+    cold = generate_video_with_audio(args.video, args.audio, args.checkpoint, args.output, cfg, progress=False)
+    warm = generate_video_with_audio(args.video, args.audio, args.checkpoint, args.output, cfg, progress=False)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
     gpu = 0.0
     try:

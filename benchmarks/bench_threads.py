@@ -46,11 +46,12 @@ def child(a):
         prefer_passive_waiting()
     import numpy as np
 
+    from config.config import InferenceConfig
     from inference import Dubber
     from utils.threads import ThreadPlan, apply_plan, usable_cores
 
-    dub = Dubber(a.checkpoint, device="cpu", cache_dir=a.cache, progress=False, preset="veryfast", batch_size=4,
-                 threads=1 if a.setting == "1 thread" else 0)
+    dub = Dubber(a.checkpoint, InferenceConfig(device="cpu", cache_dir=a.cache, preset="veryfast", batch_size=4,
+                                               threads=1 if a.setting == "1 thread" else None), progress=False)
     if a.setting == "default":     # every stage's own choice, no tuning
         n = usable_cores()
         dub.thread_plan = ThreadPlan(n, torch=n, decoder=0, encoder=0, opencv=n, tune=False)

@@ -233,6 +233,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
     import numpy as np
 
     from bench_infer import make_checkpoint, make_inputs
+    from config.config import InferenceConfig
     from inference import Dubber
     from inference.schedule import pingpong_index
     from inference.template import prepare_template
@@ -265,8 +266,9 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
     if deadline.left() < (10 if dry else 60):
         res["skipped"] = "time budget"
         return res
-    dub = Dubber(ckpt, device=str(device), batch_size=batch, cuda_graphs=device.type == "cuda",
-                 compile=compile_warp and not dry, cache_dir=os.path.join(work, "cache"), progress=False)
+    dub = Dubber(ckpt, InferenceConfig(device=str(device), batch_size=batch, cuda_graphs=device.type == "cuda",
+                                       compile=compile_warp and not dry, cache_dir=os.path.join(work, "cache")),
+                 progress=False)
     tpl = dub.prepare_template(video, use_cache=False, detector=ReplayDetector(lm, valid, order))
     _reset_peak(device)
     out = os.path.join(work, "dubbed.mp4")

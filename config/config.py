@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
 WARP_MODES = ("official", "corrected")
 AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
+AMP_DTYPES = ("fp16", "bf16")         # GPU autocast dtypes
 # Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
 AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 768}
 
@@ -144,55 +148,119 @@ class TrainConfig:
 
 @dataclass
 class InferenceConfig:
-    """Options of inference_function.generate_video_with_audio."""
+    """Every setting of a dub (``inference.Dubber``): the CLI, the server, live sessions and the demo all make
+    one of these. ``None`` means "from the checkpoint" (mouth size, audio front-end, profile: official checkpoints
+    store none of them and get m=288, deepspeech2 and the official profile) or "automatic" (device, threads)."""
 
-    batch_size: int = 8
-    device: str = ""
-    mouth_region_size: int = 0       # 0 = from the checkpoint
-    audio_feature: str = ""          # "" = from the checkpoint
-    audio_model_path: str = ""
-    reference_seed: int = 456
-    cache_dir: str = ""              # template cache; "" = next to the video
-    amp: bool = True
-    threads: int = 0                 # CPU cores for decode + model + encode (utils/threads.py); 0 = all, tuned
-    amp_dtype: str = ""              # GPU autocast dtype fp16 | bf16; "" = the profile's (official fp16, lawdnet bf16)
-    profile: str = ""                # preprocessing profile official | lawdnet; "" = the checkpoint's
+    device: Optional[str] = None             # cpu, cuda or cuda:N (unset: cuda if available, else cpu)
+    batch_size: int = 8                      # frames per model call
+    mouth_region_size: Optional[int] = None  # mouth size m (unset: the checkpoint's; official checkpoints 288)
+    audio_feature: Optional[str] = None      # mel | deepspeech | deepspeech2 | hubert (unset: the checkpoint's)
+    audio_model_path: Optional[str] = None   # weights of a learned audio front-end (deepspeech2, hubert, ...)
+    profile: Optional[str] = None            # preprocessing profile official | lawdnet (unset: the checkpoint's)
+    reference_seed: int = 456                # picks the reference frames (deterministic)
+    cache_dir: Optional[str] = None          # folder of the template landmark cache (unset: next to the video)
+    use_cache: bool = True                   # read / write the template cache
+    threads: Optional[int] = None            # CPU cores for decode + model + encode (unset or 0: all)
+    amp: bool = True                         # GPU autocast (CPU is always fp32)
+    amp_dtype: Optional[str] = None          # GPU autocast fp16 | bf16 (unset: the profile's)
+    channels_last: bool = True               # GPU memory layout of the generator
+    cuda_graphs: bool = False                # replay the generator as a CUDA graph (GPU; fixed batch shape)
+    compile: bool = False                    # torch.compile the warp field (slow first call)
+    cache_references: bool = True            # keep the generator's reference features per template
+    crf: int = 18                            # x264 quality of the output (lower = better)
+    preset: str = "fast"                     # x264 preset
+    queue_batches: int = 3                   # batches in flight between decode, model and encode
+
+    def validate(self) -> "InferenceConfig":
+        """Cheap checks, so a typo fails before a model or a video is loaded (UserError)."""
+        from utils.errors import UserError
+
+        if int(self.batch_size) < 1:
+            raise UserError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.mouth_region_size is not None and (self.mouth_region_size <= 0 or self.mouth_region_size % 8):
+            raise UserError(f"--mouth_region_size must be a positive multiple of 8, got {self.mouth_region_size}")
+        if self.audio_feature is not None and self.audio_feature not in AUDIO_FEATURES:
+            raise UserError(f"--audio_feature must be one of {', '.join(AUDIO_FEATURES)}, got {self.audio_feature!r}")
+        if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:
+            raise UserError(f"--amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        if self.threads is not None and int(self.threads) < 0:
+            raise UserError(f"--threads must be >= 0 (0 or unset = all cores), got {self.threads}")
+        if not 0 <= int(self.crf) <= 51:
+            raise UserError(f"--crf must be 0-51, got {self.crf}")
+        if int(self.queue_batches) < 1:
+            raise UserError(f"--queue_batches must be >= 1, got {self.queue_batches}")
+        from config.profile import get_profile
+
+        get_profile(self.profile)
+        return self
 
 
 # ---------------------------------------------------------------- CLI plumbing
 
 def _base_type(tp):
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _base_type(args[0])
     return tp
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple = ()) -> None:
-    """Add one ``--<prefix><field>`` flag per dataclass field (bools become on/off switches)."""
+def field_help(cls) -> dict:
+    """``{field: help}`` from the comment after each field in the dataclass's source (its documentation)."""
+    out = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def add_arguments(parser, cls, prefix: str = "", skip: tuple = (), only: Optional[tuple] = None,
+                  help: Optional[dict] = None) -> None:
+    """Add one ``--<prefix><field>`` flag per dataclass field (``only``: just these; ``skip``: not these).
+
+    Bools become on/off switches (``--x`` / ``--no-x``, and ``--no_x``); ``None`` defaults mean "not given".
+    The help text is ``help[field]``, else the comment after the field in the dataclass."""
     hints = typing.get_type_hints(cls)
+    texts = {**field_help(cls), **(help or {})}
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
             continue
         flag = f"--{prefix}{f.name}"
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = texts.get(f.name, "")
+        if default not in (None, "") and "default" not in text:
+            text = f"{text} (default: {default})".strip()
+        text = text.replace("%", "%%")
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default: {default})")
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            parser.add_argument(f"--no_{prefix}{f.name}", dest=prefix + f.name, action="store_false",
+                                default=None, help=argparse.SUPPRESS)
         elif tp is tuple or typing.get_origin(tp) is tuple:
-            parser.add_argument(flag, type=int, nargs="+", default=None, help=f"(default: {default})")
+            parser.add_argument(flag, type=int, nargs="+", default=None, help=text)
         else:
-            parser.add_argument(flag, type=tp, default=None, help=f"(default: {default})")
+            parser.add_argument(flag, type=tp, default=None, help=text)
 
 
-def from_args(cls, args: argparse.Namespace, prefix: str = "", base: Optional[Any] = None, **overrides):
-    """Build ``cls`` from ``base`` (or defaults), then stage/overrides, then flags the user actually gave."""
+def from_args(cls, args: argparse.Namespace, prefix: str = "", base: Optional[Any] = None,
+              only: Optional[tuple] = None, **overrides):
+    """Build ``cls`` from ``base`` (or defaults), then stage/overrides, then the flags
+    the user actually gave (``only``: read just these fields' flags)."""
     obj = base if base is not None else cls()
-    values = dataclasses.asdict(obj)
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}   # shallow: nested configs stay objects
     values.update({k: v for k, v in overrides.items() if k in values})
     for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
         v = getattr(args, prefix + f.name, None)
         if v is not None:
             values[f.name] = tuple(v) if isinstance(v, list) else v

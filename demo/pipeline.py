@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from config.config import InferenceConfig
 from demo.budget import Budget
 from demo.speaker import SpeakerSpec
 from demo.training import TinyModel
@@ -29,13 +30,13 @@ SHARES = {"syncnet": 0.12, "frame": 0.76, "clip": 0.12}
 class DemoOptions:
     output_dir: str = "demo_output"
     minutes: float = 30.0
-    device: str = ""                       # "" = cuda if available, else cpu
-    data: str = ""                         # folder of real videos instead of the synthetic speaker
-    checkpoint: str = ""                   # trained/official generator: skip training
-    syncnet: str = ""                      # mel SyncNet for the LSE columns (default: the one the demo trains)
-    mouth_region_size: int = 0             # for official checkpoints (they do not store it)
-    audio_feature: str = ""
-    audio_model_path: str = ""
+    device: str = ""                       # cpu, cuda or cuda:N for every step (unset: cuda if available, else cpu)
+    data: str = ""                         # your videos of one person (a folder or one video): trains a model of them
+    checkpoint: str = ""                   # use this generator (ours or official) and skip training
+    syncnet: str = ""                      # a mel SyncNet for the LSE columns (default: the one the demo trains)
+    # how the dubs are made; its mouth_region_size / audio_feature / audio_model_path describe an official
+    # --checkpoint or --init_from (which store neither); its device is always the run's
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     speaker: SpeakerSpec = field(default_factory=SpeakerSpec)
     model: TinyModel = field(default_factory=TinyModel)
     frame_steps: int = 0                   # > 0: exact step counts instead of the time budget (benchmarks)
@@ -43,8 +44,8 @@ class DemoOptions:
     syncnet_steps: int = 0                 # > 0: exact SyncNet steps instead of its budget share
     seed: int = 456
     min_corr: float = 0.6
-    progress: bool = True
-    copy_picture_to: str = ""              # also save the side-by-side PNG here (e.g. docs/images/demo.png)
+    progress: bool = True                  # progress bars
+    save_picture: str = ""                 # also copy the side-by-side PNG here (e.g. docs/images/demo.png)
     # person-specific training (--data): the held-out segment, where its speech is dubbed, the starting point,
     # validation during training
     holdout_s: float | None = None         # None: the whole last video when there are several, else its last 20 %
@@ -170,8 +171,8 @@ def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, st
 
     info = checkpoint_info(read_checkpoint(opts.init_from), opts.init_from)
     cfg = info["model_config"]
-    m = opts.mouth_region_size or info["mouth_region_size"]
-    feature = opts.audio_feature or info["audio_feature"] or "mel"
+    m = opts.inference.mouth_region_size or info["mouth_region_size"]
+    feature = opts.inference.audio_feature or info["audio_feature"] or "mel"
     keep = ("source_channel", "ref_channel", "warp_layer_num", "num_kpoints", "coarse_grid_size", "encoder_channels",
             "align_channels", "attn_dim", "decoder_channels", "attn_grid")
     return (dataclasses.replace(opts.model, mouth_region_size=int(m)), {k: getattr(cfg, k) for k in keep}, feature,
@@ -254,7 +255,8 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         with budget.step(STEPS[1], f"{', '.join(feats)} features, {int(1.25 * m)} px crops", fixed["data pipeline"]):
             index = training.prepare_data(data.train_dir, os.path.join(out, "prepared"), int(1.25 * m),
                                           workers=min(2, os.cpu_count() or 1), progress=opts.progress, log=say,
-                                          features=feats, audio_model_path=opts.audio_model_path, profile=profile)
+                                          features=feats, audio_model_path=opts.inference.audio_model_path or "",
+                                          profile=profile)
         models = os.path.join(out, "models")
         os.makedirs(models, exist_ok=True)
         budget.probe_generator(_probe_model(index, model, overrides, feature, warp_mode), m)
@@ -275,7 +277,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
             from demo.validation import Validator
 
             validator = Validator(data.heldout[0].video, os.path.join(out, "validation"), sync_info["path"], dev,
-                                  opts.select_by, log=say, dubber_kw={"audio_model_path": opts.audio_model_path})
+                                  opts.select_by, log=say, inference=opts.inference)
         common = dict(device=dev, seed=opts.seed, log=say, progress=opts.progress, model_overrides=overrides,
                       audio_feature=feature, warp_mode=warp_mode, val_every=opts.val_every if validates else 0)
         secs = budget.share(SHARES["frame"] / (SHARES["frame"] + SHARES["clip"]), reserve())
@@ -304,9 +306,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
     os.makedirs(res_dir, exist_ok=True)
     items = []
     with budget.step(STEPS[5], f"{len(data.heldout)} held-out sentence(s)", fixed["dub"]):
-        dubber = dubbing.make_dubber(checkpoint, dev, os.path.join(out, "cache"), opts.progress,
-                                     mouth_region_size=opts.mouth_region_size or None,
-                                     audio_feature=opts.audio_feature or None, audio_model_path=opts.audio_model_path)
+        dubber = dubbing.make_dubber(checkpoint, opts.inference, dev, os.path.join(out, "cache"), opts.progress)
         prepared = dubber.prepare_template(data.template)
         for h in data.heldout:
             paths = {k: os.path.join(res_dir, f"{h.name}_{k}.mp4") for k in ("dubbed", "template", "silence")}
@@ -349,9 +349,9 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         sbs = figures.side_by_side([("input (template)", data.template), ("generated", first["paths"]["dubbed"]),
                                     ("ground truth", first["gt_video"])], picks,
                                    os.path.join(out, "side_by_side.png"), box=box, gt_openness=gt0)
-        if opts.copy_picture_to:
-            os.makedirs(os.path.dirname(os.path.abspath(opts.copy_picture_to)), exist_ok=True)
-            shutil.copyfile(sbs, opts.copy_picture_to)
+        if opts.save_picture:
+            os.makedirs(os.path.dirname(os.path.abspath(opts.save_picture)), exist_ok=True)
+            shutil.copyfile(sbs, opts.save_picture)
         rel = lambda p: os.path.relpath(p, out)  # noqa: E731
         summary = {"mean": _summary_mean(items)}
         result = {

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 
+from config.config import InferenceConfig
 from utils.atomic import atomic_write
 
 METRICS = ("psnr_mouth", "ssim_mouth", "av_corr", "own_lse_c", "own_lse_d")
@@ -22,9 +23,11 @@ LOWER_IS_BETTER = {"own_lse_d"}
 
 class Validator:
     def __init__(self, heldout_video: str, work_dir: str, syncnet: str = "", device: str = "cpu",
-                 select_by: str = "psnr_mouth", mouth_size: int = 64, log=print, dubber_kw: dict | None = None):
+                 select_by: str = "psnr_mouth", mouth_size: int = 64, log=print,
+                 inference: InferenceConfig | None = None):
         self.video, self.dir, self.syncnet, self.device = heldout_video, work_dir, syncnet, device
-        self.select_by, self.mouth_size, self.log, self.dubber_kw = select_by, mouth_size, log, dict(dubber_kw or {})
+        self.select_by, self.mouth_size, self.log = select_by, mouth_size, log
+        self.inference = inference or InferenceConfig()
         os.makedirs(work_dir, exist_ok=True)
         self.best_path = os.path.join(work_dir, "best.pth")
         self.history_path = os.path.join(work_dir, "validation.json")
@@ -59,7 +62,7 @@ class Validator:
                 return h
         self._detector = self._detector or LandmarkDetector()
         out = os.path.join(self.dir, "last_dub.mp4")
-        dubber = make_dubber(checkpoint, self.device, os.path.join(self.dir, "cache"), False, **self.dubber_kw)
+        dubber = make_dubber(checkpoint, self.inference, self.device, os.path.join(self.dir, "cache"), False)
         dubber.dub(dubber.prepare_template(self.video), self.video, out)
         ev = evaluate(out, reference=self.video, audio=self.video, syncnet=self.syncnet or None,
                       mouth_size=self.mouth_size, device=self.device, progress=False, detector=self._detector)

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 import torch
 
+from config.config import InferenceConfig
 from inference.frames import chunk_frames, iter_schedule
 from inference.overlap import Background, Consumer, StageTimer
 from inference.reference_cache import ReferenceFeatureCache
@@ -149,84 +150,73 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
 class Dubber:
     """Load a LawDNet checkpoint once and dub any number of (template, audio) pairs with it.
 
-    ``mouth_region_size`` / ``audio_feature``: needed only for official checkpoints (they store neither;
-    defaults 288 / deepspeech2); for our checkpoints they must match what the checkpoint says, if given.
-    ``profile``: preprocessing profile (default: the checkpoint's; official checkpoints mean ``official``).
-    ``amp_dtype``: GPU autocast dtype, "fp16" or "bf16" (default: the profile's; ``amp=False`` is fp32).
-    ``infer_fn(source, refs, audio) -> crops`` replaces the model call (see inference.runner).
+    ``cfg`` (config.config.InferenceConfig) holds every setting; its ``mouth_region_size`` / ``audio_feature``
+    are needed only for official checkpoints (they store neither; defaults 288 / deepspeech2); for our
+    checkpoints they must match what the checkpoint says, if given. ``infer_fn(source, refs, audio) -> crops``
+    replaces the model call (the server's batcher; see inference.runner); ``progress``: tqdm bars.
     """
 
-    def __init__(self, checkpoint, device=None, mouth_region_size: Optional[int] = None,
-                 audio_feature: Optional[str] = None, audio_model_path: str = "", batch_size: int = 8,
-                 reference_seed: int = 456, cache_dir: Optional[str] = None, amp: bool = True,
-                 channels_last: bool = True, cuda_graphs: bool = False, compile: bool = False,
-                 infer_fn: Optional[InferFn] = None, progress: bool = True, crf: int = 18, preset: str = "fast",
-                 queue_batches: int = 3, threads: int = 0, cache_references: bool = True,
-                 profile: Optional[str] = None, amp_dtype: Optional[str] = None):
+    def __init__(self, checkpoint, cfg: Optional[InferenceConfig] = None, *, infer_fn: Optional[InferFn] = None,
+                 progress: bool = True):
         from config.profile import resolve_profile
-        from inference.runner import AMP_DTYPES
         from models import load_lawdnet, use_compiled_warp
         from utils.audio.features import get_frontend
         from utils.face.align import FaceAligner
         from utils.threads import ThreadTuner, apply_plan, plan_threads
 
-        if int(batch_size) < 1:
-            raise UserError(f"batch_size must be >= 1, got {batch_size}")
-        if amp_dtype and amp_dtype not in AMP_DTYPES:
-            raise UserError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {amp_dtype!r}")
-        self.device = resolve_device(device)
-        self.thread_plan = plan_threads(threads, self.device.type)   # decode / model / encode share the cores
+        cfg = (cfg or InferenceConfig()).validate()
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.thread_plan = plan_threads(cfg.threads or 0, self.device.type)   # decode / model / encode share cores
         apply_plan(self.thread_plan)
         self.model, info = load_lawdnet(os.fspath(checkpoint), device=self.device, return_info=True)
         self.info = info
-        cfg = info["model_config"]
+        model_cfg = info["model_config"]
         m, feat = info["mouth_region_size"], info["audio_feature"]
         if info["official"]:
-            m, feat = int(mouth_region_size or m or 288), str(audio_feature or feat or "deepspeech2")
+            m, feat = int(cfg.mouth_region_size or m or 288), str(cfg.audio_feature or feat or "deepspeech2")
         else:
-            if mouth_region_size and int(mouth_region_size) != m:
-                raise UserError(f"{checkpoint}: trained with mouth_region_size {m}, not {mouth_region_size}")
-            if audio_feature and audio_feature != feat:
-                raise UserError(f"{checkpoint}: trained with {feat!r} audio features, not {audio_feature!r}")
+            if cfg.mouth_region_size and int(cfg.mouth_region_size) != m:
+                raise UserError(f"{checkpoint}: trained with mouth_region_size {m}, not {cfg.mouth_region_size}")
+            if cfg.audio_feature and cfg.audio_feature != feat:
+                raise UserError(f"{checkpoint}: trained with {feat!r} audio features, not {cfg.audio_feature!r}")
         if m <= 0 or m % 8:
             raise UserError(f"mouth_region_size must be a positive multiple of 8, got {m}")
         self.mouth_region_size, self.audio_feature = int(m), feat
-        self.profile = resolve_profile(profile, info["profile"])
-        self.amp_dtype = amp_dtype or self.profile.gpu_precision
-        self.frontend = get_frontend(feat, audio_model_path, str(self.device),
-                                     self.profile.audio_precision if amp else "fp32")
-        if self.frontend.dim != cfg.audio_channel:
-            raise UserError(f"{checkpoint}: the generator takes {cfg.audio_channel}-dim audio features but "
+        self.profile = resolve_profile(cfg.profile, info["profile"])
+        self.amp_dtype = cfg.amp_dtype or self.profile.gpu_precision
+        self.frontend = get_frontend(feat, cfg.audio_model_path or "", str(self.device),
+                                     self.profile.audio_precision if cfg.amp else "fp32")
+        if self.frontend.dim != model_cfg.audio_channel:
+            raise UserError(f"{checkpoint}: the generator takes {model_cfg.audio_channel}-dim audio features but "
                             f"{feat!r} gives {self.frontend.dim} (pass the right --audio_feature)")
-        self.window = cfg.audio_window
+        self.window = model_cfg.audio_window
         self.aligner = FaceAligner.for_mouth_size(self.mouth_region_size, profile=self.profile)
         self.crop_hw = self.aligner.crop_hw
         self.mask = self.aligner.source_mask()                      # (1,1,Hc,Wc) CPU
-        self.batch_size = int(batch_size)
-        self.reference_seed = int(reference_seed)
-        self.cache_dir = cache_dir or None
+        self.batch_size = int(cfg.batch_size)
         self.progress = progress
-        self.crf, self.preset = int(crf), str(preset)
-        self.queue_batches = int(queue_batches)
         self.cuda = self.device.type == "cuda"
-        if compile:
+        if cfg.compile:
             use_compiled_warp(True)
-        self.runner = ModelRunner(self.model, self.device, amp=amp, channels_last=channels_last,
-                                  cuda_graphs=cuda_graphs, amp_dtype=self.amp_dtype,
+        self.runner = ModelRunner(self.model, self.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                  cuda_graphs=cfg.cuda_graphs, amp_dtype=self.amp_dtype,
                                   tuner=ThreadTuner(self.thread_plan.torch) if self.thread_plan.tune else None)
-        self.cache_references = bool(cache_references)
         self.infer_fn: InferFn = infer_fn or self.runner
-        self.pad_batches = bool(cuda_graphs) and self.cuda and infer_fn is None   # one graph for every batch
+        self.pad_batches = cfg.cuda_graphs and self.cuda and infer_fn is None   # one graph for every batch
 
     # ---------------------------------------------------------------- template
-    def prepare_template(self, video_path, use_cache: bool = True, detector=None, **limits) -> PreparedTemplate:
-        """``limits``: ``max_seconds``, ``face_search_seconds``, ``cancel`` of ``inference.template``."""
+    def prepare_template(self, video_path, use_cache: Optional[bool] = None, detector=None,
+                         **limits) -> PreparedTemplate:
+        """``use_cache``: read / write the landmark cache (default: the config's). ``limits``: ``max_seconds``,
+        ``face_search_seconds``, ``cancel`` of ``inference.template``."""
         from utils.media.video_io import iter_frames
 
-        t = prepare_template(video_path, cache_dir=self.cache_dir, use_cache=use_cache, detector=detector,
+        use_cache = self.cfg.use_cache if use_cache is None else use_cache
+        t = prepare_template(video_path, cache_dir=self.cfg.cache_dir, use_cache=use_cache, detector=detector,
                              progress=self.progress, **limits)
         matrices = self.aligner.estimate(t.landmarks, (t.height, t.width))
-        sets, set_of_frame = reference_sets(t.valid, t.tracks, NUM_REFERENCES, self.reference_seed)
+        sets, set_of_frame = reference_sets(t.valid, t.tracks, NUM_REFERENCES, self.cfg.reference_seed)
         crop_of = {}
         for i in sorted({i for key in sets for i in key}):
             frame = next(iter(iter_frames(t.path, fps=FPS, start_frame=i, max_frames=1, notes=[])), None)
@@ -250,7 +240,7 @@ class Dubber:
         def crops():
             return template.reference_crops[key][None].float().div_(255)
 
-        if not self.cache_references:
+        if not self.cfg.cache_references:
             return crops().to(self.device)
         return template.reference_features.get(self.runner, key, crops)
 
@@ -310,7 +300,7 @@ class Dubber:
         bar = tqdm(total=T, desc="dubbing", unit="frame", disable=not self.progress, smoothing=0.1)
 
         writer = VideoWriter(output_path, fps=FPS, audio=audio.samples, sample_rate=audio.sample_rate,
-                              crf=self.crf, preset=self.preset, match_audio=True, layout=audio.layout,
+                              crf=self.cfg.crf, preset=self.cfg.preset, match_audio=True, layout=audio.layout,
                               threads=self.thread_plan.encoder)
 
         def write(item):
@@ -334,8 +324,8 @@ class Dubber:
                 if progress_callback is not None:
                     progress_callback(counts["written"], T)
 
-        source = Background(batches(), maxsize=self.queue_batches, name="lawdnet-decode")
-        sink = Consumer(write, maxsize=self.queue_batches, name="lawdnet-encode")
+        source = Background(batches(), maxsize=self.cfg.queue_batches, name="lawdnet-decode")
+        sink = Consumer(write, maxsize=self.cfg.queue_batches, name="lawdnet-encode")
         ok = False
         try:
             for ks, idx, frames, crops in source:

@@ -1,6 +1,7 @@
 """The server's long-lived state: the model (loaded once), the model batcher, templates, jobs, metrics."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -28,13 +29,9 @@ class DubService:
         self.metrics = Metrics()
         self.batcher = BatchingInferer(max_frames=config.max_batch_frames, wait_s=config.batch_wait_ms / 1000.0,
                                        before_call=check_current_job, metrics=self.metrics)
-        self.dubber = Dubber(config.checkpoint, device=config.device or None,
-                             mouth_region_size=config.mouth_region_size or None,
-                             audio_feature=config.audio_feature or None, audio_model_path=config.audio_model_path,
-                             batch_size=config.batch_size, cache_dir=self.storage.cache, amp=config.amp,
-                             cuda_graphs=config.cuda_graphs, infer_fn=self.batcher, progress=False,
-                             threads=config.threads, profile=config.profile or None,
-                             amp_dtype=config.amp_dtype or None)
+        # the server keeps its own template cache; everything else as configured
+        self.dubber = Dubber(config.checkpoint, dataclasses.replace(config.inference, cache_dir=self.storage.cache),
+                             infer_fn=self.batcher, progress=False)
         self.batcher.target = self.dubber.runner
         self.templates = TemplateStore(self.dubber, self.storage, max_analyses=config.max_template_jobs,
                                        max_waiting=max(1, config.max_queue), memory=config.template_memory,

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from config.config import InferenceConfig
 from utils.media.audio_io import load_audio, num_video_frames
 from utils.media.video_io import count_frames, iter_frames, probe
 
@@ -206,8 +207,8 @@ def test_an_official_checkpoint_sets_what_person_specific_training_continues(dem
     model, overrides, feature, warp, profile = _model_from_init(DemoOptions(init_from=str(official)))
     assert (model.mouth_region_size, feature, warp, profile) == (288, "deepspeech2", "official", "official")
     assert overrides["encoder_channels"] == (16, 32, 64) and overrides["attn_dim"] == 64
-    model, _, feature, _, _ = _model_from_init(DemoOptions(init_from=str(official), mouth_region_size=32,
-                                                           audio_feature="mel"))
+    model, _, feature, _, _ = _model_from_init(DemoOptions(
+        init_from=str(official), inference=InferenceConfig(mouth_region_size=32, audio_feature="mel")))
     assert (model.mouth_region_size, feature) == (32, "mel")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import ModelConfig
+from config.config import InferenceConfig, ModelConfig
 from inference.frames import iter_schedule
 from inference.overlap import Background, Consumer
 from inference.references import select_reference_indices
@@ -58,9 +58,9 @@ def test_end_to_end_pingpong_paste_and_faceless(work, tmp_path):
     def on_frame(k, index, inp, outp, has_face):
         seen[k] = (index, inp.copy(), outp.copy(), has_face)
 
-    stats = generate_video_with_audio(work["template"], work["speech"], work["ckpt"], out, batch_size=4,
-                                      device="cpu", cache_dir=str(tmp_path / "cache"), progress=False,
-                                      preset="ultrafast", frame_callback=on_frame)
+    stats = generate_video_with_audio(work["template"], work["speech"], work["ckpt"], out,
+                                      InferenceConfig(batch_size=4, device="cpu", cache_dir=str(tmp_path / "cache"),
+                                      preset="ultrafast"), progress=False, frame_callback=on_frame)
     audio = load_audio(work["speech"], 16000)
     T = num_video_frames(len(audio), 16000)
     template = read_frames(work["template"], fps=25)
@@ -114,12 +114,12 @@ def test_short_audio_and_template_cache(work, tmp_path):
     cache = str(tmp_path / "cache")
     video = tmp_path / "t.mp4"
     video.write_bytes(open(work["template"], "rb").read())
-    s1 = generate_video_with_audio(video, short, work["ckpt"], tmp_path / "a.mp4", device="cpu", cache_dir=cache,
-                                   progress=False, preset="ultrafast")
+    s1 = generate_video_with_audio(video, short, work["ckpt"], tmp_path / "a.mp4", InferenceConfig(device="cpu",
+                                   cache_dir=cache, preset="ultrafast"), progress=False)
     assert s1["frames"] == 13 and not s1["pingpong"] and not s1["template_cached"]
     assert os.path.isfile(s1["cache_file"])
-    s2 = generate_video_with_audio(video, short, work["ckpt"], tmp_path / "b.mp4", device="cpu", cache_dir=cache,
-                                   progress=False, preset="ultrafast")
+    s2 = generate_video_with_audio(video, short, work["ckpt"], tmp_path / "b.mp4", InferenceConfig(device="cpu",
+                                   cache_dir=cache, preset="ultrafast"), progress=False)
     assert s2["template_cached"] and s2["cache_file"] == s1["cache_file"]
     assert s2["reference_indices"] == s1["reference_indices"]
     assert probe(tmp_path / "b.mp4").num_frames == 13
@@ -143,13 +143,14 @@ def test_official_checkpoint_runs(work, tmp_path):
                     path)
     short = tmp_path / "s.wav"
     save_wav(short, load_audio(work["speech"], 16000)[: 4 * 640], 16000)
-    stats = generate_video_with_audio(work["template"], short, path, tmp_path / "o.mp4", device="cpu",
-                                      mouth_region_size=64, audio_feature="mel", progress=False,
-                                      cache_dir=str(tmp_path / "c"), preset="ultrafast")
+    stats = generate_video_with_audio(work["template"], short, path, tmp_path / "o.mp4",
+                                      InferenceConfig(device="cpu", mouth_region_size=64, audio_feature="mel",
+                                      cache_dir=str(tmp_path / "c"), preset="ultrafast"), progress=False)
     assert stats["frames"] == 4 and stats["mouth_region_size"] == 64 and probe(tmp_path / "o.mp4").num_frames == 4
     # official files default to deepspeech2 features, which need their weights: a clear error
     with pytest.raises(UserError, match="deepspeech2"):
-        generate_video_with_audio(work["template"], short, path, tmp_path / "p.mp4", device="cpu", progress=False)
+        generate_video_with_audio(work["template"], short, path, tmp_path / "p.mp4", InferenceConfig(device="cpu"),
+                                  progress=False)
 
 
 def _cli(*args):
@@ -229,9 +230,9 @@ def test_gpu_matches_cpu(work, tmp_path):
     for name, kw in {"cpu": dict(device="cpu"), "gpu": dict(device="cuda", amp=False),
                      "graph": dict(device="cuda", amp=True, cuda_graphs=True)}.items():
         frames = []
-        generate_video_with_audio(work["template"], short, work["ckpt"], tmp_path / f"{name}.mp4", progress=False,
-                                  cache_dir=str(tmp_path / "c"), frame_callback=lambda k, i, a, b, f: frames.append(b),
-                                  **kw)
+        generate_video_with_audio(work["template"], short, work["ckpt"], tmp_path / f"{name}.mp4",
+                                  InferenceConfig(cache_dir=str(tmp_path / "c"), **kw), progress=False,
+                                  frame_callback=lambda k, i, a, b, f: frames.append(b))
         outs[name] = np.stack(frames).astype(int)
     assert np.abs(outs["cpu"] - outs["gpu"]).max() <= 2
     assert np.abs(outs["cpu"] - outs["graph"]).mean() < 1.5

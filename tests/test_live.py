@@ -15,6 +15,7 @@ import torch
 from websockets.sync.client import connect
 
 from client_LawDNet import LawDNetClient, stream_audio
+from config.config import InferenceConfig
 from inference.schedule import pingpong_index
 from server.live_routes import unpack_frame
 from test_server import LiveServer
@@ -112,7 +113,8 @@ def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     sent = load_audio(assets["speech"], 16000)
     start = int(np.argmax(np.abs(audio) > 0.02)) - int(np.argmax(np.abs(sent) > 0.02))
     assert np.abs(audio[start:start + len(sent)] - sent).mean() < 0.01
-    d = Dubber(assets["ckpt"], device="cpu", cache_dir=live["srv"].service.storage.cache, progress=False)
+    d = Dubber(assets["ckpt"], InferenceConfig(device="cpu", cache_dir=live["srv"].service.storage.cache),
+               progress=False)
     tpl = d.prepare_template(live["srv"].service.storage.template_video(live["tid"]))
     from server.live import mouth_box
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import ModelConfig
+from config.config import InferenceConfig, ModelConfig
 from inference import Dubber
 from models import LawDNet
 from models.checkpoint import save_lawdnet
@@ -47,8 +47,8 @@ def env(tmp_path_factory):
     # 48 kHz 5.1 AC-3 with the speech in the centre channel
     surround = d / "speech51.ac3"
     ff("-i", mono, "-filter_complex", "aresample=48000,pan=5.1|FC=c0", "-c:a", "ac3", "-b:a", "384k", surround)
-    dubber = Dubber(str(ckpt), device="cpu", cache_dir=str(d / "cache"), progress=False, preset="ultrafast",
-                    batch_size=8)
+    dubber = Dubber(str(ckpt), InferenceConfig(device="cpu", cache_dir=str(d / "cache"), preset="ultrafast",
+                    batch_size=8), progress=False)
     return {"dir": d, "dubber": dubber, "mono": str(mono), "stereo": str(stereo), "surround": str(surround)}
 
 
@@ -151,10 +151,10 @@ def test_scene_cut_and_second_person(env, tmp_path):
 
     shown = []
     d.infer_fn = infer
-    d.cache_references = False               # refs as the reference crops, not the generator's features of them
+    d.cfg.cache_references = False           # refs as the reference crops, not the generator's features of them
     try:
         d.dub(tpl, env["mono"], tmp_path / "dub.mp4", frame_callback=lambda k, i, *_: shown.append(i))
     finally:
-        d.infer_fn, d.cache_references = d.runner, True
+        d.infer_fn, d.cfg.cache_references = d.runner, True
     assert max(shown) >= cut                                            # the dub plays both shots
     assert got == [tpl.reference_key(i) for i in shown if t.valid[i]]

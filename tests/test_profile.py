@@ -17,6 +17,7 @@ import scipy.io.wavfile
 import torch
 import torch.nn.functional as F
 
+from config.config import InferenceConfig
 from ds2_reference import ds2_reference, speech_like, tiny_ds2_state, write_ds2_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -281,7 +282,7 @@ def _capture_dub(dubber, prepared, wav, out):
         return src
 
     dubber.infer_fn = infer
-    dubber.cache_references = False          # refs as the reference crops, not the generator's features of them
+    dubber.cfg.cache_references = False          # refs as the reference crops, not the generator's features of them
     stats = dubber.dub(prepared, wav, out, frame_callback=lambda k, i, a, b, has_face: faces.append((k, i, has_face)))
     src = torch.cat([c[0] for c in calls]).permute(0, 2, 3, 1).numpy()
     aud = torch.cat([c[2] for c in calls]).numpy()
@@ -294,8 +295,8 @@ def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official
     from inference import Dubber
     from utils.media.video_io import read_frames
 
-    dubber = Dubber(official["ckpt"], device="cpu", audio_model_path=official["ds2"], batch_size=8, progress=False,
-                    cache_dir=str(tmp_path / "cache"), preset="ultrafast")
+    dubber = Dubber(official["ckpt"], InferenceConfig(device="cpu", audio_model_path=official["ds2"], batch_size=8,
+                    cache_dir=str(tmp_path / "cache"), preset="ultrafast"), progress=False)
     assert dubber.profile.name == "official" and dubber.amp_dtype == "fp16" and dubber.mouth_region_size == 288
     prepared = dubber.prepare_template(official["video"])
     frames = read_frames(official["video"], fps=25)
@@ -326,8 +327,8 @@ def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official
                                                     360) / 255 for i in prepared.reference_indices], -1)
             assert np.abs(refs.permute(1, 2, 0).numpy() - ref_refs).mean() < 0.004
     # the profile flag overrides the checkpoint's: ours differs from what the released weights saw
-    ours = Dubber(official["ckpt"], device="cpu", audio_model_path=official["ds2"], batch_size=8, progress=False,
-                  cache_dir=str(tmp_path / "cache"), preset="ultrafast", profile="lawdnet")
+    ours = Dubber(official["ckpt"], InferenceConfig(device="cpu", audio_model_path=official["ds2"], batch_size=8,
+                  cache_dir=str(tmp_path / "cache"), preset="ultrafast", profile="lawdnet"), progress=False)
     assert ours.profile.name == "lawdnet" and ours.amp_dtype == "bf16"
     _, keys, src, _, _ = _capture_dub(ours, ours.prepare_template(official["video"]), str(tmp_path / "speech16000.wav"),
                                       tmp_path / "ours.mp4")
@@ -388,14 +389,14 @@ def test_profile_is_stored_and_chosen_from_the_checkpoint(official, tmp_path):
     save_checkpoint(old, path)
     from inference import Dubber
 
-    d = Dubber(path, device="cpu", progress=False)
+    d = Dubber(path, InferenceConfig(device="cpu"), progress=False)
     assert d.profile.name == "lawdnet" and d.amp_dtype == "bf16" and d.aligner.profile.crop_fill == "border"
-    d = Dubber(path, device="cpu", progress=False, profile="OFFICIAL", amp_dtype="bf16")
+    d = Dubber(path, InferenceConfig(device="cpu", profile="OFFICIAL", amp_dtype="bf16"), progress=False)
     assert d.profile.name == "official" and d.runner.amp_dtype is None        # the CPU always runs fp32
     with pytest.raises(UserError, match="unknown preprocessing profile 'bogus'"):
-        Dubber(path, device="cpu", progress=False, profile="bogus")
+        Dubber(path, InferenceConfig(device="cpu", profile="bogus"), progress=False)
     with pytest.raises(UserError, match="amp_dtype"):
-        Dubber(path, device="cpu", progress=False, amp_dtype="fp8")
+        Dubber(path, InferenceConfig(device="cpu", amp_dtype="fp8"), progress=False)
     with pytest.raises(UserError, match="unknown preprocessing profile"):
         get_profile("dinet")
     assert resolve_profile("", "official").name == "official"
@@ -445,12 +446,12 @@ def test_training_uses_and_stores_the_profile(tmp_path):
 def test_official_profile_runs_fp16_on_gpu(official, tmp_path):
     from inference import Dubber
 
-    d = Dubber(official["ckpt"], device="cuda", audio_model_path=official["ds2"], progress=False,
-               cache_dir=str(tmp_path / "c"))
+    d = Dubber(official["ckpt"], InferenceConfig(device="cuda", audio_model_path=official["ds2"],
+               cache_dir=str(tmp_path / "c")), progress=False)
     assert d.runner.amp_dtype == torch.float16 and d.frontend.autocast
     x = torch.rand(2, 3, 468, 360, device="cuda")
     out = d.runner(x, torch.rand(2, 15, 468, 360, device="cuda"), torch.randn(2, 29, 5, device="cuda"))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    cpu = Dubber(official["ckpt"], device="cpu", audio_model_path=official["ds2"], progress=False)
+    cpu = Dubber(official["ckpt"], InferenceConfig(device="cpu", audio_model_path=official["ds2"]), progress=False)
     a = speech_like(1.0)
     np.testing.assert_allclose(d.frontend.windows(a, 25, 5), cpu.frontend.windows(a, 25, 5), atol=0.05)

@@ -15,7 +15,7 @@ import torch
 import uvicorn
 
 from client_LawDNet import ApiClientError, LawDNetClient
-from config.config import ModelConfig
+from config.config import InferenceConfig, ModelConfig
 from models import LawDNet
 from models.checkpoint import save_lawdnet
 from server_LawDNet import create_app
@@ -124,7 +124,8 @@ def test_eight_concurrent_dubs_distinct_and_correct(assets, live, tmp_path):
     assert c.metrics()["largest_batch_frames"] > 8
     # the server's output equals the library pipeline run directly (own model instance, no batching)
     ref = tmp_path / "ref.mp4"
-    d = Dubber(assets["ckpt"], device="cpu", cache_dir=live["srv"].service.storage.cache, progress=False)
+    d = Dubber(assets["ckpt"], InferenceConfig(device="cpu", cache_dir=live["srv"].service.storage.cache),
+               progress=False)
     d.dub(d.prepare_template(assets["video"]), assets["audios"][1], ref)
     assert np.abs(read_frames(ref).astype(np.float32) - read_frames(jobs[1][1]).astype(np.float32)).mean() < 1.0
     assert os.listdir(live["tmp"]) == []

@@ -1,5 +1,6 @@
 """Speed features that must not change results: per-template reference features, the eager warp field's fast
 path, the CPU thread budget; and benchmarks/gpu_check.sh without a GPU (its CUDA parts are in test_gpu.py)."""
+import dataclasses
 import os
 import subprocess
 import time
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import ModelConfig, crop_size
+from config.config import InferenceConfig, ModelConfig, crop_size
 from models import LawDNet
 from models.checkpoint import save_lawdnet
 from models.local_affine_warp import (_displacement_chunked, _planes_eager, _planes_from_displacement,
@@ -86,7 +87,7 @@ def test_thread_plan_budgets():
     from inference_function import generate_video_with_audio
 
     with pytest.raises(UserError, match="--threads must be >= 0"):   # before any file is opened
-        generate_video_with_audio("missing.mp4", "missing.wav", "missing.pth", "out.mp4", threads=-1)
+        generate_video_with_audio("missing.mp4", "missing.wav", "missing.pth", "out.mp4", InferenceConfig(threads=-1))
 
 
 @pytest.mark.parametrize("fewer_is_faster", [True, False])
@@ -176,9 +177,8 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
         frames[name] = np.stack(got).astype(int)
 
     # a fixed thread count (no tuning), so the outputs are reproducible to the bit
-    kw = dict(device="cpu", cache_dir=str(tmp_path / "c"), progress=False, batch_size=4, preset="ultrafast",
-              threads=1)
-    dubber = Dubber(dub_work["ckpt"], **kw)
+    cfg = InferenceConfig(device="cpu", cache_dir=str(tmp_path / "c"), batch_size=4, preset="ultrafast", threads=1)
+    dubber = Dubber(dub_work["ckpt"], cfg, progress=False)
     tpl = dubber.prepare_template(dub_work["template"])
     key = tuple(tpl.reference_indices)
     dub(dubber, tpl, "first")
@@ -186,7 +186,7 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
     first = dubber.reference_features(tpl)
     dub(dubber, tpl, "second")
     assert dubber.reference_features(tpl) is first                    # reused, not recomputed
-    uncached = Dubber(dub_work["ckpt"], cache_references=False, **kw)
+    uncached = Dubber(dub_work["ckpt"], dataclasses.replace(cfg, cache_references=False), progress=False)
     dub(uncached, uncached.prepare_template(dub_work["template"]), "uncached")
     assert np.array_equal(frames["first"], frames["second"])
     assert np.abs(frames["first"] - frames["uncached"]).max() <= 1      # float rounding at most
@@ -196,7 +196,7 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
     feats = tpl.reference_features.get(dubber.runner, (1, 2, 3, 4, 5), lambda: other)
     assert len(tpl.reference_features) == 2 and not torch.equal(feats, first)
     # a template used with another Dubber (other weights) never gets this Dubber's features
-    third = Dubber(dub_work["ckpt"], **kw)
+    third = Dubber(dub_work["ckpt"], cfg, progress=False)
     assert third.reference_features(tpl) is not first and len(tpl.reference_features) == 1
 
 
