@@ -10,7 +10,7 @@
 Function API: ``LawDNetClient(server, api_key).dub(template_id, audio, output)``, or in one call
 ``dub_video(server, video, audio, output)``. A busy server (503) is retried after its Retry-After.
 ``stream_audio(server, template_id, audio, output)`` sends speech to a live session paced at real time over the
-WebSocket protocol (README, "Live dubbing") and records what comes back.
+WebSocket protocol (docs/live.md) and records what comes back.
 """
 from __future__ import annotations
 

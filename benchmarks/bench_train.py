@@ -22,7 +22,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# per-process batch that fits a 24 GB GPU with fp16/bf16 (spec 5.1 values) and a small CPU batch
+# per-process batch that fits a 24 GB GPU with fp16/bf16 (the official values) and a small CPU batch
 GPU_BATCH = {"frame_64": 16, "frame_128": 8, "frame_256": 4, "clip_288": 1, "tiny": 8, "tiny_clip": 2}
 CPU_BATCH = {"frame_64": 2, "frame_128": 1, "frame_256": 1, "clip_288": 1, "tiny": 4, "tiny_clip": 1}
 

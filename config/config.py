@@ -24,7 +24,7 @@ AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 
 
 
 def crop_size(mouth_region_size: int) -> tuple[int, int]:
-    """Aligned face crop (H, W) for mouth size m: W = 1.25 m, H = int(1.3 W) (spec 1.4: 288 -> 468x360)."""
+    """Aligned face crop (H, W) for mouth size m: W = 1.25 m, H = int(1.3 W) (288 -> 468x360)."""
     w = int(1.25 * mouth_region_size)
     return int(1.3 * w), w
 

@@ -6,18 +6,18 @@ The profile is stored in our checkpoints (``models/checkpoint.py``) and official
 nothing, always mean ``official``, so inference picks the right one by itself; ``--profile`` overrides it.
 
 =================  ==================================================  ==============================================
-step               official (the released weights, spec section)        lawdnet (ours)
+step               official (the released weights; docs/original.md)     lawdnet (ours)
 =================  ==================================================  ==============================================
 source mask        SmoothSqMask: 103x80 canvas, ones on rows [32, 96) x  analytic box rows [0.4W, 1.2W) x cols [0.1W,
                    cols [8, 72), 5x5 Gaussian (sigma 1) without          0.9W), Gaussian-feathered edges, 50 % exactly
-                   padding -> 99x76, bilinear resize (4.8)               on the box edges (no 2 px shift)
-crop fill          black outside the frame (zero padding, 4.5)           the frame's edge pixels repeated
+                   padding -> 99x76, bilinear resize                     on the box edges (no 2 px shift)
+crop fill          black outside the frame (zero padding)                the frame's edge pixels repeated
 crop sampling      the original's sample points: align-corners           the exact inverse of the similarity
                    normalisation with align_corners=False sampling,
-                   0.06-0.31 px off the exact map (4.5)
-resampling         resampy ``kaiser_best`` to 16 kHz (3.6)               scipy polyphase (``resample_poly``)
-GPU precision      fp16 autocast for the generator and DeepSpeech2 (1.3,  bf16 autocast for the generator, DeepSpeech2
-                   3.4)                                                  in fp32
+                   0.06-0.31 px off the exact map
+resampling         resampy ``kaiser_best`` to 16 kHz                     scipy polyphase (``resample_poly``)
+GPU precision      fp16 autocast for the generator and DeepSpeech2       bf16 autocast for the generator, DeepSpeech2
+                                                                         in fp32
 =================  ==================================================  ==============================================
 
 Everything else is the same in both (and better than the original where the weights do not care): the exact

@@ -1,7 +1,7 @@
 """Clip-stage dataset (5 consecutive frames) and the SyncNet training pairs, on the prepared-data index.
 
 Same rules as dataset/frame_dataset.py (keyed randomness, resampling instead of zero samples). Unlike the
-original, a frame's references never come from the source clip (spec 10 item 38).
+original, a frame's references never come from the source clip (docs/original.md, 'Reference frames').
 """
 import numpy as np
 import torch

@@ -1,6 +1,6 @@
 """Frame-stage dataset: one source frame, 5 reference frames of the same video, the audio window of the source.
 
-Reads a prepared data root (dataset/index.py). Fixes of the original (spec 4.8, 10 items 35-39):
+Reads a prepared data root (dataset/index.py). Fixes of the original (docs/original.md, 'Datasets'):
 * a bad sample is never returned as zeros: a missing/unreadable image makes the item resample another video;
 * references never come from the source's own 9-frame clip (when the video is long enough);
 * every random choice comes from a generator seeded by (seed, epoch, item), so an item is the same whatever
@@ -163,7 +163,7 @@ class FrameDataset(ResamplingDataset):
     def sample(self, vi, rng):
         s = self.store
         src = int(rng.choice(s.valid[vi]))
-        clip0 = (src // s.clip_length) * s.clip_length   # the source's own clip is excluded (spec 5.9)
+        clip0 = (src // s.clip_length) * s.clip_length   # the source's own clip is excluded
         refs = s.reference_frames(vi, rng, clip0, clip0 + s.clip_length, [src])
         return {"source": s.image(vi, src),
                 "refs": torch.cat([s.image(vi, r) for r in refs], 0),

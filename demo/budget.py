@@ -14,7 +14,7 @@ import time
 
 from utils.errors import UserError
 
-# Planning figures, seconds on an idle 2-core CPU (the machine of the README's tables). ``dub_frame`` and
+# Planning figures, seconds on an idle 2-core CPU (the machine of docs/benchmarks.md). ``dub_frame`` and
 # ``eval_frame`` are per held-out frame: template landmarks, dub, silence dub and baseline video; landmarks and
 # metrics of every compared video.
 NOMINAL = {"render_frame": 0.012, "pipeline_frame": 0.025, "dub_frame": 0.15, "eval_frame": 0.27,
@@ -22,7 +22,7 @@ NOMINAL = {"render_frame": 0.012, "pipeline_frame": 0.025, "dub_frame": 0.15, "e
            "gen_frame": 0.02}
 # of dub_frame: the two generator passes (dub and silence dub) per held-out frame, which run at torch's speed
 GEN_PASSES = 2
-# the demo model met the quality bar with these step counts (README: 3000 frame + 300 clip steps)
+# the demo model met the quality bar with these step counts (docs/benchmarks.md: 3000 frame + 300 clip steps)
 USEFUL_STEPS = {"frame": 3000, "clip": 300, "sync": 1500}
 OVERRUN = 0.10                      # the run may end at most this fraction past its budget
 

@@ -1,4 +1,4 @@
-"""Dub a template video with new speech: the streaming pipeline (spec 6, with bugs 50-60 fixed).
+"""Dub a template video with new speech: the streaming pipeline (docs/original.md, 'Bugs fixed: inference').
 
 decode (thread) -> aligned crop + mask -> batched generator (``infer_fn``) -> paste-back -> H.264/AAC encode
 (thread). Memory is bounded whatever the video length: frames flow through bounded queues, only per-frame

@@ -1,5 +1,5 @@
 """Deterministic choice of the 5 reference frames (the original drew them with torch.randint: duplicates and a
-different set every run, spec bug 52).
+different set every run; docs/original.md, 'Reference frames').
 
 The valid (face found) frames are split into ``n`` consecutive, equally long parts and one frame is drawn from
 each part with a seeded generator: the references are spread over the video (different head poses and mouth

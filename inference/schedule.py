@@ -3,7 +3,7 @@
 Audio longer than the template plays the template forward, then backward, then forward again
 ("ping-pong": 0..N-1, N-2..1, 0..N-1, ...), so there is never a jump cut. Audio shorter than the template uses
 only its first frames. The original cut the output to min(frames, audio) rounded down to the batch size
-(spec 6.5, bug 53).
+(docs/original.md, 'Output length').
 """
 from __future__ import annotations
 

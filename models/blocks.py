@@ -1,4 +1,4 @@
-"""Conv building blocks of the LawDNet generator (spec 1.2).
+"""Conv building blocks of the LawDNet generator (docs/original.md, 'Generator').
 
 Parameter names (`conv`, `conv1`, `conv2`, `norm1`, `norm2`) match the official state_dict. All 2-D blocks are
 normalisation-free, as in the released model. ResBlock1d keeps two BatchNorm1d modules that the official

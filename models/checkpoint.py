@@ -119,7 +119,7 @@ def checkpoint_info(ckpt, path="<checkpoint>"):
                 "audio_feature": ckpt.get("audio_feature", ""),
                 "mouth_region_size": int(ckpt.get("mouth_region_size", 0)),
                 "profile": str(ckpt.get("profile") or LAWDNET), "state_dict": sd}
-    # Official files carry no metadata: DeepSpeech-PyTorch v2 features, m = 288 (spec 3.5, 5.1), and the
+    # Official files carry no metadata: DeepSpeech-PyTorch v2 features, m = 288 (docs/original.md), and the
     # original's preprocessing.
     return {"official": True, "model_config": _config_from_state(sd, path), "audio_feature": "deepspeech2",
             "mouth_region_size": 288, "profile": OFFICIAL, "state_dict": sd}

@@ -1,4 +1,4 @@
-"""Audio-visual cross attention producing the warp code (spec 1.5.1).
+"""Audio-visual cross attention producing the warp code (docs/original.md, 'Generator').
 
 Tokens are the `align_channels` feature CHANNELS: each video token carries its grid_h*grid_w spatial values,
 each audio token its L temporal values. Queries come from audio, keys/values from video.

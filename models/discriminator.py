@@ -1,9 +1,9 @@
-"""Patch discriminator of LawDNet / DINet (spec 5.4).
+"""Patch discriminator of LawDNet / DINet (docs/original.md, 'Discriminators').
 
 The same class serves as the spatial discriminator D_S (``net_dI``: 3 channels, one frame) and the temporal one
 D_T (``net_dV``: 15 channels, 5 frames stacked on channels). Parameter names follow the official checkpoints
 (``down_blocks.{i}.conv.*``, ``conv.*``) so their state dicts load strictly once the DDP ``module.`` prefix is
-removed. There is no autocast in here (spec bug 7): the caller picks the precision.
+removed. There is no autocast in here (the original had one): the caller picks the precision.
 """
 from __future__ import annotations
 

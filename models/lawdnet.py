@@ -1,11 +1,11 @@
-"""The LawDNet generator (spec section 1), parameter names identical to the official state_dict.
+"""The LawDNet generator (docs/original.md, 'Generator'), parameter names identical to the official state_dict.
 
 Inputs follow the official convention: masked source face (B, 3, Hc, Wc), 5 reference faces stacked on
 channels (B, 15, Hc, Wc), audio window (B, C_audio, T); RGB in [0, 1]. Output: the full face crop in (0, 1).
 
 Differences from the released code that do not change its function: no hard-coded autocast (the caller picks
 the precision), the coarse grid lives on the module's device, and only the last warp branch - the one whose
-result the official forward keeps (spec 1.6) - is computed. Branch 0 stays in the state_dict so that official
+result the official forward keeps (docs/original.md) - is computed. Branch 0 stays in the state_dict so that official
 checkpoints load, and it is computed only when ``compute_all_branches=True`` (for parity checks).
 
 Per-template caching: ``ref_in_conv`` and the appearance branches see only the references, which a dub keeps
@@ -76,7 +76,7 @@ class LawDNet(nn.Module):
     def warp_code(self, source_feature, ref_feature, audio):
         img_para = self.trans_conv(torch.cat([source_feature, ref_feature], 1))
         if tuple(img_para.shape[-2:]) != self.config.attn_grid:
-            # Lower stages share the attention's fixed grid through this resize (spec 1.3 step 3).
+            # Lower stages share the attention's fixed grid through this resize (as the original).
             img_para = F.interpolate(img_para, size=self.config.attn_grid, mode="bilinear", align_corners=True)
         return self.cross_attention(img_para, self.audio_encoder(audio))
 
@@ -116,6 +116,6 @@ class LawDNet(nn.Module):
                                  f"{source_feature.shape[-1]}); recompute them with encode_references)")
             parts = reference.split(C, 1)
         code = self.warp_code(source_feature, parts[0], audio)
-        for i, appearance in zip(branches, parts[1:]):  # only the last branch's output is used (spec 1.6)
+        for i, appearance in zip(branches, parts[1:]):  # only the last branch's output is used (official)
             warped = self.lawLayer_list[i](appearance, code)
         return self.out_conv(torch.cat([source_feature, warped], 1))

@@ -1,4 +1,4 @@
-"""Local Affine Warping (spec section 2): per-channel keypoint similarity fields on a coarse grid.
+"""Local Affine Warping (docs/original.md, 'Warp layout'): per-channel keypoint similarity fields on a coarse grid.
 
 For each of C feature channels the warp code predicts N keypoints k, radii rho and similarity parameters
 (scale 1+s0, angle pi*s1, translation t). On a coarse H0 x W0 grid of pixel-centre points p every keypoint
@@ -7,7 +7,7 @@ are blended with softmax(w) over keypoints. The field is then brought to the fea
 channel samples only itself.
 
 Two modes:
-* ``official`` reproduces the released function exactly, including its grid-layout quirk (spec 2.5: the
+* ``official`` reproduces the released function exactly, including its grid-layout quirk (docs/original.md: the
   (C, H0, W0, 2) positions are reinterpreted in memory as (2C, H0, W0) planes after swapping H0 and W0, so the
   sampling field is an interleaved x/y pattern). Released checkpoints only work in this mode.
 * ``corrected`` is the intended warp: the displacement field is laid out as x/y planes, resized smoothly and
@@ -82,7 +82,7 @@ def _planes_from_displacement(disp, grid, mode):
     """(B, C, H0, W0, 2) displacement -> the (B, 2C, H0, W0) planes that get resized."""
     B, C, H0, W0, _ = disp.shape
     if mode == "official":
-        # The released layout: swap H0/W0, then reinterpret memory as 2C planes (spec 2.5 step 1).
+        # The released layout: swap H0/W0, then reinterpret memory as 2C planes (docs/original.md, 'Warp layout').
         return (disp + grid).transpose(2, 3).reshape(B, 2 * C, H0, W0)
     return disp.permute(0, 1, 4, 2, 3).reshape(B, 2 * C, H0, W0)
 

@@ -1,8 +1,8 @@
-"""Mouth/audio SyncNet used for the clip-stage sync loss (spec section 8; DINet's architecture).
+"""Mouth/audio SyncNet used for the clip-stage sync loss (DINet's architecture; docs/original.md, 'SyncNet').
 
 Module and parameter names follow the released ``syncnet_256mouth.pth`` (``face_encoder.face_conv.{i}``,
 ``audio_encoder.audio_conv.{i}``, ``merge_encoder.{i}``) so that file loads strictly. There is no autocast in
-here (spec bug 7): the caller picks the precision. Note (spec bug 47): the released SyncNet was trained on DINet's
+here (the original had one): the caller picks the precision. Note: the released SyncNet was trained on DINet's
 landmark crops, not on LawDNet's frontalized crops, and on TF DeepSpeech ("dp1") features.
 """
 from __future__ import annotations
@@ -249,7 +249,7 @@ def mouth_crops(frames5: torch.Tensor, mouth_region_size: int) -> torch.Tensor:
 
 
 def sync_loss(syncnet: SyncNet, mouth_frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-    """MSE of the SyncNet score map to 1 ("in sync"), mouths resized to the SyncNet input size (spec 5.3)."""
+    """MSE of the SyncNet score map to 1 ("in sync"), mouths resized to the SyncNet input size."""
     s = syncnet.face_size
     if mouth_frames.shape[-2:] != (s, s):
         mouth_frames = F.interpolate(mouth_frames, size=(s, s), mode="bilinear", align_corners=False)

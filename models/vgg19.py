@@ -1,8 +1,8 @@
-"""VGG19 feature trunk for the perceptual loss (spec 5.3), without torchvision.
+"""VGG19 feature trunk for the perceptual loss (docs/original.md, 'Losses'), without torchvision.
 
 Layer indices match torchvision's ``vgg19().features`` so its ImageNet weight file (``vgg19-dcbb9e9d.pth``) loads
 directly; only layers 0..29 (up to relu5_1) are built because the loss never looks deeper. The weights are not
-downloaded at run time (spec bug 49): the user passes the file.
+downloaded at run time (the original downloaded them): the user passes the file.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def load_vgg19(path: str, device: str | torch.device = "cpu") -> Vgg19Features:
 def half_resolution(x: torch.Tensor) -> torch.Tensor:
     """The one down-sampling used for BOTH real and fake images in the multi-scale perceptual loss.
 
-    Fixes spec bug 48: the original (from DINet) shrank the real image with bilinear x0.5 but the generated one with
+    Fixes the original's (DINet's) bug: it shrank the real image with bilinear x0.5 but the generated one with
     a 3x3/stride-2 average pool, so even a perfect generator had a non-zero loss at the half scale. Here both go
     through the same 3x3/stride-2 average pool (a small low-pass before decimation, so little aliasing).
     """
@@ -116,7 +116,7 @@ def half_resolution(x: torch.Tensor) -> torch.Tensor:
 
 
 def perceptual_loss(vgg: Vgg19Features, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Mean of the 10 L1 distances between VGG19 activations (5 layers x full and half scale), spec 5.3.
+    """Mean of the 10 L1 distances between VGG19 activations (5 layers x full and half scale).
 
     This is (1/10) * sum_k [|phi_k(fake) - phi_k(real)| + |phi_k(fake/2) - phi_k(real/2)|]; multiply by
     lamb_perception outside. Gradients flow to ``fake`` only.

@@ -2,7 +2,7 @@
 
 Routes: POST/GET /v1/templates, GET/DELETE /v1/templates/{id}, POST /v1/dub, GET/DELETE /v1/jobs/{id},
 GET /v1/jobs/{id}/result, GET /healthz, GET /metrics, and the OpenAPI docs at /docs and /openapi.json.
-Every error is JSON ``{"error": "...", "detail": "..."}`` with the status documented in the README.
+Every error is JSON ``{"error": "...", "detail": "..."}`` with the status documented in docs/server.md.
 """
 from __future__ import annotations
 

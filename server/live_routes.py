@@ -1,6 +1,6 @@
 """Routes of live dubbing (server/live.py) and the web page.
 
-    WS   /v1/live/ws?template_id=ID[&sample_rate=16000][&api_key=KEY]   programs (protocol: README, "Live dubbing")
+    WS   /v1/live/ws?template_id=ID[&sample_rate=16000][&api_key=KEY]   programs (protocol: docs/live.md)
     POST /v1/live/offer   {"template_id", "sdp", "type"} -> WebRTC answer + session   browsers
     GET  /v1/live         open sessions;   DELETE /v1/live/{session_id}   end one
     GET  /  and  /ui      the web page (server/static/index.html)

@@ -1,5 +1,5 @@
 """DeepSpeech2 test material: tiny weights written as deepspeech.pytorch's Lightning checkpoint, and a plain
-torch-functional / numpy reference of the original extraction (spec 3.4): librosa-style centred STFT (n_fft 320,
+torch-functional / numpy reference of the original extraction (see docs/): librosa-style centred STFT (n_fft 320,
 hop 160, periodic Hamming, zero padding), log1p, mean / std over the samples given, the conv front-end and
 bidirectional LSTMs with summed directions, every second step kept. Shared by tests/test_audio.py and
 tests/test_profile.py.

@@ -1,6 +1,6 @@
-"""A literal, slow re-implementation of the LawDNet generator from the spec's prose (spec sections 1-2).
+"""A literal, slow re-implementation of the LawDNet generator from a prose description of the original.
 
-Written only from the spec, on the raw state_dict with functional ops: it materialises every per-keypoint
+Written only from that description, on the raw state_dict with functional ops: it materialises every per-keypoint
 field, does the official layout scramble step by step (swap, permute, contiguous, view, two resizes), samples
 with the 3-D trilinear grid_sample, and computes both warp branches keeping the last one. It is the oracle of
 tests/test_lawdnet.py and the "official cost" reference of benchmarks/bench_model.py.
@@ -55,7 +55,7 @@ def ref_warp(sd, prefix, feat, code, N, grid_size=60, antialias=True):
     pn = sigma.unsqueeze(-1) * torch.stack([qx, qy], -1) + tau + k
     omega = torch.softmax(w, dim=1).unsqueeze(-1)
     P = (omega * pn).sum(1)                                              # (B, C, H0, W0, 2)
-    # spec 2.5: swap last two axes, permute to (B, C, W0, H0, 2), contiguous, VIEW as (B, 2C, H0, W0)
+    # the released layout: swap last two axes, permute to (B, C, W0, H0, 2), contiguous, VIEW as (B, 2C, H0, W0)
     P = P.transpose(3, 4)                                                # (B, C, H0, 2, W0)
     P = P.permute(0, 1, 4, 2, 3).contiguous().view(B, 2 * C, n, n)
     for _ in range(2):  # torchvision tensor Resize = bilinear, align_corners=False, antialias on
@@ -100,7 +100,7 @@ def ref_lawdnet(sd, source, reference, audio, N=5, warp_layers=2, grid=(8, 6)):
     a = ref_conv(sd, "audio_encoder.5.conv", a)
     code = ref_attention(sd, x, a)
     warped_list = []
-    for i in range(warp_layers):  # both branches computed, only the last one kept (spec 1.6)
+    for i in range(warp_layers):  # both branches computed, only the last one kept (as released)
         f = ref_res(sd, f"appearance_conv_list.{i}.1", ref_res(sd, f"appearance_conv_list.{i}.0", ref))
         warped = ref_warp(sd, f"lawLayer_list.{i}", f, code, N)
     warped_list.append(warped)

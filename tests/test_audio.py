@@ -79,7 +79,7 @@ def test_load_wav_float32_int32_and_stereo_average(tmp_path):
     for name in ("f.wav", "i.wav"):
         y = load_audio(str(tmp_path / name))
         assert len(y) == SR
-        assert abs(np.max(np.abs(y[500:-500])) - 0.8) < 0.01  # float wavs are NOT turned into silence (bug 17)
+        assert abs(np.max(np.abs(y[500:-500])) - 0.8) < 0.01  # float wavs are NOT silenced (the original's were)
         assert abs(_dominant_freq(y) - 1000) < 2
     # Stereo: channels averaged, not summed nor taken from channel 0.
     left, right = _sine(300, SR, 1.0, 0.6), _sine(300, SR, 1.0, 0.2)
@@ -123,7 +123,7 @@ def test_load_audio_track_of_mp4_and_24khz_same_frames(tmp_path):
                 "-shortest", str(mp4))
     y = load_audio(str(mp4))
     assert abs(len(y) / SR - 1.2) < 0.06 and abs(_dominant_freq(y) - 500) < 3
-    # ChatTTS case (spec 3.6): a 24 kHz file must give the same frame count as the 16 kHz one, file untouched.
+    # ChatTTS case (docs/original.md): a 24 kHz file must give the same frame count as the 16 kHz one, file untouched.
     dur = 2.52
     p24, p16 = tmp_path / "tts24.wav", tmp_path / "tts16.wav"
     scipy.io.wavfile.write(p24, 24000, np.round(_sine(220, 24000, dur) * 32767).astype(np.int16))
@@ -133,7 +133,7 @@ def test_load_audio_track_of_mp4_and_24khz_same_frames(tmp_path):
     assert len(a24) == len(a16) == int(dur * SR)
     assert num_video_frames(len(a24), SR) == num_video_frames(len(a16), SR) == 63
     assert get_frontend("mel")(a24).shape == (63, 80)
-    assert hashlib.sha256(p24.read_bytes()).hexdigest() == digest  # never rewritten in place (bug 15)
+    assert hashlib.sha256(p24.read_bytes()).hexdigest() == digest  # never rewritten in place (the original's was)
     assert np.max(np.abs(a24[100:-100] - a16[100:-100])) < 0.01  # same waveform after resampling
 
 
@@ -359,7 +359,7 @@ def test_deepspeech_graph_matches_numpy_reference(tmp_path):
     speech = speech_like(0.8)[: 20 * 640]
     out = fe(speech, 20)
     ref = _ds1_reference(speech, w)
-    assert ref.shape == (20, 29)  # F*40 ms -> exactly F rows (spec 3.1 arithmetic)
+    assert ref.shape == (20, 29)  # F*40 ms -> exactly F rows
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     assert np.std(out) > 0.1  # not a degenerate all-clipped network
     _check_lengths(fe, 29)
@@ -398,11 +398,11 @@ def test_deepspeech2_checkpoint_matches_reference(tmp_path):
     speech = speech_like(0.8)[: 20 * 640]
     out = fe(speech, 20)
     ref = ds2_reference(speech, sd)
-    assert ref.shape == (21, 29)  # F*40 ms -> F+1 rows in the original (bug 13); we keep exactly F
+    assert ref.shape == (21, 29)  # F*40 ms -> F+1 rows in the original; we keep exactly F
     np.testing.assert_allclose(out, ref[:20], rtol=1e-3, atol=1e-3)
     assert np.std(out) > 0.05
     _check_lengths(fe, 29, silence_padding=False)
-    silent = fe(np.zeros(SR))  # the original failed on silent clips (bug 22)
+    silent = fe(np.zeros(SR))  # the original failed on silent clips
     assert silent.shape == (25, 29) and np.all(np.isfinite(silent))
 
 

@@ -1,6 +1,6 @@
 """Auxiliary networks: discriminators, SyncNet, VGG19 trunk, sync_batchnorm shim.
 
-Official-layout weight files are built here from the spec's tables (key names and shapes written out
+Official-layout weight files are built here from a description of the original (key names and shapes written out
 independently of the model code), saved with torch.save and loaded back through the public loaders.
 """
 import os
@@ -22,7 +22,7 @@ torch.set_num_threads(2)
 # ---------------------------------------------------------------- discriminator
 
 def official_discriminator_sd(in_ch, gen):
-    """Spec 5.4: 4 blocks in -> 128 -> 256 -> 256 -> 256, k4; 1x1 conv to 1; DDP-prefixed keys (spec 1.8)."""
+    """The original: 4 blocks in -> 128 -> 256 -> 256 -> 256, k4; 1x1 conv to 1; DDP-prefixed keys."""
     chans = [in_ch, 128, 256, 256, 256]
     sd = {}
     for i in range(4):
@@ -34,7 +34,7 @@ def official_discriminator_sd(in_ch, gen):
 
 
 def reference_discriminator(sd, x):
-    """Plain functional recomputation of spec 5.4 from the raw official tensors."""
+    """Plain functional recomputation of the original discriminator from the raw official tensors."""
     feats = []
     for i in range(4):
         x = F.leaky_relu(F.conv2d(x, sd[f"module.down_blocks.{i}.conv.weight"],
@@ -81,7 +81,7 @@ def test_discriminator_patch_map_size(hw, patch):
 # ---------------------------------------------------------------- SyncNet
 
 def official_syncnet_sd(gen, face_ch=15, audio_ch=29):
-    """syncnet_256mouth.pth layout from spec 8: Same=conv, Res=conv1+conv2, Down=conv (pool has no weights)."""
+    """syncnet_256mouth.pth layout: Same=conv, Res=conv1+conv2, Down=conv (pool has no weights)."""
     sd = {}
 
     def conv(key, cout, cin, *k):
@@ -281,7 +281,7 @@ def test_perceptual_loss(vgg_file):
     vgg = load_vgg19(str(path))
     gen = torch.Generator().manual_seed(5)
     real = torch.rand(1, 3, 64, 48, generator=gen)
-    # identical images give exactly zero: real and fake are down-sampled the same way (spec bug 48 fixed)
+    # identical images give exactly zero: real and fake are down-sampled the same way (docs/original.md, 'Losses')
     assert perceptual_loss(vgg, real.clone(), real).item() == 0.0
     fake = (real + 0.1 * torch.randn(real.shape, generator=gen)).clamp(0, 1).requires_grad_(True)
     loss = perceptual_loss(vgg, fake, real)

@@ -46,7 +46,7 @@ def test_template_geometry():
     assert FaceAligner.for_mouth_size(256).crop_hw == crop_size(256)
     t = al.target
     assert t.shape == (25, 2)
-    assert np.allclose(t[-2], (112, 270), atol=1) and np.allclose(t[-1], (248, 270), atol=1)   # spec 4.5
+    assert np.allclose(t[-2], (112, 270), atol=1) and np.allclose(t[-1], (248, 270), atol=1)   # as the original
     assert abs(t[12, 0] - 180) < 1e-6                        # nose bridge on the centre line
     assert abs((t[12, 1] - (t[2, 1] + t[7, 1]) / 2) - 0.3125 * 360) < 1.0   # brow tops to nose bridge
 

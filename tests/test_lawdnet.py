@@ -1,4 +1,4 @@
-"""The generator against the literal reference of the spec's math (tests/lawdnet_reference.py): our model must
+"""The generator against the literal reference of the original's math (tests/lawdnet_reference.py): our model must
 match it to 1e-5 in float32 at every stage size, and official checkpoints must load and give the same outputs.
 """
 import math
@@ -162,7 +162,7 @@ def test_corrected_mode_identity_and_official_quirk():
             out = layer(feat, code)
         if mode == "corrected":
             assert (out - feat).abs().max().item() <= 5e-5  # float32 grid rounding on noise features
-        else:  # the released layout scrambles even the identity grid (spec 2.5)
+        else:  # the released layout scrambles even the identity grid (docs/original.md)
             assert (out - feat).abs().mean().item() > 0.1
 
 

@@ -1,10 +1,10 @@
 """Preprocessing profiles (config/profile.py): what the generator is fed, against plain references of the original.
 
-The references below are written from the spec's prose only (they import nothing under test): FaceAlign's
-similarity fit and warp (spec 4.5: normalised least squares with a ridge, align-corners normalisation sampled with
-align_corners=False, zero padding), SmoothSqMask (spec 4.8: 103x80 canvas -> 5x5 sigma-1 blur without padding ->
-bilinear resize), the original's DeepSpeech2 windows (spec 3.2 / 3.4: rows of the whole file, edge-padded by 2)
-and its resampling (spec 3.6: resampy kaiser_best). DeepSpeech2 itself is the plain reference of
+The references below are written from a description of the original only (they import nothing under test): FaceAlign's
+similarity fit and warp (normalised least squares with a ridge, align-corners normalisation sampled with
+align_corners=False, zero padding), SmoothSqMask (103x80 canvas -> 5x5 sigma-1 blur without padding ->
+bilinear resize), the original's DeepSpeech2 windows (rows of the whole file, edge-padded by 2)
+and its resampling (resampy kaiser_best); see docs/original.md. DeepSpeech2 itself is the plain reference of
 tests/ds2_reference.py.
 """
 import os
@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------------------------------- plain references
 
-# spec 4.5 table: template (x, y) of iBUG-68 points 17..35, 36, 39, 42, 45, 48, 54
+# the original's template (x, y) of iBUG-68 points 17..35, 36, 39, 42, 45, 48, 54
 REF_INDICES = list(range(17, 36)) + [36, 39, 42, 45, 48, 54]
 REF_TEMPLATE = np.array([
     [0.000213, 0.106454], [0.075262, 0.038915], [0.181130, 0.018748], [0.290770, 0.034489], [0.393397, 0.077391],
@@ -107,7 +107,7 @@ def ref_masked_source(frame_uint8, lm68, m=288):
 
 
 def ref_original_windows(rows):
-    """Spec 3.2: features edge-padded by 2 rows on each side; frame i gets padded rows i..i+4, as (29, 5)."""
+    """The original: features edge-padded by 2 rows on each side; frame i gets padded rows i..i+4, as (29, 5)."""
     padded = np.concatenate([rows[:1], rows[:1], rows, rows[-1:], rows[-1:]])
     return np.stack([padded[i:i + 5].T for i in range(len(rows))])
 

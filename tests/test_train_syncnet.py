@@ -99,13 +99,14 @@ def test_every_bad_option_is_one_error_line_before_any_training(data, tmp_path, 
 
 
 def _readme_smoke_commands():
-    """The README's CPU smoke run: the make_toy_data keywords and the train_syncnet.py flags."""
+    """The CPU smoke run of docs/training.md: the make_toy_data keywords and the train_syncnet.py flags."""
     import ast
     import os
     import re
     import shlex
 
-    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(repo, "docs", "training.md")).read()
     block = text[text.index("**CPU smoke run**"):]
     block = block[block.index("```bash") + 7:block.index("```", block.index("```bash") + 7)]
     call = re.search(r"make_toy_data\('toy', (.*?)\)\"", block).group(1)
@@ -116,7 +117,7 @@ def _readme_smoke_commands():
 
 
 def test_the_readme_smoke_command_learns(tmp_path):
-    """The README's SyncNet smoke command, run as written on the README's toy data: lips follow their audio, so
+    """The SyncNet smoke command of docs/training.md, run as written on its toy data: lips follow their audio, so
     held-out accuracy on the unseen 4th video must be clearly above chance (128 pairs: 0.65 is > 3 sigma above
     0.5). With --hidden 16 --steps 50 (the README's former example) it stayed at chance (0.52)."""
     toy, flags = _readme_smoke_commands()

@@ -1,6 +1,6 @@
 """Process-group set-up for torchrun (any number of nodes) and plain single-process runs.
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; LOCAL_RANK picks the GPU (spec bug 44 used the global rank).
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; LOCAL_RANK picks the GPU (the original used the global rank).
 NCCL on GPUs, gloo on CPU. Without torchrun (no WORLD_SIZE) nothing is initialised and the helpers below
 degrade to single-process no-ops.
 """

@@ -1,4 +1,4 @@
-"""Loss terms of spec 5.3 (weights come from TrainConfig; the caller multiplies)."""
+"""Loss terms of docs/original.md, 'Losses' (weights come from TrainConfig; the caller multiplies)."""
 import torch
 import torch.nn.functional as F
 
@@ -25,7 +25,7 @@ def frames_on_channels(x, clips):
 
 def ramp(weight: float, step: int, warmup_steps: int) -> float:
     """A loss weight ramped linearly from 0 to ``weight`` over the first warmup_steps steps (the sync term: the
-    README notes strong oscillation when it is strong from the start; the adversarial terms: see
+    original's README notes strong oscillation when it is strong from the start; the adversarial terms: see
     TrainConfig.adv_warmup_steps)."""
     if warmup_steps <= 0:
         return float(weight)
@@ -35,7 +35,7 @@ def ramp(weight: float, step: int, warmup_steps: int) -> float:
 def lr_factor(non_decay: int, decay: int):
     """Learning-rate factor of epoch k (epoch-based training): 1 for the first non_decay epochs, then a
     linear decay; clamped to [0, 1] so a run that goes past the planned epochs never gets a negative lr
-    (spec bug 42)."""
+    (docs/original.md, 'Optimisation')."""
     def factor(k):
         return min(1.0, max(0.0, 1.0 - max(0, k - non_decay) / (decay + 1)))
     return factor

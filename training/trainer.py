@@ -1,6 +1,6 @@
 """One training stage (frame or clip) on one or many processes: ``train(...)`` / ``train_stage(stage, ...)``.
 
-Per step (spec 5.3-5.5): G makes x^ from the masked source, references and audio; the discriminators take one
+Per step (docs/original.md): G makes x^ from the masked source, references and audio; the discriminators take one
 LSGAN step on (x, x^.detach()) - D_S per frame, in the clip stage also D_T on the 5 frames stacked on channels;
 then G takes one step on pixel MSE + multi-scale VGG19 perceptual + adversarial (+ temporal adversarial + ramped
 SyncNet loss in the clip stage). One GradScaler (fp16) serves all optimisers; bf16 needs none; CPU runs fp32.
@@ -190,7 +190,7 @@ class _Stage:
                             "discriminator: raise --mouth_region_size")
 
     def _init_from(self, gen, path):
-        """Coarse-to-fine: load the previous stage's generator (any mismatch is an error, spec bug 43) and its
+        """Coarse-to-fine: load the previous stage's generator (any mismatch is an error, not a fresh start) and its
         spatial discriminator when it has one of the same shape."""
         ck = read_checkpoint(path)
         ckpt_info = checkpoint_info(ck, path)

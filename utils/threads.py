@@ -5,13 +5,13 @@ Left alone, every stage sizes itself to the whole machine: torch starts one Open
 decoder and x264 each start about as many again, and OpenCV has its own pool. Idle OpenMP threads spin at every
 barrier, so while the decoder or another process holds a core, each of the model's parallel ops waits for a
 descheduled thread: with other jobs on a 2-core machine the tiny model dubbed 6x slower with 2 torch threads
-than with 1 (README "CPU thread budget"). The plan here:
+than with 1 (docs/benchmarks.md, 'CPU thread budget'). The plan here:
 
 * ``OMP_WAIT_POLICY=PASSIVE`` (set by the command-line entry points before torch is imported, unless the user
   set it): a waiting thread sleeps instead of spinning, so a busy core costs one op's wait, not a collapse;
 * on CPU the decoder, x264 and OpenCV get one thread per core each: their threads block (pthreads) when they
   have nothing to do, so they cost little under load and, idle, run in the model's gaps (measured: with one
-  thread each, idle dubs ran no faster, the loaded tiny dub 1.2x slower, README "CPU thread budget"); with a
+  thread each, idle dubs ran no faster, the loaded tiny dub 1.2x slower, docs/benchmarks.md); with a
   GPU the encoder gets most cores, as the model no longer needs them;
 * torch's intra-op count is chosen at run time on CPU (``ThreadTuner``): it starts at the budget and from time
   to time times a neighbouring count, keeping whichever gives more frames/s, so it drops to 1-2 threads while

@@ -1,4 +1,4 @@
-"""Stage files of the coarse-to-fine training sequence (spec 5.1) plus ``tiny`` for CPU tests and demos.
+"""Stage files of the coarse-to-fine training sequence (docs/original.md) plus ``tiny`` for CPU tests and demos.
 
 Each stage module defines ``TRAIN`` (overrides of config.config.TrainConfig), ``MODEL`` (overrides of
 ModelConfig; audio_channel always comes from the data) and optionally ``DISCRIMINATOR`` (keyword arguments of

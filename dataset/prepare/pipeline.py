@@ -14,7 +14,7 @@ anywhere and a second run does nothing)::
     detect_landmarks  dlib 68 points, main face tracked and smoothed -> landmarks/<vid>.csv (OpenFace layout);
                       a CSV already in landmarks/ (or in --openface_landmark_dir) is used instead; no face in any
                       frame -> failed
-    crop_face         second streaming pass: frontalised crop (spec 4.5) of every frame with a face ->
+    crop_face         second streaming pass: frontalised crop (docs/original.md) of every frame with a face ->
                       crops/<vid>/<frame:06d>.jpg, crop_width wide; written to crops/<vid>.part/ and renamed
 
 ``num_frames`` is always ``count_frames(videos_25fps/<vid>.mp4, 25)``: CSV rows, feature rows and

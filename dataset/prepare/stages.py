@@ -127,7 +127,7 @@ def landmark_stage(video: str, csv_path: str, num_frames: int, import_dir: str =
 def load_landmarks(csv_path: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks of exactly ``num_frames`` frames from a CSV (ours or a user's OpenFace CSV).
 
-    A user CSV may differ by a few rows (OpenFace run on a slightly different decode, spec 3.3): extra rows are
+    A user CSV may differ by a few rows (OpenFace run on a slightly different decode): extra rows are
     dropped, missing frames are invalid. A larger difference means it belongs to another frame rate or video.
     """
     from utils.face.landmarks import read_openface_csv

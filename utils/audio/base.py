@@ -4,7 +4,7 @@ Every front-end is an :class:`AudioFrontEnd`: ``frontend(samples_16k, num_frames
 shape ``(num_frames, frontend.dim)``, EXACTLY one row per 25 fps video frame, row ``i`` describing the audio
 around ``[i*40 ms, (i+1)*40 ms)`` (640 samples at 16 kHz).
 
-Length rule (replaces the original's "+3 frames" mismatch and the dp1/dp2 off-by-one, spec 3.3 / bugs 12-13):
+Length rule (replaces the original's "+3 frames" mismatch and the dp1/dp2 off-by-one, docs/original.md):
 
 * ``num_frames=None`` means ``utils.media.audio_io.num_video_frames(len(samples), 16000)`` (duration rounded half-up).
 * Audio shorter than ``num_frames * 640`` samples is padded with digital silence BEFORE feature extraction, so
@@ -20,7 +20,7 @@ Front-ends (``utils.audio.features.get_frontend(name, model_path, device)``):
 * ``deepspeech2`` (dim 29): deepspeech.pytorch ``LibriSpeech_Pretrained_v3.ckpt`` (``utils/audio/deepspeech2.py``).
 * ``hubert`` (dim = hidden size): local Hugging Face HuBERT / wav2vec2 folder (``utils/audio/hubert.py``).
 
-The generator sees a window of rows per frame: ``frontend.windows(samples_16k, num_frames, window)`` (spec 3.2,
+The generator sees a window of rows per frame: ``frontend.windows(samples_16k, num_frames, window)`` (as the original,
 :func:`make_windows` over the front-end's rows). DeepSpeech2 follows the original extraction instead of the cut /
 pad rule (``utils/audio/deepspeech2.py``).
 """
@@ -56,7 +56,7 @@ class AudioFrontEnd:
         return np.ascontiguousarray(self.rows(x, num_frames)[:num_frames])
 
     def windows(self, samples_16k: np.ndarray, num_frames: int | None = None, window: int = 5) -> np.ndarray:
-        """(num_frames, dim, window) generator inputs: frame i gets rows i-w//2 .. i+w//2 (spec 3.2), clamped to
+        """(num_frames, dim, window) generator inputs: frame i gets rows i-w//2 .. i+w//2 (as the original), clamped to
         the first ``num_frames`` rows, or, for a front-end with ``window_rows_past_end`` (DeepSpeech2, whose
         original windows were built over all its rows), to every row it gives."""
         x, num_frames = self._input(samples_16k, num_frames)
@@ -109,7 +109,7 @@ def _as_mono_float(samples) -> np.ndarray:
 
 
 def make_windows(features: np.ndarray, window: int = 5) -> np.ndarray:
-    """(T, D) -> (T, D, window): frame i gets rows i-w//2 .. i+w//2, clamped to [0, T-1] (edge padding, spec 3.2)."""
+    """(T, D) -> (T, D, window): frame i gets rows i-w//2 .. i+w//2, clamped to [0, T-1] (edge padding)."""
     f = np.asarray(features)
     if f.ndim != 2:
         raise ValueError(f"make_windows expects (T, D) features, got shape {f.shape}")

@@ -6,11 +6,11 @@ not know into an inert placeholder (:class:`_Opaque`) and only real torch tensor
 the file can execute code. The network sizes come from the state_dict shapes; the spectrogram settings from
 ``hyper_parameters['spect_cfg']`` when readable (defaults: 16 kHz, 20 ms Hamming window, 10 ms hop).
 
-Network (spec 3.4), rebuilt with the same parameter names so the state_dict loads as is:
+Network (see docs/original.md), rebuilt with the same parameter names so the state_dict loads as is:
 
 * spectrogram: centred STFT (zero padding), n_fft = win = 320, hop 160, periodic Hamming, magnitude -> log1p,
   normalised by its global mean / std over the real samples (a silent input, std 0, gives zeros instead of NaN:
-  bug 22);
+  the original failed there);
 * ``conv.seq_module``: Conv2d(1->32, (41, 11), stride (2, 2), pad (20, 5)) -> BN -> Hardtanh(0, 20) ->
   Conv2d(32->32, (21, 11), stride (2, 1), pad (10, 5)) -> BN -> Hardtanh(0, 20); 50 Hz, channels x freq flattened;
 * ``rnns.k``: (sequence-wise BatchNorm1d on the input of layers >= 1) -> bidirectional LSTM, directions summed;
@@ -23,7 +23,7 @@ autocast on GPU with ``precision="fp16"`` (the original's default; the official 
 
 Length: the original ran on whole files, so this front-end does too (nothing is cut, the statistics and the
 backward LSTMs see every sample given) and a file of n samples gives its ceil(C/2) rows, C = floor(n/160)//2 + 1
-(one more than frames for an exact F*640-sample file, spec 3.4); ``windows`` builds the per-frame windows over
+(one more than frames for an exact F*640-sample file, as the original); ``windows`` builds the per-frame windows over
 all of them, as the original did, so the last frames' windows match. Only when those rows are fewer than the
 frames asked for (a video longer than its audio) is the audio padded with silence, still normalised over the
 real samples.
@@ -285,7 +285,7 @@ def build_network(state: dict, n_freq: int, path: str = "checkpoint"):
 
 def spectrogram(samples: np.ndarray, sample_rate: int = 16000, window_size: float = 0.02,
                 window_stride: float = 0.01, window: str = "hamming", num_real: int | None = None) -> np.ndarray:
-    """(n_fft//2+1, T) normalised log1p magnitude spectrogram (centred frames, zero padded), spec 3.4.
+    """(n_fft//2+1, T) normalised log1p magnitude spectrogram (centred frames, zero padded), as the original.
 
     Mean and std are those of the first ``num_real`` samples' spectrogram (default: all): with zero-padded
     centred frames, padding the samples with silence only appends frames, so this is the spectrogram of the

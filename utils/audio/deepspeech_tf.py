@@ -2,7 +2,7 @@
 
 The official ``output_graph.pb`` (Mozilla DeepSpeech v0.1.x, the AD-NeRF / DINet feature extractor) is a
 GraphDef whose trained weights are Const nodes. We parse it with tensorboard's copy of the TF protos and rebuild
-the network (spec 3.1):
+the network (docs/original.md, 'TF DeepSpeech features'):
 
 * input: 26 MFCCs at 100 Hz (python_speech_features defaults, ``numcep=26``), every second frame kept (50 Hz),
   9 frames of zero context on both sides -> 19 x 26 = 494 values per step, whole matrix normalised by its global

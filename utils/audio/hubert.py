@@ -1,4 +1,4 @@
-"""HuBERT / wav2vec2 features from a local Hugging Face model folder (spec 3.7, bug 23).
+"""HuBERT / wav2vec2 features from a local Hugging Face model folder (docs/original.md, 'HuBERT').
 
 The folder is what ``save_pretrained`` writes (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``,
 optionally ``preprocessor_config.json``); it is loaded with ``local_files_only=True``, nothing is downloaded.

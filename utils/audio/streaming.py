@@ -11,7 +11,7 @@ context on each side:
 so one left frame and 40 right samples give exactly the offline rows. ``deepspeech``/``deepspeech2`` (recurrent,
 DeepSpeech2's LSTMs are bidirectional, its spectrogram is normalised by the statistics of the whole input) and
 ``hubert`` (self-attention over the whole input) differ from their offline rows by an amount that shrinks with
-the context: :func:`feature_difference` measures it (README, "Live dubbing").
+the context: :func:`feature_difference` measures it (docs/benchmarks.md, 'Live: streaming audio features').
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Frontalised face crop (spec 4.5), the generator's source mask (spec 4.8) and paste-back (spec 6.4).
+"""Frontalised face crop, the generator's source mask and paste-back (docs/original.md has the original's).
 
 One pixel convention everywhere: pixel (row i, col j) has its centre at (x, y) = (j, i), the convention of
 dlib landmarks and of cv2.warpAffine; torch sampling uses ``grid_sample(align_corners=True)``, which is the
@@ -8,7 +8,7 @@ of M, so paste-back (which samples the crop at M p) registers exactly with what 
 What the generator is fed follows a preprocessing profile (``config/profile.py``): ``official`` reproduces the
 original (``SmoothSqMask`` built on its 103x80 canvas, black outside the frame, the original's sample points,
 applied by folding them into M), ``lawdnet`` is ours (analytic mask without the blur shift, edge pixels repeated
-outside the frame, the exact inverse map). Fixes in both (spec 10.32, 10.50): the similarity fit takes any
+outside the frame, the exact inverse map). Fixes in both (docs/original.md, 'Paste-back'): the similarity fit takes any
 number of points; paste-back samples the generated crop for every frame pixel (no holes), blends it with a
 feathered mask, leaves every pixel outside the mask bit-identical and never wraps around borders.
 """
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from utils.errors import UserError
 
-# iBUG-68 indices of the 25 template points and their normalized template coordinates (spec 4.5 table).
+# iBUG-68 indices of the 25 template points and their normalized template coordinates (the original's).
 TEMPLATE_INDICES = tuple(range(17, 36)) + (36, 39, 42, 45, 48, 54)
 _TEMPLATE_RAW = np.array([
     (0.000213, 0.106454), (0.075262, 0.038915), (0.181130, 0.018748), (0.290770, 0.034489),
@@ -162,7 +162,7 @@ class FaceAligner:
 
 
 def original_sample_points(M, frame_hw: tuple[int, int], crop_hw: tuple[int, int]) -> np.ndarray:
-    """The frame -> crop matrix whose exact inverse warp samples the original crop's points (spec 4.5).
+    """The frame -> crop matrix whose exact inverse warp samples the original crop's points (docs/original.md).
 
     The original conjugates M into normalised coordinates with the align-corners formula 2x/(n-1) - 1 for
     both images, but ``affine_grid`` / ``grid_sample`` use align_corners=False. Worked through, crop pixel c
@@ -236,7 +236,7 @@ def _box_mask_np(H: int, W: int) -> np.ndarray:
     return (rows[:, None] * cols[None, :]).astype(np.float32)
 
 
-# The original's SmoothSqMask (spec 4.8): its canvas, box and blur.
+# The original's SmoothSqMask (docs/original.md, 'Source mask'): its canvas, box and blur.
 SMOOTHSQ_CANVAS = (103, 80)
 SMOOTHSQ_BOX = (32, 96, 8, 72)           # rows [32, 96), cols [8, 72)
 
@@ -258,7 +258,7 @@ def mouth_mask(H: int, W: int, device: Union[str, torch.device] = "cpu", dtype=t
     """(1,1,H,W) soft source mask; the generator sees source * (1 - mask) (``mask_source``).
 
     lawdnet profile (default): the mouth box (rows [0.4W, 1.2W), cols [0.1W, 0.9W)) with Gaussian-feathered
-    edges, 50 % exactly on the box edges. official: the original's SmoothSqMask, exactly (spec 4.8): ones on
+    edges, 50 % exactly on the box edges. official: the original's SmoothSqMask, exactly: ones on
     rows [32, 96) x cols [8, 72) of a 103x80 canvas, a 5x5 sigma-1 Gaussian blur without padding (99x76, the box
     shifted ~2 px down/right), bilinearly resized to H x W (50 % contour at 468x360: rows 142-443, cols 28-331).
     """

@@ -1,7 +1,7 @@
 """68-point face landmarks (dlib, iBUG order = OpenFace order), temporal tracking and the OpenFace CSV.
 
-The original pipeline used per-frame PIPNet landmarks with no temporal smoothing (crop jitter, spec 10.51)
-and rounded the training landmarks to int32 (spec 10.27). Here every frame goes through one detector, the
+The original pipeline used per-frame PIPNet landmarks with no temporal smoothing (crop jitter)
+and rounded the training landmarks to int32 (docs/original.md). Here every frame goes through one detector, the
 main face is tracked (a second face never takes over), landmarks stay float and are smoothed over time.
 """
 from __future__ import annotations

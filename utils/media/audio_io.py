@@ -4,12 +4,12 @@
 ac3, the audio track of an mp4/mov/mkv/avi, ...; opened by ``utils.media.container.open_media``) at its native
 rate and channels; ``load_audio`` downmixes that to mono (``downmix``) and resamples to the requested rate with
 scipy's polyphase filter or, for the official preprocessing profile, resampy's ``kaiser_best`` filter as the
-original did (spec 3.6; config/profile.py). With several audio streams the default one is used. Damaged packets
+original did (docs/original.md; config/profile.py). With several audio streams the default one is used. Damaged packets
 (an incomplete last AC-3 frame, a truncated download) are skipped: what decodes is kept and a warning says what
 was lost. With ``max_seconds`` decoding stops as soon as the limit is passed (``MediaTooLong``), so memory stays
 bounded by the limit whatever the file's header claims. The input file is only read, never rewritten (the
-original's ``check_and_resample_audio`` overwrote the caller's wav and turned float wavs into silence, spec 3.6 /
-bugs 15-18).
+original's ``check_and_resample_audio`` overwrote the caller's wav and turned float wavs into silence, see
+docs/original.md).
 
 The frame-count rule and the time base (25 fps, 16 kHz) live in ``utils/media/timebase.py``.
 """
