@@ -12,6 +12,7 @@ source mask, the 16 kHz resampling and the GPU precision follow the checkpoint's
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -164,7 +165,7 @@ class Dubber:
         from utils.face.align import FaceAligner
         from utils.threads import ThreadTuner, apply_plan, plan_threads
 
-        cfg = (cfg or InferenceConfig()).validate()
+        cfg = dataclasses.replace(cfg or InferenceConfig()).validate()   # a copy: the caller's object stays as it is
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.thread_plan = plan_threads(cfg.threads or 0, self.device.type)   # decode / model / encode share cores
