@@ -83,10 +83,7 @@ def test_bframe_avi_every_frame_once_in_order(corpus, variant, tmp_path):
     at25 = [index_of(f) for f in iter_frames(path, fps=25)]
     assert count_frames(path, 25) == len(at25)
     ref25 = [index_of(f) for f in ff_raw(path, "-vf", "fps=25")]          # ffmpeg's fps filter
-    assert abs(len(at25) - len(ref25)) <= 1
-    # the same schedule within one frame (ffmpeg takes the frame nearest to each output time, we take the frame on
-    # screen at it, at most half a frame earlier)
-    assert at25[0] == ref25[0] and all(a in ref25[k - 1:k + 2] for k, a in enumerate(at25[1:len(ref25)], 1))
+    assert at25 == ref25           # the same frames: the nearest one to each output time (tests/test_frame_rule.py)
     pos = {v: i for i, v in enumerate(native)} if len(set(native)) == len(native) else None
     if pos:                                                               # 23.976 -> 25: repeats only, no drops
         assert set(at25) == set(native) and max(np.diff([pos[a] for a in at25])) == 1

@@ -7,14 +7,26 @@ Reading
     timestamps that are out of order, and trusting them repeats some frames and drops others. So AVI frames are
     timed by their decoding timestamps (AVI's real clock: one chunk per frame time) and other streams' timestamps
     are sorted over a few frames: every source frame is shown once, in decoding-output order.
-    ``iter_frames`` streams RGB uint8 frames resampled to a CONSTANT rate by timestamp: output frame k shows the
-    input frame that is on screen at time ``k / fps`` after the first frame (the last input frame whose
-    presentation time is <= that time), the same rule as ffmpeg's ``fps`` filter. This works for any input rate and
-    for variable-frame-rate input; the output ends where the last input frame stops being displayed (its pts +
-    its duration), so a 1 s clip gives ``ceil(1 s * fps)`` frames whatever its native rate. Times are compared as
-    exact fractions, so a 30 fps input maps to 25 fps without float jitter. ``count_frames`` applies the same rule
-    to the demuxed packet timestamps when those can be trusted, and decodes (without colour conversion) when they
-    cannot (AVI, packets without timestamps, damaged or truncated files), so it always equals what is yielded.
+    ``iter_frames`` streams RGB uint8 frames resampled to a CONSTANT rate exactly as the original LawDNet's
+    ``ffmpeg -r 25`` conversion picks them, i.e. the frames the command line ``ffmpeg -i in -vf fps=25 out`` (FFmpeg
+    5.1) outputs (``FRAME_RULE``; tests/test_frame_rule.py compares both frame by frame):
+
+    - every frame is due at the output tick NEAREST to its time: ``round((t - file start) * fps)``, halves away
+      from zero (AV_ROUND_NEAR_INF), ``file start`` being the container's start time (the earliest stream), the
+      command line's input offset;
+    - output tick n shows the last frame due at or before n (a frame due at the same tick as the next one is
+      dropped; a frame is repeated until the next one is due);
+    - the output starts at the first frame's tick, or at tick 0 (the file's start, the first frame repeated up to
+      its own tick) when the file has more than one stream: ffmpeg's constant-rate output does that for a file
+      with sound, so a video that starts late (an edit list, the B-frame delay of an AVI) stays in step with the
+      audio;
+    - it ends at the tick nearest to the last frame's end (its time + its duration, else one frame at the
+      stream's rate).
+
+    This works for any input rate and for variable-frame-rate input. Times are exact fractions, so a 30 fps
+    input maps to 25 fps without float jitter. ``count_frames`` applies the same rule to the demuxed packet
+    timestamps when those can be trusted, and decodes (without colour conversion) when they cannot (AVI, packets
+    without timestamps, damaged or truncated files), so it always equals what is yielded.
     ``fps=None`` yields the native frames unchanged.
 
     Frames are returned as a player shows them: the display matrix of phone videos (rotation) is applied, so
@@ -60,6 +72,9 @@ from utils.threads import decoder_threads
 _FORMAT_BY_EXT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 # Largest frame accepted (8K UHD is 33.2 Mpx): bounds the memory one decoded frame can take.
 MAX_PIXELS = 36_000_000
+# The frame-choice rule iter_frames follows (recorded by data preparation, which redoes frame-dependent outputs made
+# under another rule; markers without it were made by the old "last frame at or before k / fps" rule).
+FRAME_RULE = "ffmpeg-fps-nearest/1"
 # Decoded frames held back to sort their timestamps (a B-frame reorder depth larger than this is unheard of).
 _REORDER = 4
 STILL_FPS = 25.0
@@ -175,9 +190,44 @@ def _as_fraction(fps) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
 
 
-def _num_outputs(span: Fraction, fps: Fraction) -> int:
-    """Number of k >= 0 with k / fps < span."""
-    return max(0, math.ceil(span * fps)) if span > 0 else 0
+def _round_near(x: Fraction) -> int:
+    """libavutil's AV_ROUND_NEAR_INF: to the nearest integer, halves away from zero."""
+    half = Fraction(1, 2)
+    return math.floor(x + half) if x >= 0 else -math.floor(-x + half)
+
+
+class _Clock:
+    """The frame-choice rule of ffmpeg's ``fps`` filter as the ``ffmpeg`` command line feeds it (module doc).
+
+    Times are seconds (Fraction) in the stream's own clock. ``slot(t)`` is the output frame index a frame shown from
+    ``t`` is due at: ``t`` shifted by the file's start time (the command line's input offset, rounded to the stream
+    time base), then rounded to the nearest output tick. ``end_slot`` is where the output stops: the last frame's
+    time plus its duration, passed through microseconds and the time base as the command line rounds it."""
+
+    def __init__(self, container, stream, fps: Fraction):
+        self.tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1_000_000)
+        self.fps = fps
+        self.rate = _stream_rate(stream)
+        start = container.start_time
+        self.off = _round_near(Fraction(-int(start), 1_000_000) / self.tb) * self.tb if start is not None else 0
+        # The command line's constant-rate output starts a file that has other streams (audio) at the file's
+        # start, repeating the first frame until its own slot; a video-only file starts at its first frame.
+        self.pad = len(container.streams) > 1
+
+    def origin(self, first_slot: int) -> int:
+        """The tick of output frame 0."""
+        return 0 if self.pad and first_slot > 0 else first_slot
+
+    def slot(self, t: Fraction) -> int:
+        return _round_near((t + self.off) * self.fps)
+
+    def end_slot(self, last_t: Fraction, last_dur: Fraction) -> int:
+        us = _round_near((last_t + self.off) * 1_000_000)
+        if last_dur > 0:
+            us += _round_near(last_dur * 1_000_000)
+        else:   # no duration: one frame at the stream's rate (the decoder's frame rate in the command line)
+            us += math.floor(1_000_000 / (self.rate or 25))
+        return _round_near(_round_near(Fraction(us, 1_000_000) / self.tb) * self.tb * self.fps)
 
 
 def probe(path) -> VideoInfo:
@@ -254,7 +304,7 @@ def count_frames(path, fps: Optional[float] = 25.0) -> int:
             if fps is None:
                 return sum(1 for _ in _decoded(container, vs, path, []))
             return sum(1 for _ in _resampled(container, vs, path, _as_fraction(fps), 0, None, []))
-        rate = _stream_rate(vs)
+        clock = _Clock(container, vs, _as_fraction(fps)) if fps is not None else None
     except av.error.FFmpegError as e:
         raise UserError(f"{path}: cannot read the video ({av_message(e)})") from None
     finally:
@@ -263,9 +313,7 @@ def count_frames(path, fps: Optional[float] = 25.0) -> int:
         return len(timeline)
     if not timeline:
         return 0
-    prev = timeline[-2][0] if len(timeline) > 1 else None
-    end = _end_time(timeline[-1][0], timeline[-1][1], prev, rate)
-    return _num_outputs(end - timeline[0][0], _as_fraction(fps))
+    return max(0, clock.end_slot(*timeline[-1]) - clock.origin(clock.slot(timeline[0][0])))
 
 
 def _rotation(frame) -> int:
@@ -336,7 +384,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
     last_ts = None
     last = None
     for frame in _raw_frames(container, stream, state):
-        ts = frame.dts if avi and frame.dts is not None else frame.pts if frame.pts is not None else frame.dts
+        ts = frame.dts if avi else frame.pts if frame.pts is not None else frame.dts
         if ts is None:  # no timestamp: assume it follows the previous frame at the nominal rate
             ts = last_ts + step if last_ts is not None else 0
         last_ts = ts if last_ts is None else max(last_ts, ts)
@@ -428,51 +476,50 @@ def _native(container, vs, path, start_frame, max_frames, notes):
 
 
 def _resampled(container, vs, path, fps: Fraction, start_frame: int, max_frames, notes) -> Iterator[_Shown]:
-    """The decoded frame shown at each output time k / fps (k >= start_frame), one ``_Shown`` per output frame."""
+    """The decoded frame ffmpeg's ``fps`` filter shows at each output frame k >= start_frame (module doc).
+
+    Output frame k is tick ``n = origin + k``. Like the filter, with two frames in hand the older one
+    is shown at n until the newer one's slot is <= n (then the newer one replaces it), and after the last frame
+    the output stops at ``end_slot``."""
     av = _av()
-    rate = _stream_rate(vs)
+    clock = _Clock(container, vs, fps)
     frames = _decoded(container, vs, path, notes)
     first = next(frames, None)
     if first is None:
         return
-    t0 = first.t
-    k = start_frame
-    target = t0 + Fraction(start_frame) / fps
-    prev = first
-    if target - t0 > _SEEK_MIN_S:
+    n = clock.origin(clock.slot(first.t)) + start_frame
+    held = first
+    if start_frame and Fraction(start_frame) / fps > _SEEK_MIN_S:
         try:
-            container.seek(int(math.floor(target / Fraction(vs.time_base))), stream=vs, backward=True)
+            container.seek(int(math.floor((n / fps - clock.off) / Fraction(vs.time_base))), stream=vs,
+                           backward=True)
             frames = _decoded(container, vs, path, notes)
             landed = next(frames, None)
         except av.error.FFmpegError:
             landed = None
-        if landed is not None and landed.t <= target:
-            prev = landed
+        if landed is not None and clock.slot(landed.t) <= n:
+            held = landed
         else:  # the seek overshot or failed: decode from the start instead
             container.seek(0, stream=vs, backward=True)
             frames = _decoded(container, vs, path, notes)
-            prev = next(frames)
-    emitted = 0
-    prev_prev_t = None
+            held = next(frames)
+    left = max_frames if max_frames is not None else -1
     for cur in frames:
-        if cur.t <= prev.t:  # same or earlier timestamp: the later-decoded frame replaces it on screen
-            prev = cur
-            continue
-        # Every output time before the new frame appears shows ``prev`` (all earlier times were emitted already).
-        while t0 + Fraction(k) / fps < cur.t:
-            yield prev
-            emitted += 1
-            if max_frames is not None and emitted >= max_frames:
+        due = clock.slot(cur.t)
+        while due > n:          # ``held`` stays on screen until the tick ``cur`` is due at
+            yield held
+            n += 1
+            left -= 1
+            if left == 0:
                 return
-            k += 1
-        prev_prev_t, prev = prev.t, cur
-    end = _end_time(prev.t, prev.dur, prev_prev_t, rate)
-    while t0 + Fraction(k) / fps < end:
-        yield prev
-        emitted += 1
-        if max_frames is not None and emitted >= max_frames:
+        held = cur
+    end = clock.end_slot(held.t, held.dur)
+    while n < end:
+        yield held
+        n += 1
+        left -= 1
+        if left == 0:
             return
-        k += 1
 
 
 def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
