@@ -38,9 +38,14 @@ Reading
 Writing
     ``VideoWriter`` encodes H.264 (libx264, yuv420p) plus optional AAC audio from float32 samples (mono, or
     (channels, samples) with up to 8 channels), into a temporary file in the destination folder that is renamed
-    over the destination only when ``close`` succeeds, so an error never leaves a half-written video. yuv420p
-    needs even sizes: a frame with an odd width or height is PADDED by one replicated row/column at the
-    bottom/right (no content is lost; the file is one pixel larger). Audio is muxed interleaved with the video as
+    over the destination only when ``close`` succeeds, so an error never leaves a half-written video.
+    Odd sizes: H.264 in 4:2:0 can only store even sizes (its cropping counts in whole chroma samples; libx264
+    refuses an odd yuv420p size), so a frame with an odd width or height is written in 4:4:4 (yuv444p, the
+    High 4:4:4 Predictive profile, which crops to any size): the file has the frames' exact size (a 257x193
+    template stays 257x193). Players built on FFmpeg (VLC, mpv, ffplay, PyAV, OpenCV) play it; hardware decoders,
+    Safari/QuickTime and some browsers play only 4:2:0. ``odd_size="pad"`` writes 4:2:0 instead, one replicated
+    row/column larger at the bottom/right (docs/inputs-frame-rule.md has the measurements). Even sizes are
+    always yuv420p. Audio is muxed interleaved with the video as
     frames arrive and kept exactly as given unless ``match_audio=True``, which trims or zero-pads it to the video
     duration (num_frames / fps).
 """
@@ -545,14 +550,19 @@ class VideoWriter:
     inside the block (or a failing close) deletes the temp file and leaves any existing ``path`` untouched.
     ``audio`` is float samples in [-1, 1] at ``sample_rate``: 1-D mono or (channels, samples) with up to 8
     channels (``layout``: an FFmpeg layout name such as "5.1", default by channel count); kept as given unless
-    ``match_audio`` (then trimmed/zero-padded to num_frames / fps). Odd frame sizes are padded to even.
+    ``match_audio`` (then trimmed/zero-padded to num_frames / fps). Odd frame sizes are kept exactly (yuv444p), or
+    padded to even in yuv420p with ``odd_size="pad"`` (module doc).
     ``gop_size`` sets the keyframe interval (None: x264's default, 250).
     """
 
     def __init__(self, path, fps: float = 25.0, audio: Optional[np.ndarray] = None, sample_rate: int = 16000,
                  crf: int = 18, preset: str = "medium", match_audio: bool = False, gop_size: Optional[int] = None,
-                 layout: Optional[str] = None, threads: int = 0):
+                 layout: Optional[str] = None, threads: int = 0, odd_size: str = "exact"):
         self.path = os.fspath(path)
+        if odd_size not in ("exact", "pad"):
+            raise ValueError(f"odd_size must be 'exact' or 'pad', got {odd_size!r}")
+        self.odd_size = odd_size
+        self._pad = False  # pad odd frames to even (yuv420p) instead of writing them in yuv444p
         self.threads = int(threads)  # x264 threads; 0 = x264's own choice (about 1.5 per core)
         self.fps = _as_fraction(fps)
         self.crf, self.preset, self.match_audio, self.gop_size = int(crf), str(preset), bool(match_audio), gop_size
@@ -611,8 +621,10 @@ class VideoWriter:
         self._container = av.open(self._tmp, mode="w", format=self._format,
                                   options={"movflags": "+faststart"} if self._format in ("mp4", "mov") else {})
         vs = self._container.add_stream("libx264", rate=self.fps)
-        vs.width, vs.height = w + (w % 2), h + (h % 2)
-        vs.pix_fmt = "yuv420p"
+        odd = bool(w % 2 or h % 2)
+        self._pad = odd and self.odd_size == "pad"
+        vs.width, vs.height = (w + (w % 2), h + (h % 2)) if self._pad else (w, h)
+        vs.pix_fmt = "yuv444p" if odd and not self._pad else "yuv420p"
         vs.options = {"crf": str(self.crf), "preset": self.preset,
                       **({"threads": str(self.threads)} if self.threads > 0 else {})}
         if self.gop_size:
@@ -636,7 +648,7 @@ class VideoWriter:
             self._open(h, w)
         elif (h, w) != self._size:
             raise ValueError(f"frame {self.num_frames} is {w}x{h}, but the video is {self._size[1]}x{self._size[0]}")
-        if h % 2 or w % 2:  # yuv420p needs even sizes: replicate the last row/column
+        if self._pad:  # yuv420p needs even sizes: replicate the last row/column
             f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         av = _av()
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
