@@ -71,6 +71,7 @@ from utils.media.container import (
     still_image_format,
     video_stream,
 )
+from utils.media.timebase import FPS, SAMPLE_RATE
 from utils.threads import decoder_threads
 
 # Output container by file extension (the temp file keeps the extension, but say it explicitly anyway).
@@ -82,7 +83,7 @@ MAX_PIXELS = 36_000_000
 FRAME_RULE = "ffmpeg-fps-nearest/1"
 # Decoded frames held back to sort their timestamps (a B-frame reorder depth larger than this is unheard of).
 _REORDER = 4
-STILL_FPS = 25.0
+STILL_FPS = FPS
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
@@ -186,7 +187,7 @@ def _end_time(last_t: Fraction, last_dur: Fraction, prev_t: Optional[Fraction], 
         return last_t + last_dur
     if prev_t is not None and last_t > prev_t:
         return last_t + (last_t - prev_t)
-    return last_t + (1 / rate if rate else Fraction(1, 25))
+    return last_t + (1 / rate if rate else 1 / _as_fraction(FPS))
 
 
 def _as_fraction(fps) -> Fraction:
@@ -231,7 +232,7 @@ class _Clock:
         if last_dur > 0:
             us += _round_near(last_dur * 1_000_000)
         else:   # no duration: one frame at the stream's rate (the decoder's frame rate in the command line)
-            us += math.floor(1_000_000 / (self.rate or 25))
+            us += math.floor(1_000_000 / (self.rate or _as_fraction(FPS)))
         return _round_near(_round_near(Fraction(us, 1_000_000) / self.tb) * self.tb * self.fps)
 
 
@@ -291,7 +292,7 @@ def probe(path) -> VideoInfo:
                      rotation=rotation, audio_channels=channels)
 
 
-def count_frames(path, fps: Optional[float] = 25.0) -> int:
+def count_frames(path, fps: Optional[float] = FPS) -> int:
     """How many frames ``iter_frames(path, fps)`` yields (from packet timestamps when they can be trusted, else by
     decoding without colour conversion)."""
     path = os.fspath(path)
@@ -379,7 +380,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
     module doc) over a window of ``_REORDER`` frames. Reports damage and early ends through ``notes``."""
     tb = Fraction(stream.time_base)
     rate = _stream_rate(stream)
-    step = (1 / rate if rate else Fraction(1, 25)) / tb     # one frame in time-base units
+    step = (1 / rate if rate else 1 / _as_fraction(FPS)) / tb     # one frame in time-base units
     # AVI has no presentation timestamps, only one chunk per frame time: the decoding timestamp of what the
     # decoder outputs is the frame's time (libavcodec's own pick for such streams), also right after a seek
     avi = "avi" in (container.format.name or "").split(",")
@@ -426,7 +427,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
 _SEEK_MIN_S = 2.0
 
 
-def iter_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
+def iter_frames(path, fps: Optional[float] = FPS, start_frame: int = 0, max_frames: Optional[int] = None,
                 notes: Optional[list] = None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 (H, W, 3) frames of ``path`` at constant ``fps`` (see the module doc), streaming.
 
@@ -527,7 +528,7 @@ def _resampled(container, vs, path, fps: Fraction, start_frame: int, max_frames,
             return
 
 
-def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
+def read_frames(path, fps: Optional[float] = FPS, start_frame: int = 0, max_frames: Optional[int] = None,
                 notes: Optional[list] = None) -> np.ndarray:
     """All (or ``max_frames``) frames as one (T, H, W, 3) uint8 array. Only for short clips; prefer iter_frames."""
     frames = list(iter_frames(path, fps, start_frame, max_frames, notes=notes))
@@ -536,7 +537,7 @@ def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_fra
     return np.stack(frames)
 
 
-def read_audio_track(path, sample_rate: int = 16000, notes: Optional[list] = None) -> np.ndarray:
+def read_audio_track(path, sample_rate: int = SAMPLE_RATE, notes: Optional[list] = None) -> np.ndarray:
     """The audio track of a video as float32 mono at ``sample_rate`` (UserError if it has none)."""
     from utils.media.audio_io import load_audio
 
@@ -555,7 +556,7 @@ class VideoWriter:
     ``gop_size`` sets the keyframe interval (None: x264's default, 250).
     """
 
-    def __init__(self, path, fps: float = 25.0, audio: Optional[np.ndarray] = None, sample_rate: int = 16000,
+    def __init__(self, path, fps: float = FPS, audio: Optional[np.ndarray] = None, sample_rate: int = SAMPLE_RATE,
                  crf: int = 18, preset: str = "medium", match_audio: bool = False, gop_size: Optional[int] = None,
                  layout: Optional[str] = None, threads: int = 0, odd_size: str = "exact"):
         self.path = os.fspath(path)
@@ -724,8 +725,8 @@ class VideoWriter:
         self._tmp = None
 
 
-def write_video(path, frames: Iterable[np.ndarray], fps: float = 25.0, audio: Optional[np.ndarray] = None,
-                sample_rate: int = 16000, **kw) -> int:
+def write_video(path, frames: Iterable[np.ndarray], fps: float = FPS, audio: Optional[np.ndarray] = None,
+                sample_rate: int = SAMPLE_RATE, **kw) -> int:
     """Write ``frames`` (iterable of RGB uint8) with optional audio; returns the number of frames written."""
     with VideoWriter(path, fps=fps, audio=audio, sample_rate=sample_rate, **kw) as w:
         for f in frames:
@@ -733,7 +734,7 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float = 25.0, audio: Op
         return w.num_frames
 
 
-def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "medium",
+def convert_to_fps(src, dst, fps: float = FPS, crf: int = 18, preset: str = "medium",
                    notes: Optional[list] = None) -> VideoInfo:
     """Re-encode ``src`` to constant ``fps`` H.264 at ``dst`` (atomic), keeping its audio as mono AAC.
 
@@ -743,7 +744,7 @@ def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "me
     info = probe(src)
     if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)):
         raise UserError(f"{dst}: convert_to_fps cannot overwrite its own input")
-    audio, sr = None, 16000
+    audio, sr = None, SAMPLE_RATE
     if info.has_audio and info.audio_sample_rate > 0:
         sr = info.audio_sample_rate
         audio = read_audio_track(src, sr, notes=notes)
