@@ -7,6 +7,7 @@ source index as black/white blocks; ffmpeg's ``-vf fps=25`` output and ``utils.m
 both decoded and their indices compared: same number of frames, >= 99 % the same source frame."""
 import shutil
 import subprocess
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ CLIPS = {
 
 def make_clip(d, name):
     rate, seconds, args, ext = CLIPS[name]
-    n = int(round(seconds * float(eval(rate.replace("/", "/1.0/") if "/" in rate else rate))))
+    n = int(round(seconds * Fraction(rate)))
     raw, src = raw_input(n, rate)
     out = d / f"{name}.{ext}"
     if args[:2] == ["-f", "lavfi"] and "{video}" not in args:   # a sound source first, then the frames from stdin
