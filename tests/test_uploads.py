@@ -4,16 +4,17 @@ Rule (docs/inputs-frame-rule.md, README error table): a declared type must fit t
 audio/* or video/* (a video's sound track), ``video`` (the template) takes video/* or image/* (a still photo);
 a generic type (application/octet-stream, none) leaves the decision to the bytes. A part declared as a kind the
 field cannot use (image/png as the speech) is refused with 415 even when its bytes would decode, because the
-client attached or labelled the wrong file. The requests are real multipart bodies (httpx) parsed by the real
+client attached or labelled the wrong file. The requests are real multipart bodies (httpx over ASGI) parsed by the real
 ``read_multipart`` inside a real Starlette request; the media are made by the ffmpeg CLI."""
+import asyncio
 import shutil
 import subprocess
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from server.errors import ApiError
 from server.uploads import read_multipart
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(FF is None, reason="needs the ffmpeg command lin
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def post_to(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
 
     async def upload(request):
@@ -35,7 +36,15 @@ def client(tmp_path_factory):
         up = form.files[field]
         return JSONResponse({"size": up.size, "content_type": up.content_type})
 
-    return TestClient(Starlette(routes=[Route("/{field}", upload, methods=["POST"])]))
+    app = Starlette(routes=[Route("/{field}", upload, methods=["POST"])])
+
+    def post(field, data, ctype):
+        async def go():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+                return await c.post(f"/{field}", files={field: ("upload", data, ctype)})
+        return asyncio.run(go())
+
+    return post
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +57,9 @@ def media(tmp_path_factory):
     return {"wav": (d / "speech.wav").read_bytes(), "png": (d / "face.png").read_bytes()}
 
 
-def test_declared_type_must_fit_the_field(client, media):
+def test_declared_type_must_fit_the_field(post_to, media):
     wav, png = media["wav"], media["png"]
-
-    def post(field, data, ctype):
-        return client.post(f"/{field}", files={field: ("upload", data, ctype)})
+    post = post_to
 
     # the issue's case: wav bytes declared image/png in the audio field of /v1/dub
     r = post("audio", wav, "image/png")
