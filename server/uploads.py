@@ -20,6 +20,11 @@ DRAIN_CAP = 32 * 1024 * 1024           # read and discard at most this much past
 # Part content types accepted for media fields (browsers and curl send these, or nothing).
 _MEDIA_PREFIXES = ("audio/", "video/", "image/")   # image/*: a still photo as the template
 _GENERIC_TYPES = ("", "application/octet-stream", "binary/octet-stream", "application/mp4", "application/ogg")
+# The declared type must fit the field (docs/inputs-frame-rule.md): a file whose declared kind cannot be what the
+# field needs (an image/png part as the speech, an audio/* part as the template video) is refused with 415, even
+# when its bytes would decode; a generic type (or none) leaves the decision to the bytes.
+FIELD_TYPES = {"audio": ("audio/", "video/"),     # speech: an audio file, or a video's sound track
+               "video": ("video/", "image/")}     # template: a video, or a still photo
 
 
 @dataclass
@@ -36,9 +41,11 @@ class FormData:
     files: dict = field(default_factory=dict)
 
 
-def media_type_ok(content_type: str) -> bool:
+def media_type_ok(content_type: str, field_name: str = "") -> bool:
+    """Is ``content_type`` acceptable for the file field ``field_name`` (any media kind when the field is not in
+    FIELD_TYPES)?"""
     ct = (content_type or "").split(";")[0].strip().lower()
-    return ct in _GENERIC_TYPES or ct.startswith(_MEDIA_PREFIXES)
+    return ct in _GENERIC_TYPES or ct.startswith(FIELD_TYPES.get(field_name, _MEDIA_PREFIXES))
 
 
 class _State:
@@ -98,10 +105,11 @@ class _State:
         if name in self.form.files:
             return self.fail(ApiError(400, "bad_request", f"file field {name!r} given twice"))
         ctype = self.headers.get("content-type", "")
-        if not media_type_ok(ctype):
+        if not media_type_ok(ctype, name):
+            kinds = ", ".join(p + "*" for p in FIELD_TYPES.get(name, _MEDIA_PREFIXES))
             return self.fail(ApiError(415, "unsupported_media_type",
-                                      f"field {name!r} has content type {ctype.split(';')[0]!r}; send audio/*, "
-                                      "video/*, image/* or application/octet-stream"))
+                                      f"field {name!r} has content type {ctype.split(';')[0].strip()!r}; send "
+                                      f"{kinds} or application/octet-stream"))
         # the server's own name: the client filename (opts[b"filename"]) never reaches the file system
         path = os.path.join(self.work_dir, f"{name}.upload")
         self.cur = UploadedFile(path, 0, ctype.split(";")[0].strip().lower())

@@ -251,3 +251,40 @@ def test_bad_input(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "a.mov").write_bytes(b"")
     assert sorted(list_videos(str(tmp_path))) == ["a", "a_mp4"]
+
+
+def test_old_frame_rule_is_redone_not_mixed(full, raw, tmp_path):
+    """A data root prepared by the old reader (markers without ``frame_rule``) is recognised: the index leaves
+    such videos out, and the next run redoes their frame-dependent outputs (the user's CSV is kept)."""
+    from dataset.prepare.pipeline import process_video
+    from utils.media.video_io import FRAME_RULE
+
+    root = str(tmp_path / "data")
+    shutil.copytree(full["root"], root)
+    L = Layout(root)
+    m = json.load(open(L.marker("a30")))
+    assert m["frame_rule"] == FRAME_RULE and m["status"] == "done"
+    del m["frame_rule"]                                  # as the old reader wrote it
+    m["landmarks_origin"] = "user"                       # (keeps dlib out of this test: the CSV is the user's)
+    with open(L.marker("a30"), "w") as f:
+        json.dump(m, f)
+    _, summary = generate_training_json(root)
+    assert "a30" in summary["excluded"] and "frame" in summary["excluded"]["a30"]
+    csv_before = open(L.csv("a30")).read()
+    v25_before = os.stat(L.video("a30")).st_mtime_ns
+    cfg = DataConfig(source_video_dir=raw["dir"], data_root=root, crop_width=CROP_W)
+    rec = process_video("a30", os.path.join(raw["dir"], "a30.mp4"), cfg, VIDEO_STAGES, progress=False)
+    assert rec["status"] == "processed"
+    assert {"convert_fps", "extract_audio", "extract_audio_features", "crop_face"} <= set(rec["stages_run"])
+    assert os.stat(L.video("a30")).st_mtime_ns != v25_before and open(L.csv("a30")).read() == csv_before
+    m2 = json.load(open(L.marker("a30")))
+    assert m2["frame_rule"] == FRAME_RULE and m2["num_frames"] == count_frames(L.video("a30"), 25)
+    _, summary = generate_training_json(root)
+    assert "a30" not in summary["excluded"] and summary["videos"] == len(GOOD)
+    # a run on the 25 fps copy itself (no source folder) cannot redo the conversion: kept, warned, not indexed
+    m2.pop("frame_rule")
+    with open(L.marker("a30"), "w") as f:
+        json.dump(m2, f)
+    rec = process_video("a30", L.video("a30"), cfg, VIDEO_STAGES, progress=False)
+    assert any("--source_video_dir" in w for w in rec["warnings"])
+    assert "a30" in generate_training_json(root)[1]["excluded"]

@@ -83,10 +83,7 @@ def test_bframe_avi_every_frame_once_in_order(corpus, variant, tmp_path):
     at25 = [index_of(f) for f in iter_frames(path, fps=25)]
     assert count_frames(path, 25) == len(at25)
     ref25 = [index_of(f) for f in ff_raw(path, "-vf", "fps=25")]          # ffmpeg's fps filter
-    assert abs(len(at25) - len(ref25)) <= 1
-    # the same schedule within one frame (ffmpeg takes the frame nearest to each output time, we take the frame on
-    # screen at it, at most half a frame earlier)
-    assert at25[0] == ref25[0] and all(a in ref25[k - 1:k + 2] for k, a in enumerate(at25[1:len(ref25)], 1))
+    assert at25 == ref25           # the same frames: the nearest one to each output time (tests/test_frame_rule.py)
     pos = {v: i for i, v in enumerate(native)} if len(set(native)) == len(native) else None
     if pos:                                                               # 23.976 -> 25: repeats only, no drops
         assert set(at25) == set(native) and max(np.diff([pos[a] for a in at25])) == 1
@@ -117,6 +114,32 @@ def test_ac3_with_damaged_last_frame_decodes_the_rest(tmp_path):
 
     d = load_dub_audio(tmp_path / "film.avi")                      # accepted as --audio, with the warning
     assert d.num_frames == round(len(x) / 640) and d.warnings == notes
+
+
+def test_truncated_avi_with_ac3_keeps_every_packet_ffmpeg_decodes(tmp_path):
+    """An AVI cut off before its index: the header's audio length is a guess below what the complete packets
+    hold; every packet ffmpeg decodes is kept (was: trimmed to the header's 3.776 s, 2 frames short)."""
+    from utils.media.timebase import num_video_frames
+
+    ff("-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=5", "-f", "lavfi", "-i",
+       "sine=f=440:sample_rate=48000:duration=5", "-c:v", "mpeg4", "-q:v", "3", "-c:a", "ac3", "-b:a", "192k",
+       tmp_path / "full.avi")
+    data = (tmp_path / "full.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:int(len(data) * 0.75)])
+    ref = subprocess.run([FF, "-v", "quiet", "-i", cut, "-vn", "-f", "f32le", "-ac", "1", "-"],
+                         capture_output=True).stdout
+    notes = []
+    d = decode_audio(cut, notes=notes)
+    assert d.rate == 48000 and d.samples.shape[1] == len(ref) // 4 and d.seconds > 3.8      # ffmpeg: 3.84 s
+    assert len(notes) == 1 and "breaks off" in notes[0]
+    x = load_audio(cut, 16000, notes=[])
+    assert num_video_frames(len(x)) == num_video_frames(len(ref) // 4, 48000) == 96
+    # and the picture: the frames (and their number) ffmpeg's fps filter gives
+    ours = np.stack(list(iter_frames(cut, 25, notes=[])))
+    theirs = ff_raw(cut, "-vf", "fps=25", h=48, w=64)
+    assert len(ours) == len(theirs) == count_frames(cut, 25)
+    assert np.abs(ours.astype(np.int16) - theirs).mean() < 2
 
 
 # ------------------------------------------------------------------------------------------ 3. truncated files

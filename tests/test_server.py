@@ -161,6 +161,8 @@ def test_bad_requests_get_clear_statuses(assets, live, tmp_path):
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
     r = post({"audio": ("a.txt", wav, "text/plain")}, {"template_id": tid})
     assert r.status_code == 415
+    r = post({"audio": ("a.png", wav, "image/png")}, {"template_id": tid})   # a type the field cannot use
+    assert r.status_code == 415 and "'audio'" in r.json()["detail"]
     # unknown / malformed template id, missing fields, bad flag
     for bad in ("0123456789abcdef01234567", "../etc"):
         r = post({"audio": ("a.wav", wav, "audio/wav")}, {"template_id": bad})

@@ -90,9 +90,9 @@ def test_30fps_input_read_at_25fps(tmp_path):
     write_video(path, [index_pattern(i) for i in range(60)], fps=30, preset="ultrafast")
     assert probe(path).fps == pytest.approx(30.0)
     got = [read_index(f) for f in iter_frames(path, fps=25)]
-    # output k shows the 30 fps frame on screen at k/25 s: floor(k * 30 / 25)
+    # output k shows the 30 fps frame NEAREST to k/25 s (ffmpeg's fps filter): round(k * 30 / 25)
     assert len(got) == 50 == count_frames(path, fps=25)
-    assert got == [(k * 30) // 25 for k in range(50)]
+    assert got == [(12 * k + 5) // 10 for k in range(50)]
     assert len(list(iter_frames(path, fps=None))) == 60
 
 
@@ -113,27 +113,54 @@ def test_variable_frame_rate_input_by_time(tmp_path, ext):
             c.mux(p)
     got = [read_index(f) for f in iter_frames(path, fps=25)]
     assert len(got) == count_frames(path, fps=25)
-    # every output time before the last frame appears shows the last input frame with t <= k * 40 ms
-    last = times_ms[-1]
-    n_before = (last + 39) // 40
-    expected = [max(i for i, t in enumerate(times_ms) if t <= k * 40) for k in range(n_before)]
-    assert got[:n_before] == expected
-    # then the last frame is shown for about one frame interval (ends 700 ms + its duration)
-    assert 1 <= len(got) - n_before <= 2 and all(g == 9 for g in got[n_before:])
+    # ffmpeg's fps filter: frame i is due at output tick round(t_i / 40 ms) (halves up) and output k shows the
+    # last frame due at or before k; frames due at the same tick as a later one are dropped. The output ends at
+    # the last frame's end: 700 ms + 1/30 s = tick round(18.3) = 18, the tick the last frame is due at, so (as in
+    # ffmpeg's own output of this file) it is never shown.
+    due = [(t + 20) // 40 for t in times_ms]
+    assert got == [max(i for i, d in enumerate(due) if d <= k) for k in range(18)]
     assert [read_index(f) for f in iter_frames(path, fps=None)] == list(range(10))
 
 
-def test_odd_size_frames_are_padded(tmp_path):
+def odd_frames(n=6, h=193, w=257):
+    """A 257x193 'template': gradients, a moving square, and a last row/column of their own colours."""
+    out = []
+    for i in range(n):
+        f = np.zeros((h, w, 3), np.uint8)
+        f[..., 0] = np.linspace(0, 255, w)[None]
+        f[..., 1] = np.linspace(0, 255, h)[:, None]
+        f[60:100, 20 + 9 * i:60 + 9 * i] = (250, 250, 250)
+        f[-1] = (255, 255, 0)
+        f[:, -1] = (0, 255, 255)
+        out.append(f)
+    return out
+
+
+def test_odd_size_frames_keep_their_exact_size(tmp_path):
+    frames = odd_frames()
+    src = np.stack(frames).astype(int)
     path = tmp_path / "odd.mp4"
-    frames = [np.full((33, 47, 3), 40 + 10 * i, np.uint8) for i in range(5)]
-    frames[0][:, -1] = 255  # the last column is replicated into the padding
-    write_video(path, frames, fps=25)
+    write_video(path, frames, fps=25, preset="ultrafast")
     info = probe(path)
-    assert (info.width, info.height) == (48, 34)
+    assert (info.width, info.height) == (257, 193)
+    with av.open(str(path)) as c:   # 4:4:4 H.264 (4:2:0 cannot store an odd size)
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
     back = read_frames(path)
-    assert back.shape == (5, 34, 48, 3)
-    assert np.abs(back[:, :33, :47].astype(int) - np.stack(frames).astype(int)).mean() < 3
-    assert back[0, :, -1].mean() > 200
+    assert back.shape == (6, 193, 257, 3)
+    assert np.abs(back.astype(int) - src).mean() < 2.5
+    # the content is where it was written, up to the last row and column (no padding, no shift)
+    assert np.abs(back[:, -1].astype(int) - src[:, -1]).mean() < 12 and back[:, -1, 128, 2].max() < 60
+    assert np.abs(back[:, :, -1].astype(int) - src[:, :, -1]).mean() < 12 and back[:, 96, -1, 0].max() < 60
+    assert back[3, 80, 20 + 27 + 20].min() > 220 and back[3, 80, 20 + 27 - 3].max() < 200
+    # odd_size="pad": 4:2:0 one replicated row/column larger
+    padded = tmp_path / "padded.mp4"
+    write_video(padded, frames, fps=25, preset="ultrafast", odd_size="pad")
+    assert (probe(padded).width, probe(padded).height) == (258, 194)
+    pb = read_frames(padded)
+    assert np.abs(pb[:, :193, :257].astype(int) - src).mean() < 8
+    assert np.abs(pb[:, :, -1].astype(int) - pb[:, :, -2]).mean() < 12   # the replicated column
+    with pytest.raises(ValueError, match="odd_size"):
+        VideoWriter(tmp_path / "x.mp4", odd_size="crop")
 
 
 def test_exception_inside_writer_leaves_no_file(tmp_path):
@@ -174,7 +201,7 @@ def test_convert_to_fps_keeps_audio(tmp_path):
     info = convert_to_fps(src, dst, fps=25, preset="ultrafast")
     assert info.fps == pytest.approx(25.0) and info.num_frames == 38  # ceil(1.5 s * 25)
     assert info.has_audio and info.audio_duration == pytest.approx(1.5, abs=0.1)
-    assert [read_index(f) for f in iter_frames(dst, fps=None)] == [(k * 30) // 25 for k in range(38)]
+    assert [read_index(f) for f in iter_frames(dst, fps=None)] == [(12 * k + 5) // 10 for k in range(38)]
 
 
 def test_bad_files_raise_user_error(tmp_path):

@@ -9,6 +9,7 @@ from config.config import AUDIO_FEATURES
 from dataset.index import load_index, write_index
 from dataset.prepare.layout import Layout, atomic_json, outputs_complete, read_json
 from utils.errors import UserError
+from utils.media.video_io import FRAME_RULE
 
 # ---------------------------------------------------------------------------------------------- index
 
@@ -42,6 +43,10 @@ def generate_training_json(data_root: str, audio_features: Optional[list] = None
             raise UserError(f"{L.root}: the finished videos share no audio feature; pass --audio_feature")
     videos, excluded = {}, {}
     for vid, m in markers.items():
+        if m.get("frame_rule") != FRAME_RULE:   # never mix frames chosen by two rules in one index
+            excluded[vid] = (f"its 25 fps frames were chosen by the rule {m.get('frame_rule', 'of an older reader')!r},"
+                             f" not {FRAME_RULE!r}; run data preparation again to redo it")
+            continue
         if m.get("crop_width") != crop_width:
             excluded[vid] = f"cropped at width {m.get('crop_width')}, index uses {crop_width}"
             continue

@@ -21,7 +21,13 @@ anywhere and a second run does nothing)::
 (crops + invalid frames) all equal it. A stage that needs an earlier stage's output runs that stage first.
 
 Bookkeeping: ``status/<vid>.json`` is the per-video marker, written LAST (atomically) with the video's final
-state (done / skipped / failed + reason, num_frames, invalid frames, the source's size and mtime). A later run
+state (done / skipped / failed + reason, num_frames, invalid frames, the source's size and mtime, and the
+``frame_rule`` of the reader that chose the 25 fps frames, ``utils.media.video_io.FRAME_RULE``). A marker made
+under another frame rule (markers without one were made by the old "frame on screen at k/25" reader) has its
+frame-dependent outputs (25 fps copy, wav, features, our landmarks, crops) removed and redone on the next run;
+a user-provided landmark CSV is kept. When the source is the 25 fps copy itself (no --source_video_dir) the copy
+cannot be redone: it is kept, the marker keeps its old rule and a warning says so (the index leaves it out).
+``generate_training_json`` indexes only videos whose marker has the current rule. A later run
 skips a video whose marker covers the requested outputs and whose source is unchanged; a failed or skipped
 video is not retried unless ``retry_failed`` (or its source file changed). Every output is written to a temp
 name and renamed, so an interrupted run never leaves a half file that a later run would trust.
@@ -56,6 +62,10 @@ from dataset.prepare.stages import (
     progress_bar,
 )
 from utils.errors import UserError
+from utils.media.video_io import FRAME_RULE
+
+# The rule of markers written before FRAME_RULE was recorded: output k showed the frame on screen at k / 25 s.
+OLD_FRAME_RULE = "on-screen-at-k/25"
 
 VIDEO_STAGES = ("convert_fps", "extract_audio", "extract_audio_features", "detect_landmarks", "crop_face")
 # stage -> stages whose outputs it reads
@@ -200,6 +210,19 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     except OSError as e:
         return _result(vid, source, "failed", f"cannot read the source: {e}")
     same_source = _same_source(marker, source, sig, L.video(vid))
+    own_copy = os.path.abspath(source) == L.video(vid)    # no source folder: our 25 fps copy is the input
+    video_rule = FRAME_RULE
+    if marker and same_source and marker.get("frame_rule", OLD_FRAME_RULE) != FRAME_RULE:
+        old_rule = marker.get("frame_rule", OLD_FRAME_RULE)
+        if own_copy:   # the copy cannot be converted again (what is read from it is the same under both rules)
+            video_rule = old_rule
+            note = (f"{vid}: videos_25fps/{vid}.mp4 was converted by the frame rule {old_rule!r}, not "
+                    f"{FRAME_RULE!r}; run again with --source_video_dir to convert it again (left out of the "
+                    "index until then)")
+            marker["warnings"] = [w for w in marker.get("warnings", []) if w != note] + [note]
+        else:          # frames were chosen by another rule: everything that depends on which frames is stale
+            _remove_outputs(L, vid, keep_csv=marker.get("landmarks_origin") == "user")
+            marker = {k: marker[k] for k in ("source", "source_sig", "landmarks_origin") if k in marker}
     if marker and not same_source:  # the user replaced the video: outputs derived from the old one are stale
         _remove_outputs(L, vid, keep_csv=marker.get("landmarks_origin") == "user")
         os.remove(marker_path)
@@ -238,6 +261,7 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
     def finish(status, reason=""):
         rec = {"version": MARKER_VERSION, "status": status, "reason": reason, "source": m_source,
                "source_sig": m_sig, "num_frames": num_frames, "landmarks_origin": origin, "warnings": notes,
+               "frame_rule": video_rule,
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if status == "done":
             rec.update(crop_width=cfg.crop_width, profile=profile.name, invalid_frames=invalid or [],

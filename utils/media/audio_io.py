@@ -121,7 +121,7 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
     chunks: list[np.ndarray] = []
     rate = layout = None
     names: list = []
-    total = 0
+    total = last_frame = 0
     bad, cut, reason = 0, "", ""
     container = open_media(path, "audio")
     try:
@@ -161,6 +161,7 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
                     raise UserError(f"{path}: the number of audio channels changes mid-stream")
                 chunks.append(_frame_to_float(frame))
                 total += frame.samples
+                last_frame = frame.samples
                 if max_seconds is not None and total > max_seconds * rate:
                     raise MediaTooLong(f"{path}: the audio lasts more than {max_seconds:g} s (the limit)",
                                        total / rate, max_seconds)
@@ -173,8 +174,10 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
         raise UserError(f"{path}: the audio stream is empty (no samples decoded){detail}")
     x = np.concatenate(chunks, axis=1)
     del chunks
-    if stream.duration and 0 < round(stated * rate) < x.shape[1] and not bad:
-        # AAC decodes whole 1024-sample frames: drop the encoder's padding after the stream's stated end
+    if stream.duration and 0 < x.shape[1] - round(stated * rate) < last_frame and not bad:
+        # AAC decodes whole 1024-sample frames: drop the encoder's padding after the stream's stated end (only
+        # within the last frame: a header that states less than whole frames decode, as a truncated AVI's does,
+        # is wrong, and every complete packet is kept, as ffmpeg keeps them)
         x = x[:, :round(stated * rate)]
     if not np.all(np.isfinite(x)):
         raise UserError(f"{path}: the audio contains NaN or infinite samples")

@@ -7,14 +7,26 @@ Reading
     timestamps that are out of order, and trusting them repeats some frames and drops others. So AVI frames are
     timed by their decoding timestamps (AVI's real clock: one chunk per frame time) and other streams' timestamps
     are sorted over a few frames: every source frame is shown once, in decoding-output order.
-    ``iter_frames`` streams RGB uint8 frames resampled to a CONSTANT rate by timestamp: output frame k shows the
-    input frame that is on screen at time ``k / fps`` after the first frame (the last input frame whose
-    presentation time is <= that time), the same rule as ffmpeg's ``fps`` filter. This works for any input rate and
-    for variable-frame-rate input; the output ends where the last input frame stops being displayed (its pts +
-    its duration), so a 1 s clip gives ``ceil(1 s * fps)`` frames whatever its native rate. Times are compared as
-    exact fractions, so a 30 fps input maps to 25 fps without float jitter. ``count_frames`` applies the same rule
-    to the demuxed packet timestamps when those can be trusted, and decodes (without colour conversion) when they
-    cannot (AVI, packets without timestamps, damaged or truncated files), so it always equals what is yielded.
+    ``iter_frames`` streams RGB uint8 frames resampled to a CONSTANT rate exactly as the original LawDNet's
+    ``ffmpeg -r 25`` conversion picks them, i.e. the frames the command line ``ffmpeg -i in -vf fps=25 out`` (FFmpeg
+    5.1) outputs (``FRAME_RULE``; tests/test_frame_rule.py compares both frame by frame):
+
+    - every frame is due at the output tick NEAREST to its time: ``round((t - file start) * fps)``, halves away
+      from zero (AV_ROUND_NEAR_INF), ``file start`` being the container's start time (the earliest stream), the
+      command line's input offset;
+    - output tick n shows the last frame due at or before n (a frame due at the same tick as the next one is
+      dropped; a frame is repeated until the next one is due);
+    - the output starts at the first frame's tick, or at tick 0 (the file's start, the first frame repeated up to
+      its own tick) when the file has more than one stream: ffmpeg's constant-rate output does that for a file
+      with sound, so a video that starts late (an edit list, the B-frame delay of an AVI) stays in step with the
+      audio;
+    - it ends at the tick nearest to the last frame's end (its time + its duration, else one frame at the
+      stream's rate).
+
+    This works for any input rate and for variable-frame-rate input. Times are exact fractions, so a 30 fps
+    input maps to 25 fps without float jitter. ``count_frames`` applies the same rule to the demuxed packet
+    timestamps when those can be trusted, and decodes (without colour conversion) when they cannot (AVI, packets
+    without timestamps, damaged or truncated files), so it always equals what is yielded.
     ``fps=None`` yields the native frames unchanged.
 
     Frames are returned as a player shows them: the display matrix of phone videos (rotation) is applied, so
@@ -26,9 +38,14 @@ Reading
 Writing
     ``VideoWriter`` encodes H.264 (libx264, yuv420p) plus optional AAC audio from float32 samples (mono, or
     (channels, samples) with up to 8 channels), into a temporary file in the destination folder that is renamed
-    over the destination only when ``close`` succeeds, so an error never leaves a half-written video. yuv420p
-    needs even sizes: a frame with an odd width or height is PADDED by one replicated row/column at the
-    bottom/right (no content is lost; the file is one pixel larger). Audio is muxed interleaved with the video as
+    over the destination only when ``close`` succeeds, so an error never leaves a half-written video.
+    Odd sizes: H.264 in 4:2:0 can only store even sizes (its cropping counts in whole chroma samples; libx264
+    refuses an odd yuv420p size), so a frame with an odd width or height is written in 4:4:4 (yuv444p, the
+    High 4:4:4 Predictive profile, which crops to any size): the file has the frames' exact size (a 257x193
+    template stays 257x193). Players built on FFmpeg (VLC, mpv, ffplay, PyAV, OpenCV) play it; hardware decoders,
+    Safari/QuickTime and some browsers play only 4:2:0. ``odd_size="pad"`` writes 4:2:0 instead, one replicated
+    row/column larger at the bottom/right (docs/inputs-frame-rule.md has the measurements). Even sizes are
+    always yuv420p. Audio is muxed interleaved with the video as
     frames arrive and kept exactly as given unless ``match_audio=True``, which trims or zero-pads it to the video
     duration (num_frames / fps).
 """
@@ -54,15 +71,19 @@ from utils.media.container import (
     still_image_format,
     video_stream,
 )
+from utils.media.timebase import FPS, SAMPLE_RATE
 from utils.threads import decoder_threads
 
 # Output container by file extension (the temp file keeps the extension, but say it explicitly anyway).
 _FORMAT_BY_EXT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 # Largest frame accepted (8K UHD is 33.2 Mpx): bounds the memory one decoded frame can take.
 MAX_PIXELS = 36_000_000
+# The frame-choice rule iter_frames follows (recorded by data preparation, which redoes frame-dependent outputs made
+# under another rule; markers without it were made by the old "last frame at or before k / fps" rule).
+FRAME_RULE = "ffmpeg-fps-nearest/1"
 # Decoded frames held back to sort their timestamps (a B-frame reorder depth larger than this is unheard of).
 _REORDER = 4
-STILL_FPS = 25.0
+STILL_FPS = FPS
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
@@ -166,7 +187,7 @@ def _end_time(last_t: Fraction, last_dur: Fraction, prev_t: Optional[Fraction], 
         return last_t + last_dur
     if prev_t is not None and last_t > prev_t:
         return last_t + (last_t - prev_t)
-    return last_t + (1 / rate if rate else Fraction(1, 25))
+    return last_t + (1 / rate if rate else 1 / _as_fraction(FPS))
 
 
 def _as_fraction(fps) -> Fraction:
@@ -175,9 +196,44 @@ def _as_fraction(fps) -> Fraction:
     return fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
 
 
-def _num_outputs(span: Fraction, fps: Fraction) -> int:
-    """Number of k >= 0 with k / fps < span."""
-    return max(0, math.ceil(span * fps)) if span > 0 else 0
+def _round_near(x: Fraction) -> int:
+    """libavutil's AV_ROUND_NEAR_INF: to the nearest integer, halves away from zero."""
+    half = Fraction(1, 2)
+    return math.floor(x + half) if x >= 0 else -math.floor(-x + half)
+
+
+class _Clock:
+    """The frame-choice rule of ffmpeg's ``fps`` filter as the ``ffmpeg`` command line feeds it (module doc).
+
+    Times are seconds (Fraction) in the stream's own clock. ``slot(t)`` is the output frame index a frame shown from
+    ``t`` is due at: ``t`` shifted by the file's start time (the command line's input offset, rounded to the stream
+    time base), then rounded to the nearest output tick. ``end_slot`` is where the output stops: the last frame's
+    time plus its duration, passed through microseconds and the time base as the command line rounds it."""
+
+    def __init__(self, container, stream, fps: Fraction):
+        self.tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1_000_000)
+        self.fps = fps
+        self.rate = _stream_rate(stream)
+        start = container.start_time
+        self.off = _round_near(Fraction(-int(start), 1_000_000) / self.tb) * self.tb if start is not None else 0
+        # The command line's constant-rate output starts a file that has other streams (audio) at the file's
+        # start, repeating the first frame until its own slot; a video-only file starts at its first frame.
+        self.pad = len(container.streams) > 1
+
+    def origin(self, first_slot: int) -> int:
+        """The tick of output frame 0."""
+        return 0 if self.pad and first_slot > 0 else first_slot
+
+    def slot(self, t: Fraction) -> int:
+        return _round_near((t + self.off) * self.fps)
+
+    def end_slot(self, last_t: Fraction, last_dur: Fraction) -> int:
+        us = _round_near((last_t + self.off) * 1_000_000)
+        if last_dur > 0:
+            us += _round_near(last_dur * 1_000_000)
+        else:   # no duration: one frame at the stream's rate (the decoder's frame rate in the command line)
+            us += math.floor(1_000_000 / (self.rate or _as_fraction(FPS)))
+        return _round_near(_round_near(Fraction(us, 1_000_000) / self.tb) * self.tb * self.fps)
 
 
 def probe(path) -> VideoInfo:
@@ -236,7 +292,7 @@ def probe(path) -> VideoInfo:
                      rotation=rotation, audio_channels=channels)
 
 
-def count_frames(path, fps: Optional[float] = 25.0) -> int:
+def count_frames(path, fps: Optional[float] = FPS) -> int:
     """How many frames ``iter_frames(path, fps)`` yields (from packet timestamps when they can be trusted, else by
     decoding without colour conversion)."""
     path = os.fspath(path)
@@ -254,7 +310,7 @@ def count_frames(path, fps: Optional[float] = 25.0) -> int:
             if fps is None:
                 return sum(1 for _ in _decoded(container, vs, path, []))
             return sum(1 for _ in _resampled(container, vs, path, _as_fraction(fps), 0, None, []))
-        rate = _stream_rate(vs)
+        clock = _Clock(container, vs, _as_fraction(fps)) if fps is not None else None
     except av.error.FFmpegError as e:
         raise UserError(f"{path}: cannot read the video ({av_message(e)})") from None
     finally:
@@ -263,9 +319,7 @@ def count_frames(path, fps: Optional[float] = 25.0) -> int:
         return len(timeline)
     if not timeline:
         return 0
-    prev = timeline[-2][0] if len(timeline) > 1 else None
-    end = _end_time(timeline[-1][0], timeline[-1][1], prev, rate)
-    return _num_outputs(end - timeline[0][0], _as_fraction(fps))
+    return max(0, clock.end_slot(*timeline[-1]) - clock.origin(clock.slot(timeline[0][0])))
 
 
 def _rotation(frame) -> int:
@@ -326,7 +380,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
     module doc) over a window of ``_REORDER`` frames. Reports damage and early ends through ``notes``."""
     tb = Fraction(stream.time_base)
     rate = _stream_rate(stream)
-    step = (1 / rate if rate else Fraction(1, 25)) / tb     # one frame in time-base units
+    step = (1 / rate if rate else 1 / _as_fraction(FPS)) / tb     # one frame in time-base units
     # AVI has no presentation timestamps, only one chunk per frame time: the decoding timestamp of what the
     # decoder outputs is the frame's time (libavcodec's own pick for such streams), also right after a seek
     avi = "avi" in (container.format.name or "").split(",")
@@ -336,7 +390,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
     last_ts = None
     last = None
     for frame in _raw_frames(container, stream, state):
-        ts = frame.dts if avi and frame.dts is not None else frame.pts if frame.pts is not None else frame.dts
+        ts = frame.dts if avi else frame.pts if frame.pts is not None else frame.dts
         if ts is None:  # no timestamp: assume it follows the previous frame at the nominal rate
             ts = last_ts + step if last_ts is not None else 0
         last_ts = ts if last_ts is None else max(last_ts, ts)
@@ -373,7 +427,7 @@ def _decoded(container, stream, path, notes) -> Iterator[_Shown]:
 _SEEK_MIN_S = 2.0
 
 
-def iter_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
+def iter_frames(path, fps: Optional[float] = FPS, start_frame: int = 0, max_frames: Optional[int] = None,
                 notes: Optional[list] = None) -> Iterator[np.ndarray]:
     """Yield RGB uint8 (H, W, 3) frames of ``path`` at constant ``fps`` (see the module doc), streaming.
 
@@ -428,54 +482,53 @@ def _native(container, vs, path, start_frame, max_frames, notes):
 
 
 def _resampled(container, vs, path, fps: Fraction, start_frame: int, max_frames, notes) -> Iterator[_Shown]:
-    """The decoded frame shown at each output time k / fps (k >= start_frame), one ``_Shown`` per output frame."""
+    """The decoded frame ffmpeg's ``fps`` filter shows at each output frame k >= start_frame (module doc).
+
+    Output frame k is tick ``n = origin + k``. Like the filter, with two frames in hand the older one
+    is shown at n until the newer one's slot is <= n (then the newer one replaces it), and after the last frame
+    the output stops at ``end_slot``."""
     av = _av()
-    rate = _stream_rate(vs)
+    clock = _Clock(container, vs, fps)
     frames = _decoded(container, vs, path, notes)
     first = next(frames, None)
     if first is None:
         return
-    t0 = first.t
-    k = start_frame
-    target = t0 + Fraction(start_frame) / fps
-    prev = first
-    if target - t0 > _SEEK_MIN_S:
+    n = clock.origin(clock.slot(first.t)) + start_frame
+    held = first
+    if start_frame and Fraction(start_frame) / fps > _SEEK_MIN_S:
         try:
-            container.seek(int(math.floor(target / Fraction(vs.time_base))), stream=vs, backward=True)
+            container.seek(int(math.floor((n / fps - clock.off) / Fraction(vs.time_base))), stream=vs,
+                           backward=True)
             frames = _decoded(container, vs, path, notes)
             landed = next(frames, None)
         except av.error.FFmpegError:
             landed = None
-        if landed is not None and landed.t <= target:
-            prev = landed
+        if landed is not None and clock.slot(landed.t) <= n:
+            held = landed
         else:  # the seek overshot or failed: decode from the start instead
             container.seek(0, stream=vs, backward=True)
             frames = _decoded(container, vs, path, notes)
-            prev = next(frames)
-    emitted = 0
-    prev_prev_t = None
+            held = next(frames)
+    left = max_frames if max_frames is not None else -1
     for cur in frames:
-        if cur.t <= prev.t:  # same or earlier timestamp: the later-decoded frame replaces it on screen
-            prev = cur
-            continue
-        # Every output time before the new frame appears shows ``prev`` (all earlier times were emitted already).
-        while t0 + Fraction(k) / fps < cur.t:
-            yield prev
-            emitted += 1
-            if max_frames is not None and emitted >= max_frames:
+        due = clock.slot(cur.t)
+        while due > n:          # ``held`` stays on screen until the tick ``cur`` is due at
+            yield held
+            n += 1
+            left -= 1
+            if left == 0:
                 return
-            k += 1
-        prev_prev_t, prev = prev.t, cur
-    end = _end_time(prev.t, prev.dur, prev_prev_t, rate)
-    while t0 + Fraction(k) / fps < end:
-        yield prev
-        emitted += 1
-        if max_frames is not None and emitted >= max_frames:
+        held = cur
+    end = clock.end_slot(held.t, held.dur)
+    while n < end:
+        yield held
+        n += 1
+        left -= 1
+        if left == 0:
             return
-        k += 1
 
 
-def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_frames: Optional[int] = None,
+def read_frames(path, fps: Optional[float] = FPS, start_frame: int = 0, max_frames: Optional[int] = None,
                 notes: Optional[list] = None) -> np.ndarray:
     """All (or ``max_frames``) frames as one (T, H, W, 3) uint8 array. Only for short clips; prefer iter_frames."""
     frames = list(iter_frames(path, fps, start_frame, max_frames, notes=notes))
@@ -484,7 +537,7 @@ def read_frames(path, fps: Optional[float] = 25.0, start_frame: int = 0, max_fra
     return np.stack(frames)
 
 
-def read_audio_track(path, sample_rate: int = 16000, notes: Optional[list] = None) -> np.ndarray:
+def read_audio_track(path, sample_rate: int = SAMPLE_RATE, notes: Optional[list] = None) -> np.ndarray:
     """The audio track of a video as float32 mono at ``sample_rate`` (UserError if it has none)."""
     from utils.media.audio_io import load_audio
 
@@ -498,14 +551,19 @@ class VideoWriter:
     inside the block (or a failing close) deletes the temp file and leaves any existing ``path`` untouched.
     ``audio`` is float samples in [-1, 1] at ``sample_rate``: 1-D mono or (channels, samples) with up to 8
     channels (``layout``: an FFmpeg layout name such as "5.1", default by channel count); kept as given unless
-    ``match_audio`` (then trimmed/zero-padded to num_frames / fps). Odd frame sizes are padded to even.
+    ``match_audio`` (then trimmed/zero-padded to num_frames / fps). Odd frame sizes are kept exactly (yuv444p), or
+    padded to even in yuv420p with ``odd_size="pad"`` (module doc).
     ``gop_size`` sets the keyframe interval (None: x264's default, 250).
     """
 
-    def __init__(self, path, fps: float = 25.0, audio: Optional[np.ndarray] = None, sample_rate: int = 16000,
+    def __init__(self, path, fps: float = FPS, audio: Optional[np.ndarray] = None, sample_rate: int = SAMPLE_RATE,
                  crf: int = 18, preset: str = "medium", match_audio: bool = False, gop_size: Optional[int] = None,
-                 layout: Optional[str] = None, threads: int = 0):
+                 layout: Optional[str] = None, threads: int = 0, odd_size: str = "exact"):
         self.path = os.fspath(path)
+        if odd_size not in ("exact", "pad"):
+            raise ValueError(f"odd_size must be 'exact' or 'pad', got {odd_size!r}")
+        self.odd_size = odd_size
+        self._pad = False  # pad odd frames to even (yuv420p) instead of writing them in yuv444p
         self.threads = int(threads)  # x264 threads; 0 = x264's own choice (about 1.5 per core)
         self.fps = _as_fraction(fps)
         self.crf, self.preset, self.match_audio, self.gop_size = int(crf), str(preset), bool(match_audio), gop_size
@@ -564,8 +622,10 @@ class VideoWriter:
         self._container = av.open(self._tmp, mode="w", format=self._format,
                                   options={"movflags": "+faststart"} if self._format in ("mp4", "mov") else {})
         vs = self._container.add_stream("libx264", rate=self.fps)
-        vs.width, vs.height = w + (w % 2), h + (h % 2)
-        vs.pix_fmt = "yuv420p"
+        odd = bool(w % 2 or h % 2)
+        self._pad = odd and self.odd_size == "pad"
+        vs.width, vs.height = (w + (w % 2), h + (h % 2)) if self._pad else (w, h)
+        vs.pix_fmt = "yuv444p" if odd and not self._pad else "yuv420p"
         vs.options = {"crf": str(self.crf), "preset": self.preset,
                       **({"threads": str(self.threads)} if self.threads > 0 else {})}
         if self.gop_size:
@@ -589,7 +649,7 @@ class VideoWriter:
             self._open(h, w)
         elif (h, w) != self._size:
             raise ValueError(f"frame {self.num_frames} is {w}x{h}, but the video is {self._size[1]}x{self._size[0]}")
-        if h % 2 or w % 2:  # yuv420p needs even sizes: replicate the last row/column
+        if self._pad:  # yuv420p needs even sizes: replicate the last row/column
             f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         av = _av()
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
@@ -665,8 +725,8 @@ class VideoWriter:
         self._tmp = None
 
 
-def write_video(path, frames: Iterable[np.ndarray], fps: float = 25.0, audio: Optional[np.ndarray] = None,
-                sample_rate: int = 16000, **kw) -> int:
+def write_video(path, frames: Iterable[np.ndarray], fps: float = FPS, audio: Optional[np.ndarray] = None,
+                sample_rate: int = SAMPLE_RATE, **kw) -> int:
     """Write ``frames`` (iterable of RGB uint8) with optional audio; returns the number of frames written."""
     with VideoWriter(path, fps=fps, audio=audio, sample_rate=sample_rate, **kw) as w:
         for f in frames:
@@ -674,7 +734,7 @@ def write_video(path, frames: Iterable[np.ndarray], fps: float = 25.0, audio: Op
         return w.num_frames
 
 
-def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "medium",
+def convert_to_fps(src, dst, fps: float = FPS, crf: int = 18, preset: str = "medium",
                    notes: Optional[list] = None) -> VideoInfo:
     """Re-encode ``src`` to constant ``fps`` H.264 at ``dst`` (atomic), keeping its audio as mono AAC.
 
@@ -684,7 +744,7 @@ def convert_to_fps(src, dst, fps: float = 25.0, crf: int = 18, preset: str = "me
     info = probe(src)
     if os.path.abspath(os.fspath(src)) == os.path.abspath(os.fspath(dst)):
         raise UserError(f"{dst}: convert_to_fps cannot overwrite its own input")
-    audio, sr = None, 16000
+    audio, sr = None, SAMPLE_RATE
     if info.has_audio and info.audio_sample_rate > 0:
         sr = info.audio_sample_rate
         audio = read_audio_track(src, sr, notes=notes)
