@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from config.config import AUDIO_FEATURES, DataConfig, add_arguments, from_args
+from config.config import DataConfig, add_arguments, from_args
+from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError, cli_main
 
 STAGE_FLAGS = {  # flag -> stage it selects (None: handled separately)

@@ -41,7 +41,8 @@ def conv_gflop(model, *args):
 def generator_rows(sizes, batches, repeat):
     import torch
 
-    from config.config import ModelConfig, crop_size
+    from config.config import ModelConfig
+    from utils.face.geometry import crop_size
     from models import LawDNet
 
     torch.manual_seed(0)

@@ -23,7 +23,8 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 def _measure(kind, variant, m, batch, repeat, device, warmup):
     import torch
 
-    from config.config import ModelConfig, crop_size
+    from config.config import ModelConfig
+    from utils.face.geometry import crop_size
     from models import LawDNet, use_compiled_warp
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ per-frame latency p50 / p95, frames/s delivered, dropped frames, A/V offset of t
     python benchmarks/bench_stream.py --checkpoint model.pth --device cuda:0 --video face.mp4   # e.g. m = 288
     python benchmarks/bench_stream.py --features                       # live vs offline feature difference
 
-Without --checkpoint the tiny audio-sensitive random LawDNet of utils/synthetic/model.py is used (the cost of a
+Without --checkpoint the tiny audio-sensitive random LawDNet of models/tiny.py is used (the cost of a
 real m = 64 model, not its quality). --features measures how far streaming DeepSpeech2 / HuBERT features are
 from the offline ones with small weights written in the official formats (the real weights are not available).
 """
@@ -158,7 +158,7 @@ def main(argv=None):
             print(table)
             return table
         from client_LawDNet import LawDNetClient
-        from utils.synthetic.model import write_tiny_checkpoint
+        from models.tiny import write_tiny_checkpoint
 
         video = args.video
         if not video:

@@ -41,7 +41,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
 
-    from config.config import crop_size
+    from utils.face.geometry import crop_size
     from models.local_affine_warp import LocalAffineWarp
 
     torch.set_num_threads(a.threads)

@@ -105,7 +105,8 @@ def _graphed(fn, device):
 def generator_rows(device, dry, compile_warp, deadline, log):
     import torch
 
-    from config.config import ModelConfig, crop_size
+    from config.config import ModelConfig
+    from utils.face.geometry import crop_size
     from lawdnet_reference import ref_lawdnet
     from models import LawDNet, use_compiled_warp
 

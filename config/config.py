@@ -13,22 +13,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
+# The generator's local-warp modes (models/local_affine_warp.py implements them; this is their one list).
 WARP_MODES = ("official", "corrected")
-AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
-# Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
-AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 768}
-
-
-def crop_size(mouth_region_size: int) -> tuple[int, int]:
-    """Aligned face crop (H, W) for mouth size m: W = 1.25 m, H = int(1.3 W) (spec 1.4: 288 -> 468x360)."""
-    w = int(1.25 * mouth_region_size)
-    return int(1.3 * w), w
-
-
-def mouth_box(mouth_region_size: int) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the m x m mouth box inside the crop: rows [m/2, 3m/2), cols [m/8, 9m/8)."""
-    m = mouth_region_size
-    return m // 2, m // 2 + m, m // 8, m // 8 + m
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from config.config import crop_size
+from utils.face.geometry import crop_size
 from dataset.index import load_index
 from utils.errors import UserError
 

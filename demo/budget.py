@@ -116,7 +116,7 @@ class Budget:
         model's own cost per frame against the tiny model's planning figure)."""
         import torch
 
-        from config.config import crop_size
+        from utils.face.geometry import crop_size
 
         c = model.config
         H, W = crop_size(mouth_region_size)

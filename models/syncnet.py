@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config.config import mouth_box
+from utils.face.geometry import mouth_box
 from models.checkpoint import read_checkpoint, save_checkpoint, strip_module_prefix
 from utils.errors import UserError
 
@@ -126,7 +126,7 @@ class SyncNet(nn.Module):
     face: (B, face_channels, S, S) RGB in [0, 1] (S = face_size, 256 for the released model, any multiple of 32
     works since the face encoder is fully convolutional); audio: (B, audio_channels, T) (T = audio_window, 9).
     ``face_offset`` is subtracted from the face first: 0 for the released model; SyncNets trained here use 0.5,
-    since zero-centred mouths let the face branch learn (see train_syncnet.py).
+    since zero-centred mouths let the face branch learn (see training/syncnet_trainer.py).
     """
 
     def __init__(self, face_channels: int = 15, audio_channels: int = 29, hidden: int = 128,

@@ -4,7 +4,7 @@ features against the CPU, and the compiled warp field against the eager one."""
 import pytest
 import torch
 
-from config.config import crop_size
+from utils.face.geometry import crop_size
 from inference.runner import ModelRunner
 from models import LawDNet, use_compiled_warp
 from models.local_affine_warp import LocalAffineWarp

@@ -1,4 +1,4 @@
-"""Live dubbing under real conditions: uvicorn on 127.0.0.1, a tiny audio-sensitive LawDNet (utils/synthetic/model),
+"""Live dubbing under real conditions: uvicorn on 127.0.0.1, a tiny audio-sensitive LawDNet (models/tiny.py),
 a synthetic still-head template, espeak-ng speech sent at real time over the WebSocket protocol by
 client_LawDNet.stream_audio, and headless Chromium playing the WebRTC stream from a fake microphone."""
 import json
@@ -23,7 +23,7 @@ from utils.audio.mel import MelFrontEnd
 from utils.audio.streaming import StreamingFeatures, feature_difference, stream_rows
 from utils.media.audio_io import load_audio, save_wav
 from utils.media.video_io import read_frames
-from utils.synthetic.model import write_tiny_checkpoint
+from models.tiny import write_tiny_checkpoint
 from utils.synthetic.speech import synthesize_speech
 from utils.synthetic.talking_head import make_talking_head
 

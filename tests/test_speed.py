@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import ModelConfig, crop_size
+from config.config import ModelConfig
+from utils.face.geometry import crop_size
 from models import LawDNet
 from models.checkpoint import save_lawdnet
 from models.local_affine_warp import (_displacement_chunked, _planes_eager, _planes_from_displacement,

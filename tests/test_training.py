@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import crop_size
+from utils.face.geometry import crop_size
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset
 from models.checkpoint import load_lawdnet, read_checkpoint

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from config.config import ModelConfig, TrainConfig, crop_size
+from config.config import ModelConfig, TrainConfig
 from config.profile import resolve_profile
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset, worker_init
@@ -45,6 +45,7 @@ from training.sampler import ResumableSampler
 from utils.atomic import atomic_write
 from utils.errors import UserError
 from utils.face.align import mask_source, mouth_mask
+from utils.face.geometry import crop_size
 
 # Model fields that define the architecture: an init_from checkpoint must agree on them.
 _ARCH_FIELDS = ("source_channel", "ref_channel", "audio_channel", "audio_window", "warp_layer_num", "num_kpoints",

@@ -38,7 +38,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from config.config import AUDIO_FEATURES, DataConfig
+from config.config import DataConfig
 from config.profile import LAWDNET, get_profile
 from dataset.prepare.layout import FPS, VIDEO_EXTS, Layout, atomic_json, outputs_complete, read_json
 from dataset.prepare.report import count_statuses
@@ -55,6 +55,7 @@ from dataset.prepare.stages import (
     load_tools,
     progress_bar,
 )
+from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError
 
 VIDEO_STAGES = ("convert_fps", "extract_audio", "extract_audio_features", "detect_landmarks", "crop_face")
