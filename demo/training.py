@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from training.syncnet_trainer import train_syncnet
 from utils.atomic import atomic_write
 from utils.errors import UserError
 
@@ -92,8 +93,6 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
                         progress: bool = True) -> dict:
     """A mel SyncNet on the demo data within about ``seconds`` (at most ``max_steps`` steps), or exactly ``steps``
     steps when > 0; skipped when ``out_path`` is done already."""
-    from train_syncnet import train_syncnet
-
     marker = out_path + ".done.json"
     info = _done(marker)
     if info and os.path.isfile(out_path):
