@@ -42,8 +42,8 @@ def generator_rows(sizes, batches, repeat):
     import torch
 
     from config.config import ModelConfig
-    from utils.face.geometry import crop_size
     from models import LawDNet
+    from utils.face.geometry import crop_size
 
     torch.manual_seed(0)
     model = LawDNet(ModelConfig(warp_mode="official")).eval()

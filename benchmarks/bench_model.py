@@ -24,8 +24,8 @@ def _measure(kind, variant, m, batch, repeat, device, warmup):
     import torch
 
     from config.config import ModelConfig
-    from utils.face.geometry import crop_size
     from models import LawDNet, use_compiled_warp
+    from utils.face.geometry import crop_size
 
     torch.manual_seed(0)
     model = LawDNet(ModelConfig(warp_mode="official")).eval().to(device)

@@ -107,7 +107,7 @@ def feature_table(work) -> str:
     from scipy.signal import resample_poly
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from test_audio import _tiny_ds2_state, _write_ds2_checkpoint
+    from ds2_reference import tiny_ds2_state, write_ds2_checkpoint
     from transformers import HubertConfig, HubertModel
 
     from utils.audio.features import get_frontend
@@ -118,7 +118,7 @@ def feature_table(work) -> str:
     x, sr, _ = synthesize_speech("Open the door. Good morning to you. The quick brown fox jumps over the lazy dog.")
     x = resample_poly(x, 16000, sr).astype(np.float32)
     ds2 = os.path.join(work, "ds2.ckpt")
-    _write_ds2_checkpoint(ds2, _tiny_ds2_state())
+    write_ds2_checkpoint(ds2, tiny_ds2_state())
     torch.manual_seed(0)
     cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                        conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)

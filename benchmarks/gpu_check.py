@@ -106,9 +106,9 @@ def generator_rows(device, dry, compile_warp, deadline, log):
     import torch
 
     from config.config import ModelConfig
-    from utils.face.geometry import crop_size
     from lawdnet_reference import ref_lawdnet
     from models import LawDNet, use_compiled_warp
+    from utils.face.geometry import crop_size
 
     # most telling rows first, so a tight time box drops the least interesting ones
     m, batches = (32, (2, 1)) if dry else (288, (32, 8, 1))
@@ -293,11 +293,11 @@ def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
     import torch
     import torch.distributed as dist
 
-    from bench_train import CPU_BATCH, GPU_BATCH, _weights
+    from bench_train import CPU_BATCH, GPU_BATCH, make_weights
     from training.distributed import DistInfo
     from training.options import resolve
     from training.toy_data import make_toy_data
-    from training.trainer import _Stage
+    from training.trainer import StageRun
 
     class OneRankDDP(DistInfo):
         """The trainer's multi-process branch (DDP wrappers, collectives) on a process group of one rank:
@@ -310,7 +310,7 @@ def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
     stages = stages or (("tiny", "tiny_clip") if dry else ("frame_256", "clip_288"))
     steps = steps or (2 if dry else 3)
     data = make_toy_data(os.path.join(work, "toy"), num_videos=2, num_frames=30, crop_width=360)
-    vgg, sync = _weights(work, 16)
+    vgg, sync = make_weights(work, 16)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -334,7 +334,7 @@ def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
                     device=str(device), progress=False)
                 _reset_peak(device)
                 info = OneRankDDP(0, 1, 0, device, False)
-                summary = _Stage(cfg, model, opts, disc, info).run()
+                summary = StageRun(cfg, model, opts, disc, info).run()
                 sps = summary["samples_per_s"]
                 loss = summary["history"][-1]["loss/g"]
                 row.update(samples_per_s=sps, seconds_per_step=batch / sps if sps else None, loss_g=loss,

@@ -79,12 +79,12 @@ def _finite(v):
     return v
 
 
-def _finite_tree(x):
+def finite_tree(x):
     """``_finite`` applied through dicts and lists."""
     if isinstance(x, dict):
-        return {str(k): _finite_tree(v) for k, v in x.items()}
+        return {str(k): finite_tree(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite_tree(v) for v in x]
+        return [finite_tree(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _finite_tree(x.tolist())
+        return finite_tree(x.tolist())
     return _finite(x)

@@ -160,7 +160,7 @@ def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     return (0 if rendered else train + 2 * held), (0 if prepared else train), held
 
 
-def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str, str]:
+def model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str, str]:
     """(model settings, generator overrides, audio feature, warp mode, preprocessing profile) - from --init_from's
     checkpoint when given, so training continues its architecture and its data are prepared the way it was
     trained (an official file: m 288, deepspeech2 unless the flags say otherwise, the official profile)."""
@@ -215,7 +215,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                      "sync": opts.syncnet_steps or USEFUL_STEPS["sync"]})
     warned = check_budget(budget.total_s, fixed, needed, planned, say)
     os.makedirs(out, exist_ok=True)
-    model, overrides, feature, warp_mode, profile = _model_from_init(opts)
+    model, overrides, feature, warp_mode, profile = model_from_init(opts)
     settings = {"data": {"real": os.path.abspath(opts.data) if opts.data else "", "holdout_s": opts.holdout_s,
                          "speaker": dataclasses.asdict(opts.speaker), "feature": feature, "profile": profile},
                 "training": {"model": dataclasses.asdict(model), "seed": opts.seed,
@@ -374,10 +374,10 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                                    ("silence",) if reconstruction else ("template", "silence"))
         result["timings"] = dict(budget.timings)
         result["timings"]["total"] = round(budget.elapsed(), 1)
-        report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
+        report.write_metrics(os.path.join(out, "metrics.json"), metrics.finite_tree(result))
         report.write_report(out, result)
     result["timings"] = dict(budget.timings, total=round(budget.elapsed(), 1))
-    report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
+    report.write_metrics(os.path.join(out, "metrics.json"), metrics.finite_tree(result))
     say(f"report: {os.path.join(out, 'report.html')} (total {budget.elapsed() / 60:.1f} min)")
     return result
 

@@ -122,7 +122,7 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
     features and the native channels for the output track. UserError for missing/corrupt/empty files,
     ``MediaTooLong`` (decoding stopped) past ``max_seconds``. ``resampler``: how the 16 kHz feature input is made
     (``Dubber.dub`` redoes it for its profile)."""
-    from utils.media.audio_io import _resample, decode_audio, finish_mono, num_video_frames
+    from utils.media.audio_io import decode_audio, finish_mono, num_video_frames, resample
 
     path = os.fspath(path)
     notes: list = []
@@ -138,7 +138,7 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
         x, layout = d.mono()[None].astype(np.float32), "mono"
     sr = d.rate if d.rate in _AAC_RATES else 48000
     if sr != d.rate:
-        x = _resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
+        x = resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak > 1.0 + 1e-3:   # the same rule as the features' track: louder float data is scaled, not clipped
         x = x / peak

@@ -143,14 +143,14 @@ def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config
     try:
         model.load_state_dict(info["state_dict"], strict=True)
     except RuntimeError as e:
-        detail = _key_diff(model.state_dict(), info["state_dict"]) or str(e).splitlines()[-1].strip()[:300]
+        detail = key_diff(model.state_dict(), info["state_dict"]) or str(e).splitlines()[-1].strip()[:300]
         raise UserError(f"{path}: weights do not fit the LawDNet architecture ({detail})") from None
     info["model_config"] = cfg
     model = model.to(device).eval()
     return (model, info) if return_info else model
 
 
-def _key_diff(expected, got):
+def key_diff(expected, got):
     """'missing N: a, b, c ...; wrong shape N: ...; unexpected N: ...' (empty when the keys and shapes agree)."""
     groups = (("missing", sorted(set(expected) - set(got))),
               ("wrong shape", sorted(k for k in set(expected) & set(got)

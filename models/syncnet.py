@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.face.geometry import mouth_box
 from models.checkpoint import read_checkpoint, save_checkpoint, strip_module_prefix
 from utils.errors import UserError
+from utils.face.geometry import mouth_box
 
 # ---------------------------------------------------------------- blocks (no normalization anywhere)
 

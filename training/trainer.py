@@ -28,7 +28,7 @@ from config.config import ModelConfig, TrainConfig
 from config.profile import resolve_profile
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset, worker_init
-from models.checkpoint import _key_diff, checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
+from models.checkpoint import checkpoint_info, key_diff, lawdnet_checkpoint, read_checkpoint, save_checkpoint
 from models.discriminator import Discriminator
 from models.lawdnet import LawDNet
 from models.syncnet import load_syncnet, mouth_crops, sync_loss
@@ -74,7 +74,7 @@ def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, disc
     info = init_distributed(cfg.device, opts.dist_timeout_min)
     stage = None
     try:
-        stage = _Stage(cfg, dict(model or {}), opts, dict(discriminator or {}), info)
+        stage = StageRun(cfg, dict(model or {}), opts, dict(discriminator or {}), info)
         stage.t_start, stage.on_save = t_start, on_save
         return stage.run()
     finally:
@@ -87,7 +87,7 @@ def result_folder(cfg: TrainConfig) -> str:
     return os.path.join(cfg.result_root, cfg.name, cfg.stage)
 
 
-class _Stage:
+class StageRun:
     def __init__(self, cfg, model_overrides, opts, disc_kwargs, info):
         self.cfg, self.opts, self.info = cfg, opts, info
         self.device = info.device
@@ -208,7 +208,7 @@ class _Stage:
             gen.load_state_dict(ckpt_info["state_dict"], strict=True)
         except RuntimeError:
             raise UserError(f"--init_from {path}: its generator does not fit this stage's "
-                            f"({_key_diff(gen.state_dict(), ckpt_info['state_dict'])})") from None
+                            f"({key_diff(gen.state_dict(), ckpt_info['state_dict'])})") from None
         self._init_profile = ckpt_info["profile"]
         self.log(f"initialised the generator from {path}" + (" (official checkpoint)" if ckpt_info["official"] else ""))
         if ckpt_info["official"] and self.model_config.warp_mode != "official":
@@ -514,6 +514,6 @@ def _load(module, state_dict, what, path):
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError:
-        detail = _key_diff(module.state_dict(), state_dict)
+        detail = key_diff(module.state_dict(), state_dict)
         raise UserError(f"--resume: the {what} in {path} does not fit this run ({detail}): resume with the options "
                         "of the run that wrote it, or start over with --overwrite (or another --name)") from None

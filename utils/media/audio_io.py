@@ -73,7 +73,7 @@ def downmix(x: np.ndarray, channel_names=None) -> np.ndarray:
 RESAMPLERS = ("polyphase", "kaiser_best")
 
 
-def _resample(x: np.ndarray, sr_in: int, sr_out: int, method: str = "polyphase") -> np.ndarray:
+def resample(x: np.ndarray, sr_in: int, sr_out: int, method: str = "polyphase") -> np.ndarray:
     """Band-limited resampling of float64 samples.
 
     ``polyphase``: scipy ``resample_poly``, output length ceil(len * sr_out / sr_in). ``kaiser_best``: resampy's
@@ -193,7 +193,7 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
 def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", notes: Optional[list] = None,
                 resampler: str = "polyphase") -> np.ndarray:
     """Mono native-rate samples -> float32 at ``sample_rate`` in [-1, 1] (louder float data scaled to peak 1)."""
-    x = _resample(x, rate, sample_rate, resampler)
+    x = resample(x, rate, sample_rate, resampler)
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak > 1.0 + 1e-3:
         warn(f"{os.path.basename(os.fspath(path))}: samples exceed full scale (peak {peak:.3f}); scaled down to "
@@ -208,7 +208,7 @@ def load_audio(path: str, sample_rate: int = 16000, resampler: str = "polyphase"
 
     Channels are downmixed (``downmix``); integer PCM is scaled by its full range; float data louder than full
     scale is scaled down to peak 1 (with a warning) rather than clipped; ``resampler`` is ``polyphase`` or
-    ``kaiser_best`` (see ``_resample``). Raises UserError for a missing file, a
+    ``kaiser_best`` (see ``resample``). Raises UserError for a missing file, a
     file that is not media, a file without an audio stream, and an empty or undecodable stream.
     """
     if sample_rate <= 0:
