@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.face.geometry import crop_size
 from dataset.index import load_index
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 NUM_REFS = 5
 MAX_RESAMPLES = 50

@@ -35,11 +35,11 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     ``mouth_size`` sets the aligned crop used for the mouth metrics (crop width 1.25 x mouth_size)."""
     import torch
 
-    from utils.face.geometry import mouth_box
     from evaluation.image_metrics import psnr_from_mse, ssim
     from evaluation.lse import LipEmbedder, lse_own_syncnet, lse_syncnet_v2, sync_face_crop
     from evaluation.mouth_motion import audio_energy_db, mouth_opening, opening_energy_stats, temporal_jitter
     from evaluation.seam import SeamMeter
+    from utils.face.geometry import mouth_box
     from utils.media.audio_io import load_audio, num_video_frames
     from utils.face.align import PASTE_OUTER, FaceAligner
     from utils.face.landmarks import LandmarkDetector, track_landmarks

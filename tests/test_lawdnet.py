@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from config.config import ModelConfig
-from utils.face.geometry import crop_size
 from models import LawDNet, load_lawdnet, save_checkpoint
 from models.checkpoint import save_lawdnet
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 from lawdnet_reference import ref_lawdnet, ref_warp
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from utils.face.geometry import crop_size
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset
 from models.checkpoint import load_lawdnet, read_checkpoint
@@ -25,6 +24,7 @@ from training.losses import lr_factor, step_lr_factor
 from training.toy_data import make_toy_data, write_random_vgg19
 from training.trainer import train_stage
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 M = 32
