@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-WARP_MODES = ("official", "corrected")
+from config.config import WARP_MODES
 
 
 def standard_grid(height, width, device=None, dtype=torch.float32):

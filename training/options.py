@@ -8,7 +8,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from config.config import ModelConfig, TrainConfig, add_arguments, from_args
+from config.config import WARP_MODES, ModelConfig, TrainConfig, add_arguments, from_args
 from config.experiment import load_stage
 from utils.errors import UserError
 
@@ -65,8 +65,8 @@ def resolve(stage: str, args: argparse.Namespace = None, **overrides):
 
 def check(cfg: TrainConfig, opts: RunOptions) -> None:
     """One-line errors for option values that cannot work."""
-    if opts.warp_mode not in ("official", "corrected"):
-        raise UserError(f"--warp_mode must be 'official' or 'corrected', got '{opts.warp_mode}'")
+    if opts.warp_mode not in WARP_MODES:
+        raise UserError(f"--warp_mode must be one of {', '.join(WARP_MODES)}, got '{opts.warp_mode}'")
     if cfg.amp not in ("bf16", "fp16", "none"):
         raise UserError(f"--amp must be bf16, fp16 or none, got '{cfg.amp}'")
     if cfg.logger not in ("tensorboard", "wandb", "none"):
