@@ -26,6 +26,7 @@ import httpx
 
 from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
 
 API_KEY_ENV = "LAWDNET_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -251,7 +252,7 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = _ws_url(server, "/v1/live/ws", {"template_id": template_id, "sample_rate": 16000})
+    url = _ws_url(server, "/v1/live/ws", {"template_id": template_id, "sample_rate": SAMPLE_RATE})
     try:
         ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None)
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
@@ -286,11 +287,11 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
         rx = threading.Thread(target=receive, daemon=True)
         rx.start()
         time.sleep(lead_in_s)
-        step = int(round(16000 * chunk_ms / 1000))
+        step = int(round(SAMPLE_RATE * chunk_ms / 1000))
         sent = []
         t0 = time.monotonic()
         for i, a in enumerate(range(0, total, step)):
-            delay = t0 + i * step / 16000 - time.monotonic()
+            delay = t0 + i * step / SAMPLE_RATE - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             ws.send(pcm[a:a + step].tobytes())
@@ -329,7 +330,7 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
         audio.append(f[3])
     audio_f = np.concatenate(audio).astype(np.float32) / 32768.0
     decoded = []
-    with VideoWriter(output_path, fps=25.0, audio=audio_f, sample_rate=16000, crf=18, preset="veryfast") as w:
+    with VideoWriter(output_path, fps=FPS, audio=audio_f, sample_rate=SAMPLE_RATE, crf=18, preset="veryfast") as w:
         for jpg in pictures:
             rgb = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
             decoded.append(rgb)
@@ -344,11 +345,11 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     from evaluation.stream_sync import av_offset
 
     sync = av_offset(np.stack(decoded), audio_f, info["session"].get("mouth_box"), repeated=repeated)
-    expected = -(-total // 640)
+    expected = -(-total // FRAME_SAMPLES)
     stats = {
         "output": output_path, "session_id": info["session"].get("session_id"), "chunk_ms": chunk_ms,
         "first_k": k0,
-        "audio_seconds": round(total / 16000, 3), "frames_received": len(frames), "frames_missing": missing,
+        "audio_seconds": round(total / SAMPLE_RATE, 3), "frames_received": len(frames), "frames_missing": missing,
         "speech_frames_expected": expected, "speech_frames_delivered": len(speech),
         "frames_dropped": sum(1 for f in frames if f[1]["dropped"]),
         "speech_frames_dropped": sum(1 for f in speech if f[1]["dropped"]),

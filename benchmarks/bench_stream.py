@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.errors import UserError, cli_main  # noqa: E402
+from utils.media.timebase import SAMPLE_RATE  # noqa: E402
 
 
 class _ThreadServer:
@@ -116,7 +117,7 @@ def feature_table(work) -> str:
     from utils.synthetic.speech import synthesize_speech
 
     x, sr, _ = synthesize_speech("Open the door. Good morning to you. The quick brown fox jumps over the lazy dog.")
-    x = resample_poly(x, 16000, sr).astype(np.float32)
+    x = resample_poly(x, SAMPLE_RATE, sr).astype(np.float32)
     ds2 = os.path.join(work, "ds2.ckpt")
     write_ds2_checkpoint(ds2, tiny_ds2_state())
     torch.manual_seed(0)

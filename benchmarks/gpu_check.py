@@ -35,6 +35,8 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
 
+from utils.media.timebase import FPS, SAMPLE_RATE  # noqa: E402
+
 DRY_WIDTHS = dict(encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
 TEXT = "Peter bought a big map before the trip to Madrid, and we watched the moon rise."
 
@@ -261,7 +263,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
         gt = np.load(os.path.splitext(base)[0] + ".gt.npz")
         lm, valid = gt["landmarks"], gt["has_face"].astype(bool)
         res["landmarks"] = f"ground truth replayed ({str(e)[:60]})"
-    n_template = int(round(seconds * 25))
+    n_template = int(round(seconds * FPS))
     order = [pingpong_index(k, len(lm)) for k in range(n_template)]
     if deadline.left() < (10 if dry else 60):
         res["skipped"] = "time budget"
@@ -275,7 +277,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
         from utils.media.audio_io import load_audio, save_wav
 
         short = os.path.join(work, "warmup.wav")
-        save_wav(short, load_audio(speech, 16000)[: 16000 * 3], 16000)
+        save_wav(short, load_audio(speech, SAMPLE_RATE)[: SAMPLE_RATE * 3], SAMPLE_RATE)
     if not dry:
         dub.dub(tpl, short, out)
     stats = dub.dub(tpl, speech, out)

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from utils.media.timebase import FPS, SAMPLE_RATE
+
 
 def _fresh(out: str, *inputs: str) -> bool:
     """``out`` exists and is newer than every input (a re-run can reuse it)."""
@@ -24,8 +26,8 @@ def silence_like(audio_source: str, out_wav: str) -> str:
     from utils.media.audio_io import load_audio, save_wav
 
     if not _fresh(out_wav, audio_source):
-        n = len(load_audio(audio_source, 16000))
-        save_wav(out_wav, np.zeros(n, np.float32), 16000)
+        n = len(load_audio(audio_source, SAMPLE_RATE))
+        save_wav(out_wav, np.zeros(n, np.float32), SAMPLE_RATE)
     return out_wav
 
 
@@ -36,10 +38,10 @@ def template_baseline(template: str, audio_source: str, out_path: str, num_frame
 
     if _fresh(out_path, template, audio_source):
         return out_path
-    frames = list(iter_frames(template, fps=25.0, max_frames=num_frames))
+    frames = list(iter_frames(template, fps=FPS, max_frames=num_frames))
     while len(frames) < num_frames:            # a shorter template plays back and forth, as the dubber does
         frames += frames[::-1][: num_frames - len(frames)]
-    with VideoWriter(out_path, fps=25.0, audio=load_audio(audio_source, 16000), sample_rate=16000,
+    with VideoWriter(out_path, fps=FPS, audio=load_audio(audio_source, SAMPLE_RATE), sample_rate=SAMPLE_RATE,
                      preset="fast") as w:
         for f in frames:
             w.write(f)

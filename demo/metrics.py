@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from utils.errors import UserError
+from utils.media.timebase import FPS
 
 
 def measured_openness(video: str, detector=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -17,8 +18,8 @@ def measured_openness(video: str, detector=None, progress: bool = False) -> tupl
     from utils.face.landmarks import LandmarkDetector, track_landmarks
     from utils.media.video_io import count_frames, iter_frames
 
-    lm, valid = track_landmarks(iter_frames(video, fps=25.0), detector or LandmarkDetector(), smooth=0.0,
-                                progress=progress, total=count_frames(video, 25.0))
+    lm, valid = track_landmarks(iter_frames(video, fps=FPS), detector or LandmarkDetector(), smooth=0.0,
+                                progress=progress, total=count_frames(video, FPS))
     return mouth_opening(lm), valid
 
 

@@ -16,6 +16,8 @@ from demo.speaker import SpeakerSpec
 from demo.training import TinyModel
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.formats import VIDEO_EXTS
+from utils.media.timebase import FPS
 
 STEPS = ("make the data", "data pipeline", "train SyncNet", "train LawDNet frame stage (tiny)",
          "train LawDNet clip stage (tiny_clip)", "dub held-out speech + baselines", "evaluate", "write report")
@@ -135,15 +137,14 @@ def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     out = os.path.abspath(opts.output_dir)
     prepared = os.path.isfile(os.path.join(out, "prepared", "training_json.json"))
     if opts.data:
-        from dataset.prepare.layout import VIDEO_EXTS
         from demo.speaker import default_holdout_s
 
         src = opts.data
         vids = ([src] if os.path.isfile(src) else
                 [os.path.join(src, n) for n in sorted(os.listdir(src)) if n.lower().endswith(VIDEO_EXTS)])
-        frames = [count_frames(v, 25.0) for v in vids] or [0]
-        hold = opts.holdout_s if opts.holdout_s is not None else default_holdout_s(len(frames), frames[-1] / 25)
-        held = frames[-1] if hold == 0 else min(frames[-1], int(round(hold * 25)))
+        frames = [count_frames(v, FPS) for v in vids] or [0]
+        hold = opts.holdout_s if opts.holdout_s is not None else default_holdout_s(len(frames), frames[-1] / FPS)
+        held = frames[-1] if hold == 0 else min(frames[-1], int(round(hold * FPS)))
         return 0, 0 if prepared else sum(frames) - held, held
     from demo.speaker import ENGLISH
     from utils.synthetic.speech import SENTENCES
@@ -151,7 +152,7 @@ def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     sp = opts.speaker
 
     def frames(sid, speed):                    # lead/tail silence + ~the espeak-ng duration of the words
-        return int(25 * (0.6 + len(SENTENCES[sid][1].split()) * 60.0 / speed))
+        return int(FPS * (0.6 + len(SENTENCES[sid][1].split()) * 60.0 / speed))
 
     train = sum(frames(sid, v) for sid in ENGLISH[:sp.train_sentences] for v in sp.speeds)
     mid = sorted(sp.speeds)[len(sp.speeds) // 2]
@@ -389,7 +390,7 @@ def _strip(videos: dict) -> dict:
 def _num_frames(video: str) -> int:
     from utils.media.video_io import count_frames
 
-    return count_frames(video, 25.0)
+    return count_frames(video, FPS)
 
 
 def _mouth_box(gt_video: str, template: str):
@@ -405,7 +406,7 @@ def _mouth_box(gt_video: str, template: str):
         from utils.face.landmarks import LandmarkDetector, track_landmarks
         from utils.media.video_io import iter_frames
 
-        lm, valid = track_landmarks(iter_frames(template, fps=25.0, max_frames=25), LandmarkDetector(),
+        lm, valid = track_landmarks(iter_frames(template, fps=FPS, max_frames=25), LandmarkDetector(),
                                     progress=False)
         if not valid.any():
             return None

@@ -12,8 +12,8 @@ from typing import Optional
 import numpy as np
 
 from utils.errors import UserError
+from utils.media.timebase import FPS, SAMPLE_RATE
 
-FPS = 25.0
 
 
 def _padded_crop(aligner, frame, M, pad):
@@ -53,9 +53,9 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     # audio
     samples = None
     if audio is not None:
-        samples = load_audio(audio, 16000)
+        samples = load_audio(audio, SAMPLE_RATE)
     elif info.has_audio:
-        samples = load_audio(generated, 16000)
+        samples = load_audio(generated, SAMPLE_RATE)
     # models (load before the long passes so a bad path fails fast)
     v2 = own = None
     own_frontend = None
@@ -160,7 +160,7 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     for name, meter in seams.items():
         res[name] = meter.score()
     if samples is not None:
-        A = num_video_frames(len(samples), 16000, FPS)
+        A = num_video_frames(len(samples), SAMPLE_RATE, FPS)
         res["audio_frames"] = A
         res["frame_count_diff"] = T - A
         # audio shorter than the video counts as silence; face-less frames are left out

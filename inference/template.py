@@ -27,10 +27,10 @@ import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.timebase import FPS
 
 CACHE_VERSION = 2
 CACHE_DIRNAME = ".lawdnet_cache"
-FPS = 25.0
 
 
 @dataclass

@@ -38,14 +38,14 @@ import torch
 
 from server.errors import ApiError
 from server.storage import new_id
-from utils.audio.base import FRAME_SAMPLES as FR
 from utils.audio.streaming import StreamingFeatures
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger("lawdnet.server")
 
-FPS = 25.0
 FRAME_S = 1.0 / FPS
-RATE = 16000
+RATE = SAMPLE_RATE                  # short names in the timeline arithmetic
+FR = FRAME_SAMPLES
 _EPOCH = time.monotonic()          # the shared batch grid of every session starts here
 MAX_LAG_S = 3.0                    # a consumer this far behind the timeline ends its session
 GRACE_S = 0.02                     # a frame whose render is still in flight at its send time may be this late

@@ -21,6 +21,7 @@ from typing import Optional
 from server.errors import ApiError, user_message
 from server.storage import valid_id
 from utils.errors import UserError
+from utils.media.timebase import FPS
 
 
 class TemplateStore:
@@ -116,8 +117,8 @@ class TemplateStore:
                 except UserError as e:
                     raise ApiError(422, "unprocessable_media", user_message(e, names)) from None
                 t = prepared.template
-                meta = {"template_id": template_id, "frames": int(t.num_frames), "fps": 25.0,
-                        "seconds": round(t.num_frames / 25.0, 3), "width": int(t.width), "height": int(t.height),
+                meta = {"template_id": template_id, "frames": int(t.num_frames), "fps": FPS,
+                        "seconds": round(t.num_frames / FPS, 3), "width": int(t.width), "height": int(t.height),
                         "faceless_frames": int(t.num_faceless), "shots": int(t.num_tracks),
                         "still": int(t.num_frames) == 1, "bytes": int(upload.size), "created": time.time(),
                         "analysis_seconds": round(time.perf_counter() - t0, 3),

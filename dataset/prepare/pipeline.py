@@ -40,7 +40,7 @@ import numpy as np
 
 from config.config import DataConfig
 from config.profile import LAWDNET, get_profile
-from dataset.prepare.layout import FPS, VIDEO_EXTS, Layout, atomic_json, outputs_complete, read_json
+from dataset.prepare.layout import Layout, atomic_json, outputs_complete, read_json
 from dataset.prepare.report import count_statuses
 from dataset.prepare.stages import (
     SkipVideo,
@@ -57,6 +57,8 @@ from dataset.prepare.stages import (
 )
 from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError
+from utils.media.formats import VIDEO_EXTS
+from utils.media.timebase import FPS
 
 VIDEO_STAGES = ("convert_fps", "extract_audio", "extract_audio_features", "detect_landmarks", "crop_face")
 # stage -> stages whose outputs it reads

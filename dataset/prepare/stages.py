@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 
 from config.config import DataConfig
-from dataset.prepare.layout import FPS, SAMPLE_RATE, atomic_copy, atomic_npy
+from dataset.prepare.layout import atomic_copy, atomic_npy
 from utils.errors import UserError
+from utils.media.timebase import FPS, SAMPLE_RATE
 
 SILENCE_PEAK = 1e-3                      # -60 dBFS: below this the whole track counts as silent
 

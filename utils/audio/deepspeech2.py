@@ -37,9 +37,10 @@ import types
 
 import numpy as np
 
-from utils.audio.base import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
+from utils.media.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
 DEFAULT_SPECT = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming"}
 

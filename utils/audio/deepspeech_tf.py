@@ -24,9 +24,10 @@ import re
 
 import numpy as np
 
-from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
+from utils.media.timebase import SAMPLE_RATE
 
 N_MFCC = 26
 RELU_CLIP = 20.0

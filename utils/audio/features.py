@@ -6,9 +6,10 @@ import os
 
 import numpy as np
 
-from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.errors import UserError
 from utils.media.audio_io import load_audio
+from utils.media.timebase import SAMPLE_RATE
 
 AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
 # Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).

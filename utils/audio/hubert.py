@@ -18,9 +18,10 @@ import os
 
 import numpy as np
 
-from utils.audio.base import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
+from utils.media.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                  "pytorch_model.bin.index.json")

@@ -16,6 +16,7 @@ import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.timebase import FPS
 
 NUM_LANDMARKS = 68
 DEBIAN_PREDICTOR = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
@@ -367,7 +368,7 @@ def _csv_header() -> list[str]:
 
 
 def write_openface_csv(path: str, landmarks: np.ndarray, valid: Optional[np.ndarray] = None,
-                       fps: float = 25.0) -> None:
+                       fps: float = FPS) -> None:
     """Write (T,68,2) landmarks as OpenFace's 2D-landmark CSV (frame is 1-based; success = valid; invalid
     frames keep their interpolated landmarks). Written to a temporary file and renamed (atomic)."""
     lm = np.asarray(landmarks, np.float64)

@@ -54,15 +54,16 @@ from utils.media.container import (
     still_image_format,
     video_stream,
 )
+from utils.media.formats import OUTPUT_FORMATS as _FORMAT_BY_EXT
+from utils.media.timebase import FPS
 from utils.threads import decoder_threads
 
 # Output container by file extension (the temp file keeps the extension, but say it explicitly anyway).
-_FORMAT_BY_EXT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 # Largest frame accepted (8K UHD is 33.2 Mpx): bounds the memory one decoded frame can take.
 MAX_PIXELS = 36_000_000
 # Decoded frames held back to sort their timestamps (a B-frame reorder depth larger than this is unheard of).
 _REORDER = 4
-STILL_FPS = 25.0
+STILL_FPS = FPS
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
