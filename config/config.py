@@ -105,8 +105,8 @@ class TrainConfig:
     adv_warmup_steps: int = 0
     lamb_perception: float = 10.0
     lamb_img: float = 1.0
-    lamb_g_di: float = 1.0
-    lamb_g_dv: float = 1.0
+    lamb_g_spatial: float = 1.0      # adversarial weights of the two discriminators (models/discriminator.py)
+    lamb_g_temporal: float = 1.0
     lamb_sync: float = 0.1
     sync_warmup_steps: int = 1000
     init_from: str = ""              # previous stage's checkpoint (coarse-to-fine)

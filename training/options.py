@@ -84,7 +84,7 @@ def check(cfg: TrainConfig, opts: RunOptions) -> None:
         raise UserError(f"--seed must be >= 0, got {cfg.seed}")
     if not (math.isfinite(cfg.lr_g) and cfg.lr_g > 0):
         raise UserError(f"--lr_g must be a positive number, got {cfg.lr_g}")
-    for name in ("lr_d", "lamb_perception", "lamb_img", "lamb_g_di", "lamb_g_dv", "lamb_sync"):
+    for name in ("lr_d", "lamb_perception", "lamb_img", "lamb_g_spatial", "lamb_g_temporal", "lamb_sync"):
         v = getattr(cfg, name)
         if not (math.isfinite(v) and v >= 0):
             raise UserError(f"--{name} must be a number >= 0, got {v}")
