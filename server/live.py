@@ -435,10 +435,10 @@ class LiveSession:
                 "created": self.created, "fps": FPS, "sample_rate": RATE, "input_sample_rate": self.sample_rate,
                 "width": int(t.width), "height": int(t.height), "batch_size": self.B,
                 "lookahead_ms": round(self.lookahead / RATE * 1000, 1), "lead_ms": round(self.lead * 1000, 1),
-                "mouth_box": mouth_box(self.prepared), "stats": dict(self.stats)}
+                "mouth_box": template_mouth_box(self.prepared), "stats": dict(self.stats)}
 
 
-def mouth_box(prepared) -> list:
+def template_mouth_box(prepared) -> list:
     """[x0, y0, x1, y1] around the template's mouth over all frames (landmarks 48-67, enlarged by half)."""
     lm = prepared.template.landmarks[prepared.template.valid][:, 48:68]
     if not len(lm):

@@ -114,9 +114,9 @@ def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     assert np.abs(audio[start:start + len(sent)] - sent).mean() < 0.01
     d = Dubber(assets["ckpt"], device="cpu", cache_dir=live["srv"].service.storage.cache, progress=False)
     tpl = d.prepare_template(live["srv"].service.storage.template_video(live["tid"]))
-    from server.live import mouth_box
+    from server.live import template_mouth_box
 
-    stats_box = mouth_box(tpl)
+    stats_box = template_mouth_box(tpl)
     k0 = stats["first_k"]
     windows = torch.from_numpy(make_windows(MelFrontEnd()(audio, len(frames)), 5))
     mid = start // 640 + 5
