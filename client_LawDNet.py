@@ -19,14 +19,24 @@ import json
 import mimetypes
 import os
 import sys
+import threading
 import time
 from typing import Callable, Optional
+from urllib.parse import urlencode
 
 import httpx
+import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import connect
 
 from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
+from utils.media.audio_io import load_audio
 from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils.media.video_io import VideoWriter
+
+# Lazy imports below: cv2, inference.dubber, server.live_routes and evaluation.stream_sync (torch, fastapi) load
+# only for a live stream, so the HTTP client starts fast.
 
 API_KEY_ENV = "LAWDNET_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -206,8 +216,6 @@ def dub_video(server: str, video_path, audio_path, output_path, api_key: Optiona
 
 
 def _ws_url(server: str, path: str, params: dict) -> str:
-    from urllib.parse import urlencode
-
     base = server.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base[8:]
@@ -217,8 +225,6 @@ def _ws_url(server: str, path: str, params: dict) -> str:
 
 
 def _percentile(xs, q):
-    import numpy as np
-
     return float(np.percentile(xs, q)) if len(xs) else None
 
 
@@ -232,16 +238,8 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     max in ms, frames delivered / dropped (not rendered in time) / missing, and the A/V offset measured on the
     recording (evaluation/stream_sync.py; positive = picture after sound).
     """
-    import threading
-
-    import numpy as np
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-    from websockets.sync.client import connect
-
     from inference.dubber import check_output_path
     from server.live_routes import unpack_frame
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter
 
     if not 20 <= chunk_ms <= 200:
         raise UserError(f"--chunk_ms must be 20-200, got {chunk_ms:g}")

@@ -15,6 +15,9 @@ import argparse
 import os
 
 from config.config import DataConfig, add_arguments, from_args
+from dataset.prepare.indexing import generate_training_json, merge_data_roots
+from dataset.prepare.pipeline import VIDEO_STAGES, parse_features, parse_shard, prepare_dataset
+from dataset.prepare.report import merge_shard_reports, print_report
 from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError, cli_main
 
@@ -55,10 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
-    from dataset.prepare.indexing import generate_training_json, merge_data_roots
-    from dataset.prepare.pipeline import VIDEO_STAGES, parse_features, parse_shard, prepare_dataset
-    from dataset.prepare.report import merge_shard_reports, print_report
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.deep_speech_model and not args.audio_model_path:

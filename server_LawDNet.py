@@ -22,6 +22,8 @@ from server.app import create_app  # noqa: E402,F401  (re-exported: tests and AS
 from server.config import ServerConfig  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 
+# Lazy import below: uvicorn loads only to serve (--help and configuration errors answer without it).
+
 _HELP = {
     "checkpoint": "LawDNet checkpoint (ours or official)",
     "device": "cpu or cuda:N (default: cuda if available, else cpu)",

@@ -10,6 +10,7 @@ Reads a prepared data root (dataset/index.py). Fixes of the original (spec 4.8, 
 Items are requested with keys ``(epoch, index)`` (training.sampler) or a plain ``index`` (epoch 0).
 """
 import os
+import random
 import sys
 
 import cv2
@@ -172,8 +173,6 @@ class FrameDataset(ResamplingDataset):
 
 def worker_init(worker_id):
     """Distinct, reproducible global RNG streams per (rank, worker); one OpenCV thread per worker."""
-    import random
-
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2 ** 32                             # DataLoader derives it from its generator + worker id
     np.random.seed(seed)

@@ -6,6 +6,9 @@ import os
 import numpy as np
 
 from utils.media.timebase import FPS
+from utils.media.video_io import iter_frames
+
+# Lazy imports below: cv2 and matplotlib (about 2 s of start-up) load only to draw (demo.py answers --help fast).
 
 
 def pick_frames(gt_openness: np.ndarray, count: int = 4) -> list[int]:
@@ -24,8 +27,6 @@ def pick_frames(gt_openness: np.ndarray, count: int = 4) -> list[int]:
 
 
 def _read(video: str, indices: list[int]) -> dict[int, np.ndarray]:
-    from utils.media.video_io import iter_frames
-
     want, out = set(indices), {}
     for k, f in enumerate(iter_frames(video, fps=FPS)):
         if k in want:

@@ -10,13 +10,16 @@ import numpy as np
 
 from utils.errors import UserError
 from utils.media.timebase import FPS
+from utils.media.video_io import count_frames, iter_frames
+
+# Lazy imports below: the evaluation package (torch) and the landmark detector (cv2, dlib) load only when a video is
+# measured (start-up time of demo.py).
 
 
 def measured_openness(video: str, detector=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(opening per frame: inner-lip gap / eye distance, valid mask) from dlib landmarks tracked over ``video``."""
     from evaluation.mouth_motion import mouth_opening
     from utils.face.landmarks import LandmarkDetector, track_landmarks
-    from utils.media.video_io import count_frames, iter_frames
 
     lm, valid = track_landmarks(iter_frames(video, fps=FPS), detector or LandmarkDetector(), smooth=0.0,
                                 progress=progress, total=count_frames(video, FPS))

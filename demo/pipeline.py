@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from demo.budget import Budget
-from demo.speaker import SpeakerSpec
+from demo import dubbing, figures, metrics, report, speaker, training
+from demo.budget import NOMINAL, OVERRUN, USEFUL_STEPS, Budget, check_budget, fixed_costs, useful_training_s
+from demo.speaker import ENGLISH, SpeakerSpec, default_holdout_s
 from demo.training import TinyModel
+from demo.validation import METRICS, Validator
 from utils.atomic import atomic_write
 from utils.errors import UserError
 from utils.media.formats import VIDEO_EXTS
 from utils.media.timebase import FPS
+from utils.media.video_io import count_frames, iter_frames, probe
+from utils.synthetic.speech import SENTENCES
+
+# Lazy imports below: torch, the models, the data set index, the landmark detector (cv2, dlib) and the evaluation /
+# training packages (torch behind each) load only when a run needs them, so demo.py answers --help and option errors
+# fast.
 
 STEPS = ("make the data", "data pipeline", "train SyncNet", "train LawDNet frame stage (tiny)",
          "train LawDNet clip stage (tiny_clip)", "dub held-out speech + baselines", "evaluate", "write report")
@@ -70,7 +78,6 @@ def _check(o: DemoOptions) -> None:
         raise UserError("--template and --holdout_s apply to your own videos (--data)")
     if o.val_every < 0:
         raise UserError(f"--val_every must be >= 0 (0 = no validation), got {o.val_every}")
-    from demo.validation import METRICS
 
     if o.select_by not in METRICS:
         raise UserError(f"--select_by must be one of {', '.join(METRICS)}, got {o.select_by!r}")
@@ -132,13 +139,9 @@ def _summary_mean(items: list[dict]) -> dict:
 
 def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     """(frames still to render, training frames, held-out frames) for the plan, before anything is made."""
-    from utils.media.video_io import count_frames
-
     out = os.path.abspath(opts.output_dir)
     prepared = os.path.isfile(os.path.join(out, "prepared", "training_json.json"))
     if opts.data:
-        from demo.speaker import default_holdout_s
-
         src = opts.data
         vids = ([src] if os.path.isfile(src) else
                 [os.path.join(src, n) for n in sorted(os.listdir(src)) if n.lower().endswith(VIDEO_EXTS)])
@@ -146,8 +149,6 @@ def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
         hold = opts.holdout_s if opts.holdout_s is not None else default_holdout_s(len(frames), frames[-1] / FPS)
         held = frames[-1] if hold == 0 else min(frames[-1], int(round(hold * FPS)))
         return 0, 0 if prepared else sum(frames) - held, held
-    from demo.speaker import ENGLISH
-    from utils.synthetic.speech import SENTENCES
 
     sp = opts.speaker
 
@@ -194,9 +195,6 @@ def _probe_model(index: str, model: TinyModel, overrides: dict | None, feature: 
 
 def run_demo(opts: DemoOptions, log=None) -> dict:
     """Run the whole demo; returns the metrics dict (also written to <output_dir>/metrics.json)."""
-    from demo import dubbing, figures, metrics, report, speaker, training
-    from demo.budget import NOMINAL, OVERRUN, USEFUL_STEPS, check_budget, fixed_costs, useful_training_s
-
     _check(opts)
     out = os.path.abspath(opts.output_dir)
     budget = Budget(opts.minutes * 60.0, len(STEPS), log)
@@ -273,8 +271,6 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                                      device=dev, log=say, steps=opts.syncnet_steps,
                                                      progress=opts.progress)
         if validates:
-            from demo.validation import Validator
-
             validator = Validator(data.heldout[0].video, os.path.join(out, "validation"), sync_info["path"], dev,
                                   opts.select_by, log=say, dubber_kw={"audio_model_path": opts.audio_model_path})
         common = dict(device=dev, seed=opts.seed, log=say, progress=opts.progress, model_overrides=overrides,
@@ -388,23 +384,18 @@ def _strip(videos: dict) -> dict:
 
 
 def _num_frames(video: str) -> int:
-    from utils.media.video_io import count_frames
-
     return count_frames(video, FPS)
 
 
 def _mouth_box(gt_video: str, template: str):
     """Lower-face box for the pictures: from the rendering's ground-truth landmarks when there are some, else
     from landmarks tracked on the template's first frames."""
-    from utils.media.video_io import probe
-
     info = probe(template)
     gt_npz = os.path.splitext(gt_video)[0] + ".gt.npz"
     if os.path.isfile(gt_npz):
         lm = np.load(gt_npz)["landmarks"]
     else:
         from utils.face.landmarks import LandmarkDetector, track_landmarks
-        from utils.media.video_io import iter_frames
 
         lm, valid = track_landmarks(iter_frames(template, fps=FPS, max_frames=25), LandmarkDetector(),
                                     progress=False)

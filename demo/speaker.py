@@ -21,8 +21,14 @@ import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.audio_io import load_audio
 from utils.media.formats import VIDEO_EXTS
 from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils.media.video_io import VideoWriter, count_frames, iter_frames
+from utils.synthetic.speech import SENTENCES
+
+# Lazy import below: the synthetic talking head (cv2, dlib, skimage behind it) loads only to render a speaker
+# (start-up time of demo.py).
 
 ENGLISH = [i for i, (lang, _) in enumerate(__import__("utils.synthetic.speech", fromlist=["SENTENCES"]).SENTENCES)
            if lang == "en"]
@@ -99,8 +105,6 @@ def _render(path: str, text: str, log, **kw) -> dict:
 
 def make_synthetic_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> DemoData:
     """Render (or reuse) the speaker's training videos, held-out ground truths and template."""
-    from utils.synthetic.speech import SENTENCES
-
     train_dir, eval_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "eval")
     os.makedirs(train_dir, exist_ok=True)
     os.makedirs(eval_dir, exist_ok=True)
@@ -148,8 +152,6 @@ def make_one_video_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> tuple
     both are rendered with one head-motion seed, so frame k of the template and of the held-out part show the same
     pose and a dub of the held-out speech can be compared pixel by pixel with the held-out footage.
     Returns (video, template, held-out seconds: pass it as --holdout_s)."""
-    from utils.synthetic.speech import SENTENCES
-
     parts_dir, video_dir = os.path.join(data_dir, "parts"), os.path.join(data_dir, "video")
     os.makedirs(parts_dir, exist_ok=True)
     os.makedirs(video_dir, exist_ok=True)
@@ -180,9 +182,6 @@ def make_one_video_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> tuple
 
 def concat_videos(paths: list, dst: str) -> str:
     """The 25 fps videos ``paths`` one after the other (16 kHz mono audio, 640 samples per frame) in ``dst``."""
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter, count_frames, iter_frames
-
     counts = [count_frames(p, FPS) for p in paths]
     audio = np.concatenate([np.pad(a, (0, max(0, n * FRAME_SAMPLES - len(a))))[:n * FRAME_SAMPLES]
                             for a, n in zip((load_audio(p, SAMPLE_RATE) for p in paths), counts)])
@@ -196,9 +195,6 @@ def concat_videos(paths: list, dst: str) -> str:
 def cut_video(src: str, dst: str, start: int, stop: int) -> str:
     """Frames [start, stop) of ``src`` at 25 fps with the matching audio (16 kHz mono) as an mp4; the audio of
     frame k is samples [640 k, 640 (k + 1)), the rule of the data pipeline."""
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter, iter_frames
-
     audio = load_audio(src, SAMPLE_RATE)
     audio = np.pad(audio, (0, max(0, stop * FRAME_SAMPLES - len(audio))))
     audio = audio[start * FRAME_SAMPLES:stop * FRAME_SAMPLES]
@@ -224,8 +220,6 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
     everything before that is training data, under ``<work_dir>/train`` (the user's files are only read: whole
     videos are linked, a cut one is re-encoded). A ``<video>.mouth.npy`` next to a video (utils.synthetic writes
     one) gives per-frame ground-truth openness."""
-    from utils.media.video_io import count_frames
-
     if os.path.isfile(source):
         folder, vids = os.path.dirname(os.path.abspath(source)), [os.path.basename(source)]
     elif os.path.isdir(source):

@@ -23,6 +23,7 @@ import torch
 
 from config.config import ModelConfig
 from config.profile import LAWDNET, OFFICIAL, get_profile
+from models.lawdnet import LawDNet
 from utils.atomic import atomic_write
 from utils.errors import UserError
 
@@ -131,8 +132,6 @@ def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config
     ``warp_mode`` overrides the stored mode (official files default to "official", the only mode their
     weights are valid in); ``config_overrides`` set fields official files cannot record (coarse_grid_size).
     """
-    from models.lawdnet import LawDNet
-
     info = checkpoint_info(read_checkpoint(path), path)
     cfg = info["model_config"]
     overrides = dict(config_overrides)

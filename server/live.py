@@ -33,13 +33,17 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import av
+import cv2
 import numpy as np
 import torch
 
+from inference.frames import chunk_frames, iter_schedule
 from server.errors import ApiError
 from server.storage import new_id
 from utils.audio.streaming import StreamingFeatures
 from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils.media.video_io import iter_frames
 
 log = logging.getLogger("lawdnet.server")
 
@@ -71,14 +75,11 @@ class _Resampler:
         self.rate = int(rate)
         self._r = None
         if self.rate != RATE:
-            import av
-
             self._r = av.AudioResampler(format="flt", layout="mono", rate=RATE)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._r is None:
             return x
-        import av
 
         frame = av.AudioFrame.from_ndarray(x[None, :].astype(np.float32), format="flt", layout="mono")
         frame.sample_rate = self.rate
@@ -264,8 +265,6 @@ class LiveSession:
 
     # ------------------------------------------------------------------ producer thread
     def _run(self):
-        from inference.frames import chunk_frames, iter_schedule
-
         tpl = self.prepared.template
         try:
             frames = iter_schedule(tpl.path, 1 << 60, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
@@ -316,8 +315,6 @@ class LiveSession:
         """Two idle batches rendered (not sent) before the timeline starts: the first pays the one-off costs (first
         decode, allocator, kernels), the second's time seeds the render-time estimate behind the lead. The first
         send time is then moved later if the warm-up ran into it, so no frame of the first batch is dropped."""
-        from inference.frames import chunk_frames, iter_schedule
-
         tpl = self.prepared.template
         sched = iter_schedule(tpl.path, self.B, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
         idx, pics = map(list, zip(*[next(sched) for _ in range(self.B)]))
@@ -341,8 +338,6 @@ class LiveSession:
             self._cond.notify_all()
 
     def _jpeg(self, rgb: np.ndarray) -> bytes:
-        import cv2
-
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
                                [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         return buf.tobytes()
@@ -401,8 +396,6 @@ class LiveSession:
             k += 1
 
     def _raw_frame(self, slot: Slot) -> np.ndarray:
-        from utils.media.video_io import iter_frames
-
         f = next(iter(iter_frames(self.prepared.template.path, fps=FPS, start_frame=slot.template_index,
                                   max_frames=1)), None)
         t = self.prepared.template

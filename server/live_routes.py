@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server import webrtc
 from server.errors import ApiError
 from server.storage import valid_id
 from utils.media.timebase import FPS, SAMPLE_RATE
@@ -90,8 +91,6 @@ def add_live_routes(app: FastAPI, cfg, service) -> None:
     @app.post("/v1/live/offer", tags=["live"])
     async def offer(request: Request):
         """WebRTC: ``{"template_id", "sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer", "session_id", ...}``."""
-        from server import webrtc
-
         svc = service(request)
         if not webrtc.available():
             raise ApiError(501, "webrtc_unavailable", "aiortc is not installed: pip install aiortc")

@@ -21,7 +21,11 @@ from typing import Optional
 from server.errors import ApiError, user_message
 from server.storage import valid_id
 from utils.errors import UserError
+from utils.media.container import MediaTooLong
 from utils.media.timebase import FPS
+
+# Lazy imports below: the landmark detector (cv2, dlib) and inference.template (torch) load with the first template
+# analysis (start-up time of the server).
 
 
 class TemplateStore:
@@ -90,7 +94,6 @@ class TemplateStore:
         too long, 503 when too many analyses are waiting; ``AnalysisCancelled`` once ``cancel`` is set.
         """
         from inference.template import AnalysisCancelled
-        from utils.media.container import MediaTooLong
 
         template_id = upload.sha256[:24]
         with self._lock:

@@ -15,9 +15,12 @@ import asyncio
 import logging
 from fractions import Fraction
 
+import av
 import numpy as np
 
 from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+
+# Lazy imports below: aiortc and aioice are optional (WebRTC only); available() tells whether they are installed.
 
 log = logging.getLogger("lawdnet.server")
 HALF = FRAME_SAMPLES // 2          # each video frame's audio goes out as two 20 ms halves
@@ -67,8 +70,6 @@ def _track_class():
 
 async def _pump(session, video, audio):
     """Session timeline -> output tracks, each slot at its send time."""
-    import av
-
     loop = asyncio.get_running_loop()
     try:
         async for slot, pic in session.frames():
@@ -91,7 +92,6 @@ async def _pump(session, video, audio):
 
 async def _consume(track, session):
     """The browser's audio (Opus decoded to 48 kHz) -> 16 kHz mono pushed into the session."""
-    import av
     from aiortc.mediastreams import MediaStreamError
 
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from config.config import ModelConfig, TrainConfig
 from config.profile import resolve_profile
@@ -443,8 +444,6 @@ class StageRun:
         planned = cfg.max_steps if self.step_based else self.total_epochs * per_epoch
         save_every = cfg.save_every_steps or (math.ceil(cfg.max_steps / 10) if self.step_based else 0)
         try:
-            from tqdm import tqdm
-
             bar = tqdm(total=planned, initial=min(self.global_step, planned), desc=cfg.stage, unit="step",
                        disable=not (info.is_main and self.opts.progress), dynamic_ncols=True, mininterval=1.0)
         except ImportError:

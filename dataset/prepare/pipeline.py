@@ -59,13 +59,15 @@ from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError
 from utils.media.formats import VIDEO_EXTS
 from utils.media.timebase import FPS
+from utils.media.video_io import count_frames
+
+# Lazy imports below: torch and cv2 load in each worker process only to pin its thread count.
 
 VIDEO_STAGES = ("convert_fps", "extract_audio", "extract_audio_features", "detect_landmarks", "crop_face")
 # stage -> stages whose outputs it reads
 _NEEDS = {"convert_fps": (), "extract_audio": ("convert_fps",), "extract_audio_features": ("extract_audio",),
           "detect_landmarks": ("convert_fps",), "crop_face": ("detect_landmarks",)}
 MARKER_VERSION = 1
-
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -248,8 +250,6 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
         atomic_json(marker_path, rec)  # the marker is the last thing written for a video
 
     try:
-        from utils.media.video_io import count_frames
-
         v25 = L.video(vid)
         t = time.time()
         load_tools(stages, features, cfg, need_detector=not os.path.isfile(L.csv(vid)) and not (

@@ -7,9 +7,13 @@ import os
 import numpy as np
 
 from utils.audio.base import AudioFrontEnd
+from utils.audio.mel import MelFrontEnd
 from utils.errors import UserError
 from utils.media.audio_io import load_audio
 from utils.media.timebase import SAMPLE_RATE
+
+# Lazy imports below: the learned front-ends (torch; the TF-graph reader, transformers) load only when one is built,
+# so modules needing just AUDIO_FEATURES or mel start fast.
 
 AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
 # Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
@@ -47,8 +51,6 @@ def get_frontend(name: str, model_path: str = "", device: str = "cpu", precision
     if key not in AUDIO_FEATURES:
         raise UserError(f"unknown audio feature {name!r}; choose one of {', '.join(AUDIO_FEATURES)}")
     if key == "mel":
-        from utils.audio.mel import MelFrontEnd
-
         return MelFrontEnd()
     if key == "deepspeech":
         from utils.audio.deepspeech_tf import DeepSpeechFrontEnd

@@ -27,6 +27,9 @@ from utils.errors import UserError, warn
 from utils.media.container import MediaTooLong, audio_stream, av_message, header_seconds, open_media
 from utils.media.timebase import num_video_frames, samples_per_frame  # noqa: F401  (re-exported)
 
+# Lazy imports below: av when a file is decoded, resampy (optional, the official profile's resampler) and
+# scipy.signal (about 1.3 s of start-up) when audio is resampled.
+
 # Decoded sample formats (PyAV names without the planar "p") -> scale that maps them to [-1, 1].
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 

@@ -58,6 +58,9 @@ from utils.media.formats import OUTPUT_FORMATS as _FORMAT_BY_EXT
 from utils.media.timebase import FPS
 from utils.threads import decoder_threads
 
+# Lazy imports below: av, cv2, PIL and tqdm load when a video is read or written (start-up time of the CLIs);
+# audio_io inside read_audio_track.
+
 # Output container by file extension (the temp file keeps the extension, but say it explicitly anyway).
 # Largest frame accepted (8K UHD is 33.2 Mpx): bounds the memory one decoded frame can take.
 MAX_PIXELS = 36_000_000

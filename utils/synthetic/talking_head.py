@@ -30,11 +30,13 @@ import math
 import os
 from typing import Iterable, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
 from utils.media.timebase import FPS
+from utils.media.video_io import VideoWriter
 from utils.synthetic.face import ZOOM, MouthWarper, astronaut_face, crop_affine, head_motion_track
 from utils.synthetic.speech import (
     DEFAULT_SPEEDS,
@@ -45,6 +47,8 @@ from utils.synthetic.speech import (
     synthesize_speech,
     text_and_voice,
 )
+
+# Lazy import below: tqdm is optional here (progress bars only).
 
 # ---------------------------------------------------------------------------------------------- videos
 
@@ -61,10 +65,6 @@ def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, siz
     (paths), num_frames, fps, size, sample_rate, video_seconds, audio_seconds, text, voice, language, speed,
     seed, head_motion, lead_s, tail_s.
     """
-    import cv2
-
-    from utils.media.video_io import VideoWriter
-
     if size < 32:
         raise UserError(f"size must be at least 32 pixels, got {size}")
     if not fps or fps <= 0:
