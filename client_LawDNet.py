@@ -19,13 +19,24 @@ import json
 import mimetypes
 import os
 import sys
+import threading
 import time
 from typing import Callable, Optional
+from urllib.parse import urlencode
 
 import httpx
+import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.sync.client import connect
 
 from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
+from utils.media.audio_io import load_audio
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils.media.video_io import VideoWriter
+
+# Lazy imports below: cv2, inference.dubber, server.live_routes and evaluation.stream_sync (torch, fastapi) load
+# only for a live stream, so the HTTP client starts fast.
 
 API_KEY_ENV = "LAWDNET_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -205,8 +216,6 @@ def dub_video(server: str, video_path, audio_path, output_path, api_key: Optiona
 
 
 def _ws_url(server: str, path: str, params: dict) -> str:
-    from urllib.parse import urlencode
-
     base = server.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base[8:]
@@ -216,8 +225,6 @@ def _ws_url(server: str, path: str, params: dict) -> str:
 
 
 def _percentile(xs, q):
-    import numpy as np
-
     return float(np.percentile(xs, q)) if len(xs) else None
 
 
@@ -231,16 +238,8 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     max in ms, frames delivered / dropped (not rendered in time) / missing, and the A/V offset measured on the
     recording (evaluation/stream_sync.py; positive = picture after sound).
     """
-    import threading
-
-    import numpy as np
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-    from websockets.sync.client import connect
-
     from inference.dubber import check_output_path
     from server.live_routes import unpack_frame
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter
 
     if not 20 <= chunk_ms <= 200:
         raise UserError(f"--chunk_ms must be 20-200, got {chunk_ms:g}")
@@ -251,7 +250,7 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = _ws_url(server, "/v1/live/ws", {"template_id": template_id, "sample_rate": 16000})
+    url = _ws_url(server, "/v1/live/ws", {"template_id": template_id, "sample_rate": SAMPLE_RATE})
     try:
         ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None)
     except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
@@ -286,11 +285,11 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
         rx = threading.Thread(target=receive, daemon=True)
         rx.start()
         time.sleep(lead_in_s)
-        step = int(round(16000 * chunk_ms / 1000))
+        step = int(round(SAMPLE_RATE * chunk_ms / 1000))
         sent = []
         t0 = time.monotonic()
         for i, a in enumerate(range(0, total, step)):
-            delay = t0 + i * step / 16000 - time.monotonic()
+            delay = t0 + i * step / SAMPLE_RATE - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             ws.send(pcm[a:a + step].tobytes())
@@ -329,7 +328,7 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
         audio.append(f[3])
     audio_f = np.concatenate(audio).astype(np.float32) / 32768.0
     decoded = []
-    with VideoWriter(output_path, fps=25.0, audio=audio_f, sample_rate=16000, crf=18, preset="veryfast") as w:
+    with VideoWriter(output_path, fps=FPS, audio=audio_f, sample_rate=SAMPLE_RATE, crf=18, preset="veryfast") as w:
         for jpg in pictures:
             rgb = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
             decoded.append(rgb)
@@ -344,11 +343,11 @@ def stream_audio(server: str, template_id: str, audio_path, output_path, api_key
     from evaluation.stream_sync import av_offset
 
     sync = av_offset(np.stack(decoded), audio_f, info["session"].get("mouth_box"), repeated=repeated)
-    expected = -(-total // 640)
+    expected = -(-total // FRAME_SAMPLES)
     stats = {
         "output": output_path, "session_id": info["session"].get("session_id"), "chunk_ms": chunk_ms,
         "first_k": k0,
-        "audio_seconds": round(total / 16000, 3), "frames_received": len(frames), "frames_missing": missing,
+        "audio_seconds": round(total / SAMPLE_RATE, 3), "frames_received": len(frames), "frames_missing": missing,
         "speech_frames_expected": expected, "speech_frames_delivered": len(speech),
         "frames_dropped": sum(1 for f in frames if f[1]["dropped"]),
         "speech_frames_dropped": sum(1 for f in speech if f[1]["dropped"]),

@@ -14,7 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from config.config import AUDIO_FEATURES, DataConfig, add_arguments, from_args
+from config.config import DataConfig, add_arguments, from_args
+from dataset.prepare.indexing import generate_training_json, merge_data_roots
+from dataset.prepare.pipeline import VIDEO_STAGES, parse_features, parse_shard, prepare_dataset
+from dataset.prepare.report import merge_shard_reports, print_report
+from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError, cli_main
 
 STAGE_FLAGS = {  # flag -> stage it selects (None: handled separately)
@@ -54,10 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
-    from dataset.prepare.indexing import generate_training_json, merge_data_roots
-    from dataset.prepare.pipeline import VIDEO_STAGES, parse_features, parse_shard, prepare_dataset
-    from dataset.prepare.report import merge_shard_reports, print_report
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.deep_speech_model and not args.audio_model_path:

@@ -25,6 +25,9 @@ from typing import Callable, Optional
 from config.config import InferenceConfig, add_arguments, from_args
 from utils.errors import UserError, cli_main, warn
 
+# Lazy imports below: inference.dubber (torch) loads only when a dub starts, so --help and option errors answer
+# fast.
+
 
 def generate_video_with_audio(video_path, audio_path, checkpoint, output_path,
                               cfg: Optional[InferenceConfig] = None, *, progress: bool = True,

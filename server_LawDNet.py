@@ -22,6 +22,9 @@ from config.config import InferenceConfig, add_arguments, from_args  # noqa: E40
 from server.config import ServerConfig  # noqa: E402
 from utils.errors import UserError, cli_main  # noqa: E402
 
+# Lazy import below: uvicorn loads only to serve (--help and configuration errors answer without it).
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="LawDNet HTTP dubbing server")
     add_arguments(p, ServerConfig, skip=("extra", "inference"))

@@ -19,12 +19,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from training.options import add_training_arguments, resolve  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
+
+# Lazy import below: training.trainer (torch) loads in main, after --help and option errors were answered.
 
 
 def build_parser():
-    from training.options import add_training_arguments
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(p)
@@ -32,7 +33,6 @@ def build_parser():
 
 
 def main(argv=None):
-    from training.options import resolve
     from training.trainer import train
 
     args = build_parser().parse_args(argv)

@@ -41,8 +41,9 @@ def conv_gflop(model, *args):
 def generator_rows(sizes, batches, repeat):
     import torch
 
-    from config.config import ModelConfig, crop_size
+    from config.config import ModelConfig
     from models import LawDNet
+    from utils.face.geometry import crop_size
 
     torch.manual_seed(0)
     model = LawDNet(ModelConfig(warp_mode="official")).eval()

@@ -22,6 +22,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE  # noqa: E402
+
 TINY = dict(encoder_channels=(16, 32, 64), align_channels=32, attn_dim=64, decoder_channels=32)
 
 
@@ -39,16 +41,16 @@ def make_inputs(folder, seconds: float, frame_size: int):
         make_talking_head(base, "Peter bought a big map before the trip to Madrid, and we watched the moon rise.",
                           size=frame_size, preset="ultrafast")
     frames = list(iter_frames(base))
-    n = int(round(seconds * 25))
+    n = int(round(seconds * FPS))
     video = os.path.join(folder, f"template_{frame_size}_{seconds:g}s.mp4")
     if not os.path.exists(video):
-        with VideoWriter(video, fps=25, preset="ultrafast", crf=20) as w:
+        with VideoWriter(video, fps=FPS, preset="ultrafast", crf=20) as w:
             for k in range(n):
                 w.write(frames[pingpong_index(k, len(frames))])
     speech = os.path.join(folder, f"speech_{seconds:g}s.wav")
     if not os.path.exists(speech):
-        a = load_audio(base, 16000)
-        save_wav(speech, np.tile(a, int(np.ceil(n * 640 / len(a))))[: n * 640], 16000)
+        a = load_audio(base, SAMPLE_RATE)
+        save_wav(speech, np.tile(a, int(np.ceil(n * FRAME_SAMPLES / len(a))))[: n * FRAME_SAMPLES], SAMPLE_RATE)
     return video, speech
 
 

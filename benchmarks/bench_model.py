@@ -23,8 +23,9 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 def _measure(kind, variant, m, batch, repeat, device, warmup):
     import torch
 
-    from config.config import ModelConfig, crop_size
+    from config.config import ModelConfig
     from models import LawDNet, use_compiled_warp
+    from utils.face.geometry import crop_size
 
     torch.manual_seed(0)
     model = LawDNet(ModelConfig(warp_mode="official")).eval().to(device)

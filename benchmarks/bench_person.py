@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.errors import cli_main  # noqa: E402
+from utils.media.timebase import FPS  # noqa: E402
 
 ROWS = (("dubbed", "LawDNet (best checkpoint) + held-out speech"), ("template", "template, original mouth"),
         ("silence", "LawDNet + silence"), ("ground_truth", "held-out footage (measurement ceiling)"))
@@ -79,7 +80,7 @@ def main(argv=None):
     res = run_demo(DemoOptions(output_dir=os.path.join(out, "run"), minutes=a.minutes, device=a.device, data=video,
                                template=template, holdout_s=holdout_s, val_every=a.val_every,
                                progress=not a.no_progress))
-    print(format_tables(res, count_frames(video, 25.0) / 25.0, holdout_s))
+    print(format_tables(res, count_frames(video, FPS) / FPS, holdout_s))
     return res
 
 

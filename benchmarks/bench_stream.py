@@ -5,7 +5,7 @@ per-frame latency p50 / p95, frames/s delivered, dropped frames, A/V offset of t
     python benchmarks/bench_stream.py --checkpoint model.pth --device cuda:0 --video face.mp4   # e.g. m = 288
     python benchmarks/bench_stream.py --features                       # live vs offline feature difference
 
-Without --checkpoint the tiny audio-sensitive random LawDNet of utils/synthetic/model.py is used (the cost of a
+Without --checkpoint the tiny audio-sensitive random LawDNet of models/tiny.py is used (the cost of a
 real m = 64 model, not its quality). --features measures how far streaming DeepSpeech2 / HuBERT features are
 from the offline ones with small weights written in the official formats (the real weights are not available).
 """
@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from utils.errors import UserError, cli_main  # noqa: E402
+from utils.media.timebase import SAMPLE_RATE  # noqa: E402
 
 
 class _ThreadServer:
@@ -107,7 +108,7 @@ def feature_table(work) -> str:
     from scipy.signal import resample_poly
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from test_audio import _tiny_ds2_state, _write_ds2_checkpoint
+    from ds2_reference import tiny_ds2_state, write_ds2_checkpoint
     from transformers import HubertConfig, HubertModel
 
     from utils.audio.features import get_frontend
@@ -116,9 +117,9 @@ def feature_table(work) -> str:
     from utils.synthetic.speech import synthesize_speech
 
     x, sr, _ = synthesize_speech("Open the door. Good morning to you. The quick brown fox jumps over the lazy dog.")
-    x = resample_poly(x, 16000, sr).astype(np.float32)
+    x = resample_poly(x, SAMPLE_RATE, sr).astype(np.float32)
     ds2 = os.path.join(work, "ds2.ckpt")
-    _write_ds2_checkpoint(ds2, _tiny_ds2_state())
+    write_ds2_checkpoint(ds2, tiny_ds2_state())
     torch.manual_seed(0)
     cfg = HubertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                        conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
@@ -158,7 +159,7 @@ def main(argv=None):
             print(table)
             return table
         from client_LawDNet import LawDNetClient
-        from utils.synthetic.model import write_tiny_checkpoint
+        from models.tiny import write_tiny_checkpoint
 
         video = args.video
         if not video:

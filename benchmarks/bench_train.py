@@ -27,7 +27,7 @@ GPU_BATCH = {"frame_64": 16, "frame_128": 8, "frame_256": 4, "clip_288": 1, "tin
 CPU_BATCH = {"frame_64": 2, "frame_128": 1, "frame_256": 1, "clip_288": 1, "tiny": 4, "tiny_clip": 1}
 
 
-def _weights(folder, feature_dim):
+def make_weights(folder, feature_dim):
     from models.syncnet import SyncNet, save_syncnet
     from training.toy_data import write_random_vgg19
 
@@ -75,7 +75,7 @@ def main(argv=None):
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         data = make_toy_data(os.path.join(tmp, "data"), num_videos=4, num_frames=45, crop_width=360)
-        vgg, sync = _weights(tmp, 16)
+        vgg, sync = make_weights(tmp, 16)
         rows = []
         for stage in a.stages:
             batch = a.batch or (GPU_BATCH if on_gpu else CPU_BATCH).get(stage, 1)

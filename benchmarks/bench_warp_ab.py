@@ -41,8 +41,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
 
-    from config.config import crop_size
     from models.local_affine_warp import LocalAffineWarp
+    from utils.face.geometry import crop_size
 
     torch.set_num_threads(a.threads)
     old = load_revision(a.rev)

@@ -18,9 +18,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from config.config import WARP_MODES  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
-
-MODES = ("official", "corrected")
 
 
 def run_mode(mode, out_dir, frame_steps, clip_steps, syncnet_steps, spec, device, seed):
@@ -72,10 +71,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     spec = SpeakerSpec(train_sentences=a.train_sentences, speeds=tuple(a.speeds))
     results = {}
-    for mode in MODES:
-        if mode != MODES[0]:        # same rendered videos and prepared data for both modes: copy, not re-render
+    for mode in WARP_MODES:
+        if mode != WARP_MODES[0]:        # same rendered videos and prepared data for both modes: copy, not re-render
             for sub in ("data", "prepared"):
-                src, dst = os.path.join(a.out_dir, MODES[0], sub), os.path.join(a.out_dir, mode, sub)
+                src, dst = os.path.join(a.out_dir, WARP_MODES[0], sub), os.path.join(a.out_dir, mode, sub)
                 if os.path.isdir(src) and not os.path.exists(dst):
                     shutil.copytree(src, dst, symlinks=True)
         print(f"== warp mode {mode}: {a.frame_steps} frame + {a.clip_steps} clip steps", file=sys.stderr, flush=True)

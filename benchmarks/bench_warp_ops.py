@@ -25,10 +25,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     import torch
 
-    from models.local_affine_warp import _planes_eager, standard_grid
+    from models.local_affine_warp import planes_eager, standard_grid
 
     torch.set_num_threads(a.threads)
-    R, H0, W0 = 32, 60, 60                      # the block _planes_eager works on
+    R, H0, W0 = 32, 60, 60                      # the block planes_eager works on
     g = torch.Generator().manual_seed(0)
     x = torch.rand(R, H0, W0, generator=g) * 0.9 + 0.05
     y = torch.rand(R, H0, W0, generator=g)
@@ -67,7 +67,7 @@ def main(argv=None):
     sim = torch.rand(B, N, C, 4, generator=g) * 2 - 1
     grid = standard_grid(H0, W0)
     with torch.no_grad():
-        field = ns(lambda: _planes_eager(grid, kp, rho, sim, "official"), max(3, a.repeat // 40))
+        field = ns(lambda: planes_eager(grid, kp, rho, sim, "official"), max(3, a.repeat // 40))
     print(f"\nEager warp-field ops, {a.threads} torch thread(s), blocks of {R} x {H0} x {W0}\n")
     print("| op | ns per element |")
     print("|---|---|")

@@ -35,6 +35,8 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
 
+from utils.media.timebase import FPS, SAMPLE_RATE  # noqa: E402
+
 DRY_WIDTHS = dict(encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
 TEXT = "Peter bought a big map before the trip to Madrid, and we watched the moon rise."
 
@@ -105,9 +107,10 @@ def _graphed(fn, device):
 def generator_rows(device, dry, compile_warp, deadline, log):
     import torch
 
-    from config.config import ModelConfig, crop_size
+    from config.config import ModelConfig
     from lawdnet_reference import ref_lawdnet
     from models import LawDNet, use_compiled_warp
+    from utils.face.geometry import crop_size
 
     # most telling rows first, so a tight time box drops the least interesting ones
     m, batches = (32, (2, 1)) if dry else (288, (32, 8, 1))
@@ -261,7 +264,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
         gt = np.load(os.path.splitext(base)[0] + ".gt.npz")
         lm, valid = gt["landmarks"], gt["has_face"].astype(bool)
         res["landmarks"] = f"ground truth replayed ({str(e)[:60]})"
-    n_template = int(round(seconds * 25))
+    n_template = int(round(seconds * FPS))
     order = [pingpong_index(k, len(lm)) for k in range(n_template)]
     if deadline.left() < (10 if dry else 60):
         res["skipped"] = "time budget"
@@ -276,7 +279,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
         from utils.media.audio_io import load_audio, save_wav
 
         short = os.path.join(work, "warmup.wav")
-        save_wav(short, load_audio(speech, 16000)[: 16000 * 3], 16000)
+        save_wav(short, load_audio(speech, SAMPLE_RATE)[: SAMPLE_RATE * 3], SAMPLE_RATE)
     if not dry:
         dub.dub(tpl, short, out)
     stats = dub.dub(tpl, speech, out)
@@ -294,11 +297,11 @@ def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
     import torch
     import torch.distributed as dist
 
-    from bench_train import CPU_BATCH, GPU_BATCH, _weights
+    from bench_train import CPU_BATCH, GPU_BATCH, make_weights
     from training.distributed import DistInfo
     from training.options import resolve
     from training.toy_data import make_toy_data
-    from training.trainer import _Stage
+    from training.trainer import StageRun
 
     class OneRankDDP(DistInfo):
         """The trainer's multi-process branch (DDP wrappers, collectives) on a process group of one rank:
@@ -311,7 +314,7 @@ def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
     stages = stages or (("tiny", "tiny_clip") if dry else ("frame_256", "clip_288"))
     steps = steps or (2 if dry else 3)
     data = make_toy_data(os.path.join(work, "toy"), num_videos=2, num_frames=30, crop_width=360)
-    vgg, sync = _weights(work, 16)
+    vgg, sync = make_weights(work, 16)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -335,7 +338,7 @@ def training_rows(device, dry, work, deadline, log, stages=None, steps=None):
                     device=str(device), progress=False)
                 _reset_peak(device)
                 info = OneRankDDP(0, 1, 0, device, False)
-                summary = _Stage(cfg, model, opts, disc, info).run()
+                summary = StageRun(cfg, model, opts, disc, info).run()
                 sps = summary["samples_per_s"]
                 loss = summary["history"][-1]["loss/g"]
                 row.update(samples_per_s=sps, seconds_per_step=batch / sps if sps else None, loss_g=loss,

@@ -16,23 +16,15 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from config.profile import get_profile
+from utils.errors import UserError
+
+# Lazy import below: the audio front-end registry (numpy, PyAV) loads only when an InferenceConfig is validated,
+# so every CLI's --help and option errors stay fast.
+
+# The generator's local-warp modes (models/local_affine_warp.py implements them; this is their one list).
 WARP_MODES = ("official", "corrected")
-AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
 AMP_DTYPES = ("fp16", "bf16")         # GPU autocast dtypes
-# Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
-AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 768}
-
-
-def crop_size(mouth_region_size: int) -> tuple[int, int]:
-    """Aligned face crop (H, W) for mouth size m: W = 1.25 m, H = int(1.3 W) (288 -> 468x360)."""
-    w = int(1.25 * mouth_region_size)
-    return int(1.3 * w), w
-
-
-def mouth_box(mouth_region_size: int) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the m x m mouth box inside the crop: rows [m/2, 3m/2), cols [m/8, 9m/8)."""
-    m = mouth_region_size
-    return m // 2, m // 2 + m, m // 8, m // 8 + m
 
 
 @dataclass
@@ -123,8 +115,8 @@ class TrainConfig:
     adv_warmup_steps: int = 0
     lamb_perception: float = 10.0
     lamb_img: float = 1.0
-    lamb_g_di: float = 1.0
-    lamb_g_dv: float = 1.0
+    lamb_g_spatial: float = 1.0      # adversarial weights of the two discriminators (models/discriminator.py)
+    lamb_g_temporal: float = 1.0
     lamb_sync: float = 0.1
     sync_warmup_steps: int = 1000
     init_from: str = ""              # previous stage's checkpoint (coarse-to-fine)
@@ -174,7 +166,7 @@ class InferenceConfig:
 
     def validate(self) -> "InferenceConfig":
         """Cheap checks, so a typo fails before a model or a video is loaded (UserError)."""
-        from utils.errors import UserError
+        from utils.audio.features import AUDIO_FEATURES
 
         if int(self.batch_size) < 1:
             raise UserError(f"--batch_size must be >= 1, got {self.batch_size}")
@@ -190,8 +182,6 @@ class InferenceConfig:
             raise UserError(f"--crf must be 0-51, got {self.crf}")
         if int(self.queue_batches) < 1:
             raise UserError(f"--queue_batches must be >= 1, got {self.queue_batches}")
-        from config.profile import get_profile
-
         get_profile(self.profile)
         return self
 

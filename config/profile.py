@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from utils.errors import UserError
+
 OFFICIAL = "official"
 LAWDNET = "lawdnet"
 DEFAULT_PROFILE = LAWDNET            # new data preparation and training runs
@@ -59,8 +61,6 @@ def get_profile(profile: Union[str, Profile, None] = None) -> Profile:
         return profile
     key = str(profile or DEFAULT_PROFILE).strip().lower()
     if key not in PROFILES:
-        from utils.errors import UserError
-
         raise UserError(f"unknown preprocessing profile {profile!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[key]
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from config.config import mouth_box
 from dataset.frame_dataset import NUM_REFS, ResamplingDataset, SampleError, VideoStore, item_rng
 from utils.errors import UserError
+from utils.face.geometry import mouth_box
 
 CLIP_FRAMES = 5
 

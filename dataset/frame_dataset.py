@@ -10,6 +10,7 @@ Reads a prepared data root (dataset/index.py). Fixes of the original (docs/origi
 Items are requested with keys ``(epoch, index)`` (training.sampler) or a plain ``index`` (epoch 0).
 """
 import os
+import random
 import sys
 
 import cv2
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from config.config import crop_size
 from dataset.index import load_index
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 NUM_REFS = 5
 MAX_RESAMPLES = 50
@@ -172,8 +173,6 @@ class FrameDataset(ResamplingDataset):
 
 def worker_init(worker_id):
     """Distinct, reproducible global RNG streams per (rank, worker); one OpenCV thread per worker."""
-    import random
-
     info = torch.utils.data.get_worker_info()
     seed = info.seed % 2 ** 32                             # DataLoader derives it from its generator + worker id
     np.random.seed(seed)

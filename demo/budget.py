@@ -13,6 +13,10 @@ import sys
 import time
 
 from utils.errors import UserError
+from utils.face.geometry import crop_size
+
+# Lazy import below: torch loads only to probe the generator's speed (demo.py answers --help and option errors
+# without it).
 
 # Planning figures, seconds on an idle 2-core CPU (the machine of docs/benchmarks.md). ``dub_frame`` and
 # ``eval_frame`` are per held-out frame: template landmarks, dub, silence dub and baseline video; landmarks and
@@ -116,7 +120,6 @@ class Budget:
         model's own cost per frame against the tiny model's planning figure)."""
         import torch
 
-        from config.config import crop_size
 
         c = model.config
         H, W = crop_size(mouth_region_size)

@@ -5,6 +5,11 @@ import os
 
 import numpy as np
 
+from utils.media.timebase import FPS
+from utils.media.video_io import iter_frames
+
+# Lazy imports below: cv2 and matplotlib (about 2 s of start-up) load only to draw (demo.py answers --help fast).
+
 
 def pick_frames(gt_openness: np.ndarray, count: int = 4) -> list[int]:
     """Frames worth looking at: the most open frame and evenly spaced frames of the spoken part."""
@@ -22,10 +27,8 @@ def pick_frames(gt_openness: np.ndarray, count: int = 4) -> list[int]:
 
 
 def _read(video: str, indices: list[int]) -> dict[int, np.ndarray]:
-    from utils.media.video_io import iter_frames
-
     want, out = set(indices), {}
-    for k, f in enumerate(iter_frames(video, fps=25.0)):
+    for k, f in enumerate(iter_frames(video, fps=FPS)):
         if k in want:
             out[k] = f
         if len(out) == len(want):
@@ -100,7 +103,7 @@ def openness_plot(tracks: list[tuple[str, np.ndarray, float]], gt: np.ndarray, o
         return (x - x.mean()) / (x.std() + 1e-9)
 
     fig, ax = plt.subplots(figsize=(10, 3.8), dpi=100)
-    t = np.arange(len(gt)) / 25.0
+    t = np.arange(len(gt)) / FPS
     ax.plot(t, z(gt), color="black", lw=2.2, label="ground truth (rendering)")
     styles = ["tab:red", "tab:blue", "tab:gray", "tab:green", "tab:purple"]
     for (name, x, r), c in zip(tracks, styles):

@@ -9,16 +9,20 @@ import sys
 import numpy as np
 
 from utils.errors import UserError
+from utils.media.timebase import FPS
+from utils.media.video_io import count_frames, iter_frames
+
+# Lazy imports below: the evaluation package (torch) and the landmark detector (cv2, dlib) load only when a video is
+# measured (start-up time of demo.py).
 
 
 def measured_openness(video: str, detector=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(opening per frame: inner-lip gap / eye distance, valid mask) from dlib landmarks tracked over ``video``."""
     from evaluation.mouth_motion import mouth_opening
     from utils.face.landmarks import LandmarkDetector, track_landmarks
-    from utils.media.video_io import count_frames, iter_frames
 
-    lm, valid = track_landmarks(iter_frames(video, fps=25.0), detector or LandmarkDetector(), smooth=0.0,
-                                progress=progress, total=count_frames(video, 25.0))
+    lm, valid = track_landmarks(iter_frames(video, fps=FPS), detector or LandmarkDetector(), smooth=0.0,
+                                progress=progress, total=count_frames(video, FPS))
     return mouth_opening(lm), valid
 
 
@@ -79,12 +83,12 @@ def _finite(v):
     return v
 
 
-def _finite_tree(x):
+def finite_tree(x):
     """``_finite`` applied through dicts and lists."""
     if isinstance(x, dict):
-        return {str(k): _finite_tree(v) for k, v in x.items()}
+        return {str(k): finite_tree(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite_tree(v) for v in x]
+        return [finite_tree(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _finite_tree(x.tolist())
+        return finite_tree(x.tolist())
     return _finite(x)

@@ -12,11 +12,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from config.config import InferenceConfig
-from demo.budget import Budget
-from demo.speaker import SpeakerSpec
+from demo import dubbing, figures, metrics, report, speaker, training
+from demo.budget import NOMINAL, OVERRUN, USEFUL_STEPS, Budget, check_budget, fixed_costs, useful_training_s
+from demo.speaker import ENGLISH, SpeakerSpec, default_holdout_s
 from demo.training import TinyModel
+from demo.validation import METRICS, Validator
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.formats import VIDEO_EXTS
+from utils.media.timebase import FPS
+from utils.media.video_io import count_frames, iter_frames, probe
+from utils.synthetic.speech import SENTENCES
+
+# Lazy imports below: torch, the models, the data set index, the landmark detector (cv2, dlib) and the evaluation /
+# training packages (torch behind each) load only when a run needs them, so demo.py answers --help and option errors
+# fast.
 
 STEPS = ("make the data", "data pipeline", "train SyncNet", "train LawDNet frame stage (tiny)",
          "train LawDNet clip stage (tiny_clip)", "dub held-out speech + baselines", "evaluate", "write report")
@@ -69,7 +79,6 @@ def _check(o: DemoOptions) -> None:
         raise UserError("--template and --holdout_s apply to your own videos (--data)")
     if o.val_every < 0:
         raise UserError(f"--val_every must be >= 0 (0 = no validation), got {o.val_every}")
-    from demo.validation import METRICS
 
     if o.select_by not in METRICS:
         raise UserError(f"--select_by must be one of {', '.join(METRICS)}, got {o.select_by!r}")
@@ -131,28 +140,21 @@ def _summary_mean(items: list[dict]) -> dict:
 
 def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     """(frames still to render, training frames, held-out frames) for the plan, before anything is made."""
-    from utils.media.video_io import count_frames
-
     out = os.path.abspath(opts.output_dir)
     prepared = os.path.isfile(os.path.join(out, "prepared", "training_json.json"))
     if opts.data:
-        from dataset.prepare.layout import VIDEO_EXTS
-        from demo.speaker import default_holdout_s
-
         src = opts.data
         vids = ([src] if os.path.isfile(src) else
                 [os.path.join(src, n) for n in sorted(os.listdir(src)) if n.lower().endswith(VIDEO_EXTS)])
-        frames = [count_frames(v, 25.0) for v in vids] or [0]
-        hold = opts.holdout_s if opts.holdout_s is not None else default_holdout_s(len(frames), frames[-1] / 25)
-        held = frames[-1] if hold == 0 else min(frames[-1], int(round(hold * 25)))
+        frames = [count_frames(v, FPS) for v in vids] or [0]
+        hold = opts.holdout_s if opts.holdout_s is not None else default_holdout_s(len(frames), frames[-1] / FPS)
+        held = frames[-1] if hold == 0 else min(frames[-1], int(round(hold * FPS)))
         return 0, 0 if prepared else sum(frames) - held, held
-    from demo.speaker import ENGLISH
-    from utils.synthetic.speech import SENTENCES
 
     sp = opts.speaker
 
     def frames(sid, speed):                    # lead/tail silence + ~the espeak-ng duration of the words
-        return int(25 * (0.6 + len(SENTENCES[sid][1].split()) * 60.0 / speed))
+        return int(FPS * (0.6 + len(SENTENCES[sid][1].split()) * 60.0 / speed))
 
     train = sum(frames(sid, v) for sid in ENGLISH[:sp.train_sentences] for v in sp.speeds)
     mid = sorted(sp.speeds)[len(sp.speeds) // 2]
@@ -161,7 +163,7 @@ def _estimate_frames(opts: DemoOptions) -> tuple[int, int, int]:
     return (0 if rendered else train + 2 * held), (0 if prepared else train), held
 
 
-def _model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str, str]:
+def model_from_init(opts: DemoOptions) -> tuple[TinyModel, dict | None, str, str, str]:
     """(model settings, generator overrides, audio feature, warp mode, preprocessing profile) - from --init_from's
     checkpoint when given, so training continues its architecture and its data are prepared the way it was
     trained (an official file: m 288, deepspeech2 unless the flags say otherwise, the official profile)."""
@@ -194,9 +196,6 @@ def _probe_model(index: str, model: TinyModel, overrides: dict | None, feature: 
 
 def run_demo(opts: DemoOptions, log=None) -> dict:
     """Run the whole demo; returns the metrics dict (also written to <output_dir>/metrics.json)."""
-    from demo import dubbing, figures, metrics, report, speaker, training
-    from demo.budget import NOMINAL, OVERRUN, USEFUL_STEPS, check_budget, fixed_costs, useful_training_s
-
     _check(opts)
     out = os.path.abspath(opts.output_dir)
     budget = Budget(opts.minutes * 60.0, len(STEPS), log)
@@ -216,7 +215,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                      "sync": opts.syncnet_steps or USEFUL_STEPS["sync"]})
     warned = check_budget(budget.total_s, fixed, needed, planned, say)
     os.makedirs(out, exist_ok=True)
-    model, overrides, feature, warp_mode, profile = _model_from_init(opts)
+    model, overrides, feature, warp_mode, profile = model_from_init(opts)
     settings = {"data": {"real": os.path.abspath(opts.data) if opts.data else "", "holdout_s": opts.holdout_s,
                          "speaker": dataclasses.asdict(opts.speaker), "feature": feature, "profile": profile},
                 "training": {"model": dataclasses.asdict(model), "seed": opts.seed,
@@ -274,8 +273,6 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                                      device=dev, log=say, steps=opts.syncnet_steps,
                                                      progress=opts.progress)
         if validates:
-            from demo.validation import Validator
-
             validator = Validator(data.heldout[0].video, os.path.join(out, "validation"), sync_info["path"], dev,
                                   opts.select_by, log=say, inference=opts.inference)
         common = dict(device=dev, seed=opts.seed, log=say, progress=opts.progress, model_overrides=overrides,
@@ -374,10 +371,10 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                                                    ("silence",) if reconstruction else ("template", "silence"))
         result["timings"] = dict(budget.timings)
         result["timings"]["total"] = round(budget.elapsed(), 1)
-        report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
+        report.write_metrics(os.path.join(out, "metrics.json"), metrics.finite_tree(result))
         report.write_report(out, result)
     result["timings"] = dict(budget.timings, total=round(budget.elapsed(), 1))
-    report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
+    report.write_metrics(os.path.join(out, "metrics.json"), metrics.finite_tree(result))
     say(f"report: {os.path.join(out, 'report.html')} (total {budget.elapsed() / 60:.1f} min)")
     return result
 
@@ -387,25 +384,20 @@ def _strip(videos: dict) -> dict:
 
 
 def _num_frames(video: str) -> int:
-    from utils.media.video_io import count_frames
-
-    return count_frames(video, 25.0)
+    return count_frames(video, FPS)
 
 
 def _mouth_box(gt_video: str, template: str):
     """Lower-face box for the pictures: from the rendering's ground-truth landmarks when there are some, else
     from landmarks tracked on the template's first frames."""
-    from utils.media.video_io import probe
-
     info = probe(template)
     gt_npz = os.path.splitext(gt_video)[0] + ".gt.npz"
     if os.path.isfile(gt_npz):
         lm = np.load(gt_npz)["landmarks"]
     else:
         from utils.face.landmarks import LandmarkDetector, track_landmarks
-        from utils.media.video_io import iter_frames
 
-        lm, valid = track_landmarks(iter_frames(template, fps=25.0, max_frames=25), LandmarkDetector(),
+        lm, valid = track_landmarks(iter_frames(template, fps=FPS, max_frames=25), LandmarkDetector(),
                                     progress=False)
         if not valid.any():
             return None

@@ -21,6 +21,14 @@ import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.audio_io import load_audio
+from utils.media.formats import VIDEO_EXTS
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils.media.video_io import VideoWriter, count_frames, iter_frames
+from utils.synthetic.speech import SENTENCES
+
+# Lazy import below: the synthetic talking head (cv2, dlib, skimage behind it) loads only to render a speaker
+# (start-up time of demo.py).
 
 ENGLISH = [i for i, (lang, _) in enumerate(__import__("utils.synthetic.speech", fromlist=["SENTENCES"]).SENTENCES)
            if lang == "en"]
@@ -97,8 +105,6 @@ def _render(path: str, text: str, log, **kw) -> dict:
 
 def make_synthetic_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> DemoData:
     """Render (or reuse) the speaker's training videos, held-out ground truths and template."""
-    from utils.synthetic.speech import SENTENCES
-
     train_dir, eval_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "eval")
     os.makedirs(train_dir, exist_ok=True)
     os.makedirs(eval_dir, exist_ok=True)
@@ -146,8 +152,6 @@ def make_one_video_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> tuple
     both are rendered with one head-motion seed, so frame k of the template and of the held-out part show the same
     pose and a dub of the held-out speech can be compared pixel by pixel with the held-out footage.
     Returns (video, template, held-out seconds: pass it as --holdout_s)."""
-    from utils.synthetic.speech import SENTENCES
-
     parts_dir, video_dir = os.path.join(data_dir, "parts"), os.path.join(data_dir, "video")
     os.makedirs(parts_dir, exist_ok=True)
     os.makedirs(video_dir, exist_ok=True)
@@ -172,21 +176,18 @@ def make_one_video_speaker(data_dir: str, spec: SpeakerSpec, log=print) -> tuple
                        **common)
         if meta["num_frames"] >= held["num_frames"]:
             break
-        tail = round(tail + (held["num_frames"] - meta["num_frames"]) / 25 + 0.2, 2)
-    return video, tpl, held["num_frames"] / 25.0
+        tail = round(tail + (held["num_frames"] - meta["num_frames"]) / FPS + 0.2, 2)
+    return video, tpl, held["num_frames"] / FPS
 
 
 def concat_videos(paths: list, dst: str) -> str:
     """The 25 fps videos ``paths`` one after the other (16 kHz mono audio, 640 samples per frame) in ``dst``."""
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter, count_frames, iter_frames
-
-    counts = [count_frames(p, 25.0) for p in paths]
-    audio = np.concatenate([np.pad(a, (0, max(0, n * 640 - len(a))))[:n * 640]
-                            for a, n in zip((load_audio(p, 16000) for p in paths), counts)])
-    with VideoWriter(dst, fps=25.0, audio=audio, sample_rate=16000, preset="fast") as w:
+    counts = [count_frames(p, FPS) for p in paths]
+    audio = np.concatenate([np.pad(a, (0, max(0, n * FRAME_SAMPLES - len(a))))[:n * FRAME_SAMPLES]
+                            for a, n in zip((load_audio(p, SAMPLE_RATE) for p in paths), counts)])
+    with VideoWriter(dst, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE, preset="fast") as w:
         for p, n in zip(paths, counts):
-            for frame in iter_frames(p, fps=25.0, max_frames=n):
+            for frame in iter_frames(p, fps=FPS, max_frames=n):
                 w.write(frame)
     return dst
 
@@ -194,13 +195,11 @@ def concat_videos(paths: list, dst: str) -> str:
 def cut_video(src: str, dst: str, start: int, stop: int) -> str:
     """Frames [start, stop) of ``src`` at 25 fps with the matching audio (16 kHz mono) as an mp4; the audio of
     frame k is samples [640 k, 640 (k + 1)), the rule of the data pipeline."""
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter, iter_frames
-
-    audio = load_audio(src, 16000)
-    audio = np.pad(audio, (0, max(0, stop * 640 - len(audio))))[start * 640:stop * 640]
-    with VideoWriter(dst, fps=25.0, audio=audio, sample_rate=16000, preset="fast") as w:
-        for k, frame in enumerate(iter_frames(src, fps=25.0, max_frames=stop)):
+    audio = load_audio(src, SAMPLE_RATE)
+    audio = np.pad(audio, (0, max(0, stop * FRAME_SAMPLES - len(audio))))
+    audio = audio[start * FRAME_SAMPLES:stop * FRAME_SAMPLES]
+    with VideoWriter(dst, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE, preset="fast") as w:
+        for k, frame in enumerate(iter_frames(src, fps=FPS, max_frames=stop)):
             if k >= start:
                 w.write(frame)
     return dst
@@ -221,9 +220,6 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
     everything before that is training data, under ``<work_dir>/train`` (the user's files are only read: whole
     videos are linked, a cut one is re-encoded). A ``<video>.mouth.npy`` next to a video (utils.synthetic writes
     one) gives per-frame ground-truth openness."""
-    from dataset.prepare.layout import VIDEO_EXTS
-    from utils.media.video_io import count_frames
-
     if os.path.isfile(source):
         folder, vids = os.path.dirname(os.path.abspath(source)), [os.path.basename(source)]
     elif os.path.isdir(source):
@@ -234,20 +230,20 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
     if not vids:
         raise UserError(f"--data {source}: no video found ({', '.join(VIDEO_EXTS)})")
     last = os.path.join(folder, vids[-1])
-    n_last = count_frames(last, 25.0)
+    n_last = count_frames(last, FPS)
     if holdout_s is None:
-        holdout_s = default_holdout_s(len(vids), n_last / 25.0)
+        holdout_s = default_holdout_s(len(vids), n_last / FPS)
     if holdout_s < 0:
         raise UserError(f"--holdout_s must be >= 0 (0 = the whole last video), got {holdout_s}")
-    held_frames = n_last if holdout_s == 0 else int(round(holdout_s * 25))
+    held_frames = n_last if holdout_s == 0 else int(round(holdout_s * FPS))
     if held_frames > n_last:
-        raise UserError(f"--holdout_s {holdout_s}: {vids[-1]} is only {n_last / 25:.1f} s long")
-    if held_frames < 25:
+        raise UserError(f"--holdout_s {holdout_s}: {vids[-1]} is only {n_last / FPS:.1f} s long")
+    if held_frames < FPS:
         raise UserError(f"--holdout_s {holdout_s}: hold out at least 1 s to validate on")
     cut = n_last - held_frames
-    if len(vids) == 1 and cut < min_train_s * 25:
-        raise UserError(f"{vids[-1]} ({n_last / 25:.1f} s) is too short to train on {min_train_s:g} s and hold out "
-                        f"{held_frames / 25:.1f} s: give a longer video, more videos, or a shorter --holdout_s")
+    if len(vids) == 1 and cut < min_train_s * FPS:
+        raise UserError(f"{vids[-1]} ({n_last / FPS:.1f} s) is too short to train on {min_train_s:g} s and hold out "
+                        f"{held_frames / FPS:.1f} s: give a longer video, more videos, or a shorter --holdout_s")
     train_dir, eval_dir = os.path.join(work_dir, "train"), os.path.join(work_dir, "eval")
     os.makedirs(train_dir, exist_ok=True)
     os.makedirs(eval_dir, exist_ok=True)
@@ -272,7 +268,7 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
     openness = ""
     if not same or not os.path.isfile(held):
         if cut:
-            log(f"real data: holding out the last {held_frames / 25:.1f} s of {vids[-1]}")
+            log(f"real data: holding out the last {held_frames / FPS:.1f} s of {vids[-1]}")
             cut_video(last, os.path.join(train_dir, f"{stem}.mp4"), 0, cut)
             cut_video(last, held, cut, n_last)
         else:
@@ -283,7 +279,7 @@ def real_data(source: str, work_dir: str, log=print, holdout_s: float | None = N
             json.dump(split, f, indent=1)
     if os.path.isfile(os.path.join(eval_dir, "heldout.mouth.npy")):
         openness = os.path.join(eval_dir, "heldout.mouth.npy")
-    what = f"the last {held_frames / 25:.1f} s of {vids[-1]}" if cut else vids[-1]
+    what = f"the last {held_frames / FPS:.1f} s of {vids[-1]}" if cut else vids[-1]
     log(f"real data: {len(train_names)} training video(s), held out {what} (dubbed with its own speech onto "
         f"{os.path.basename(template) if template else 'its own footage'})")
     return DemoData(train_dir, os.path.abspath(template) if template else held,

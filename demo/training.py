@@ -11,8 +11,14 @@ import os
 import time
 from dataclasses import dataclass
 
+from config.config import DataConfig
+from dataset.prepare.indexing import generate_training_json
+from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset
+from training.syncnet_trainer import train_syncnet
 from utils.atomic import atomic_write
 from utils.errors import UserError
+
+# Lazy import below: training.trainer (torch) loads only when a stage is trained (start-up time of demo.py).
 
 # mouth size 32 (52 x 40 crops) and a 20-point coarse warp grid: one batch-4 training step of the tiny
 # generator takes ~0.3 s on 2 CPU cores (m=64 with the official 60-point grid: ~4 s), so a 30-minute budget
@@ -68,10 +74,6 @@ def prepare_data(train_dir: str, data_root: str, crop_width: int, workers: int =
                  log=print, features: tuple = ("mel",), audio_model_path: str = "", profile: str = "lawdnet") -> str:
     """Run the project's data pipeline (``features``, crops ``crop_width`` wide, preprocessing ``profile``) and
     write the index; its path."""
-    from config.config import DataConfig
-    from dataset.prepare.indexing import generate_training_json
-    from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset
-
     cfg = DataConfig(source_video_dir=train_dir, data_root=data_root, audio_feature=",".join(features),
                      crop_width=int(crop_width), workers=max(1, int(workers)), audio_model_path=audio_model_path,
                      profile=profile)
@@ -92,8 +94,6 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
                         progress: bool = True) -> dict:
     """A mel SyncNet on the demo data within about ``seconds`` (at most ``max_steps`` steps), or exactly ``steps``
     steps when > 0; skipped when ``out_path`` is done already."""
-    from train_syncnet import train_syncnet
-
     marker = out_path + ".done.json"
     info = _done(marker)
     if info and os.path.isfile(out_path):

@@ -15,7 +15,11 @@ import os
 import shutil
 
 from config.config import InferenceConfig
+from demo.dubbing import make_dubber
 from utils.atomic import atomic_write
+
+# Lazy imports below: the evaluation package (torch) and the landmark detector (cv2, dlib) load only when a
+# validation runs (start-up time of demo.py).
 
 METRICS = ("psnr_mouth", "ssim_mouth", "av_corr", "own_lse_c", "own_lse_d")
 LOWER_IS_BETTER = {"own_lse_d"}
@@ -53,7 +57,6 @@ class Validator:
         return best if best is not None and os.path.isfile(self.best_path) else None
 
     def __call__(self, checkpoint: str, stage: str, step: int) -> dict:
-        from demo.dubbing import make_dubber
         from evaluation import evaluate
         from utils.face.landmarks import LandmarkDetector
 

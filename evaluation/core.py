@@ -9,16 +9,28 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import cv2
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from evaluation.image_metrics import psnr_from_mse, ssim
+from evaluation.lse import LipEmbedder, lse_own_syncnet, lse_syncnet_v2, sync_face_crop
+from evaluation.mouth_motion import audio_energy_db, mouth_opening, opening_energy_stats, temporal_jitter
+from evaluation.seam import SeamMeter
+from evaluation.syncnet_v2 import load_syncnet_v2
+from models.syncnet import load_syncnet
+from utils.audio.features import get_frontend
 from utils.errors import UserError
-
-FPS = 25.0
+from utils.face.align import PASTE_OUTER, FaceAligner
+from utils.face.geometry import mouth_box
+from utils.face.landmarks import LandmarkDetector, track_landmarks
+from utils.media.audio_io import load_audio, num_video_frames
+from utils.media.timebase import FPS, SAMPLE_RATE
+from utils.media.video_io import count_frames, iter_frames, probe
 
 
 def _padded_crop(aligner, frame, M, pad):
-    import cv2
-
     A = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64) @ M
     return cv2.warpAffine(frame, A[:2], (aligner.out_W + 2 * pad, aligner.out_H + 2 * pad), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
@@ -33,18 +45,6 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     syncnet_python's ``syncnet_v2.model`` for LSE-D/LSE-C; ``syncnet``: our SyncNet checkpoint for
     LSE-D/LSE-C (own), fed with ``syncnet_audio_feature`` features (default: mel for an 80-channel SyncNet).
     ``mouth_size`` sets the aligned crop used for the mouth metrics (crop width 1.25 x mouth_size)."""
-    import torch
-
-    from config.config import mouth_box
-    from evaluation.image_metrics import psnr_from_mse, ssim
-    from evaluation.lse import LipEmbedder, lse_own_syncnet, lse_syncnet_v2, sync_face_crop
-    from evaluation.mouth_motion import audio_energy_db, mouth_opening, opening_energy_stats, temporal_jitter
-    from evaluation.seam import SeamMeter
-    from utils.media.audio_io import load_audio, num_video_frames
-    from utils.face.align import PASTE_OUTER, FaceAligner
-    from utils.face.landmarks import LandmarkDetector, track_landmarks
-    from utils.media.video_io import count_frames, iter_frames, probe
-
     generated = os.fspath(generated)
     info = probe(generated)
     if reference is not None:
@@ -53,20 +53,15 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     # audio
     samples = None
     if audio is not None:
-        samples = load_audio(audio, 16000)
+        samples = load_audio(audio, SAMPLE_RATE)
     elif info.has_audio:
-        samples = load_audio(generated, 16000)
+        samples = load_audio(generated, SAMPLE_RATE)
     # models (load before the long passes so a bad path fails fast)
     v2 = own = None
     own_frontend = None
     if syncnet_v2:
-        from evaluation.syncnet_v2 import load_syncnet_v2
-
         v2 = load_syncnet_v2(syncnet_v2, dev)
     if syncnet:
-        from models.syncnet import load_syncnet
-        from utils.audio.features import get_frontend
-
         own = load_syncnet(syncnet, dev)
         feat = syncnet_audio_feature or ("mel" if own.config["audio_channels"] == 80 else "")
         if not feat:
@@ -106,7 +101,6 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
             "jit": 0.0, "jit_ref": 0.0, "n_jit": 0}
     ref_iter = iter_frames(reference, fps=FPS) if reference is not None else None
     prev = prev_ref = None
-    from tqdm import tqdm
 
     for k, frame in enumerate(tqdm(iter_frames(generated, fps=FPS), total=T, desc="metrics", unit="frame",
                                    disable=not progress)):
@@ -160,7 +154,7 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     for name, meter in seams.items():
         res[name] = meter.score()
     if samples is not None:
-        A = num_video_frames(len(samples), 16000, FPS)
+        A = num_video_frames(len(samples), SAMPLE_RATE, FPS)
         res["audio_frames"] = A
         res["frame_count_diff"] = T - A
         # audio shorter than the video counts as silence; face-less frames are left out

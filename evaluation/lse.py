@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from collections import deque
 
+import cv2
 import numpy as np
 import torch
+
+from utils.audio.base import make_windows
+
+# Lazy import below: python_speech_features (scipy behind it, about 1.3 s) loads only for the SyncNet v2 MFCCs.
 
 SYNC_SIZE = 224
 CROP_SCALE = 0.40   # syncnet_python's face-track crop: box scaled like its run_pipeline
@@ -29,8 +34,6 @@ def sync_face_crop(frame_rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """224x224 BGR face crop in syncnet_python's geometry, from the 68 landmarks' bounding box: half-size
     bs = max(w, h)/2 around the box centre, rows [cy - bs, cy + bs(1 + 2 s)), cols cx +- bs(1 + s), s = 0.4,
     outside the frame filled with grey 110."""
-    import cv2
-
     x0, y0 = landmarks.min(0)
     x1, y1 = landmarks.max(0)
     bs = max(x1 - x0, y1 - y0) / 2
@@ -109,8 +112,6 @@ def lse_syncnet_v2(model, lip_emb: torch.Tensor, samples_16k: np.ndarray, device
 def lse_own_syncnet(model, mouths: torch.Tensor, feats: np.ndarray, device="cpu", vshift: int = 15) -> dict:
     """LSE with models/syncnet.SyncNet: mouths (T, 3, S, S) in [0, 1] (aligned mouth boxes), feats (T, D) rows of
     the audio front-end it was trained on. Pair (window at frames i..i+4, audio window centred on i+2+k)."""
-    from utils.audio.base import make_windows
-
     T = min(len(mouths), len(feats))
     n_win = T - 4
     if n_win < 1:

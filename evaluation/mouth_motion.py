@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from utils.media.timebase import FRAME_SAMPLES
+
 INNER_UPPER = (61, 62, 63)
 INNER_LOWER = (67, 66, 65)
 SILENCE_DB = 35.0   # frames this far below the loud (95th percentile) level count as silence
@@ -19,7 +21,8 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
 def audio_energy_db(samples_16k: np.ndarray, num_frames: int) -> np.ndarray:
     """(num_frames,) RMS level in dBFS of each 40 ms frame (640 samples), floor -100 dB."""
     x = np.asarray(samples_16k, np.float64)
-    x = np.pad(x, (0, max(0, num_frames * 640 - len(x))))[: num_frames * 640].reshape(num_frames, 640)
+    n = num_frames * FRAME_SAMPLES
+    x = np.pad(x, (0, max(0, n - len(x))))[:n].reshape(num_frames, FRAME_SAMPLES)
     rms = np.sqrt((x ** 2).mean(1))
     return 20 * np.log10(np.maximum(rms, 1e-5))
 

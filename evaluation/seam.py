@@ -3,6 +3,7 @@ have just beside it? Mean gradient magnitude on the boundary band divided by the
 ``offset`` px inside and outside. About 1 without a seam; a visible box gives a clearly larger value."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -17,8 +18,6 @@ def _band(shape, box, grow: float, width: int = 1) -> np.ndarray:
 
 
 def gradient_magnitude(img: np.ndarray) -> np.ndarray:
-    import cv2
-
     g = img.astype(np.float32).mean(-1) if img.ndim == 3 else img.astype(np.float32)
     gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
     return np.sqrt(gx * gx + gy * gy)

@@ -12,11 +12,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from utils.audio.mel import MelFrontEnd
+
 
 def activity_signals(frames: np.ndarray, audio_16k: np.ndarray, box: Optional[Sequence[int]] = None):
     """(v, u): per-frame mouth motion and audio-feature change, same length (frames[1:] vs rows[1:])."""
-    from utils.audio.mel import MelFrontEnd
-
     f = np.asarray(frames)
     if box is not None:
         x0, y0, x1, y1 = (int(b) for b in box)

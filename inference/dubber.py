@@ -30,14 +30,14 @@ from inference.references import reference_sets
 from inference.runner import ModelRunner
 from inference.template import Template, prepare_template
 from utils.errors import UserError
+from utils.media.formats import OUTPUT_VIDEO_EXTS
+from utils.media.timebase import FPS, SAMPLE_RATE
 
 log = logging.getLogger("lawdnet.inference")
 
-FPS = 25.0
 NUM_REFERENCES = 5
 # Sample rates AAC encodes; others are resampled to 48 kHz for the output track.
 _AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
-_VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
 
 InferFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,11 +83,11 @@ class DubAudio:
 
     @property
     def seconds(self) -> float:
-        return len(self.samples_16k) / 16000.0
+        return len(self.samples_16k) / SAMPLE_RATE
 
     def with_resampler(self, resampler: str) -> "DubAudio":
         """This audio with 16 kHz samples made by ``resampler`` (decoded again only when that changes them)."""
-        if resampler == self.resampler or self.native_rate == 16000:
+        if resampler == self.resampler or self.native_rate == SAMPLE_RATE:
             return self
         return load_dub_audio(self.path, max_seconds=self.seconds + 1.0, resampler=resampler)
 
@@ -103,9 +103,9 @@ def resolve_device(device: Optional[str]) -> torch.device:
 def check_output_path(output_path) -> str:
     path = os.fspath(output_path)
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _VIDEO_EXTS:
+    if ext not in OUTPUT_VIDEO_EXTS:
         raise UserError(f"{path}: unsupported output format {ext or '(no extension)'!r}; use one of "
-                        f"{', '.join(_VIDEO_EXTS)}")
+                        f"{', '.join(OUTPUT_VIDEO_EXTS)}")
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"{path}: the output folder is not a folder")
@@ -124,13 +124,13 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
     features and the native channels for the output track. UserError for missing/corrupt/empty files,
     ``MediaTooLong`` (decoding stopped) past ``max_seconds``. ``resampler``: how the 16 kHz feature input is made
     (``Dubber.dub`` redoes it for its profile)."""
-    from utils.media.audio_io import _resample, decode_audio, finish_mono, num_video_frames
+    from utils.media.audio_io import decode_audio, finish_mono, num_video_frames, resample
 
     path = os.fspath(path)
     notes: list = []
     d = decode_audio(path, max_seconds=max_seconds, notes=notes)
-    samples_16k = finish_mono(d.mono(), d.rate, 16000, path, notes, resampler)
-    n = num_video_frames(len(samples_16k), 16000, FPS)
+    samples_16k = finish_mono(d.mono(), d.rate, SAMPLE_RATE, path, notes, resampler)
+    n = num_video_frames(len(samples_16k), SAMPLE_RATE, FPS)
     if n == 0:
         raise UserError(f"{path}: the audio is empty")
     x, layout = d.samples, _AAC_RENAME.get(d.layout, d.layout)
@@ -140,7 +140,7 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
         x, layout = d.mono()[None].astype(np.float32), "mono"
     sr = d.rate if d.rate in _AAC_RATES else 48000
     if sr != d.rate:
-        x = _resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
+        x = resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak > 1.0 + 1e-3:   # the same rule as the features' track: louder float data is scaled, not clipped
         x = x / peak

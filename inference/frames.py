@@ -12,9 +12,9 @@ import numpy as np
 
 from inference.schedule import source_runs
 from utils.errors import UserError
+from utils.media.timebase import FPS
 from utils.media.video_io import iter_frames
 
-FPS = 25.0
 
 
 def chunk_frames(height: int, width: int, chunk_bytes: int = 256 << 20, lo: int = 8, hi: int = 128) -> int:

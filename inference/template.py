@@ -27,10 +27,13 @@ import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.face.landmarks import LandmarkDetector, find_predictor, track_landmarks
+from utils.media.container import MediaTooLong
+from utils.media.timebase import FPS
+from utils.media.video_io import count_frames, iter_frames, probe
 
 CACHE_VERSION = 2
 CACHE_DIRNAME = ".lawdnet_cache"
-FPS = 25.0
 
 
 @dataclass
@@ -135,10 +138,6 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
     face shows in the first ``face_search_seconds``; ``AnalysisCancelled`` once ``cancel`` is set (limits: see
     the module doc).
     """
-    from utils.face.landmarks import LandmarkDetector, find_predictor, track_landmarks
-    from utils.media.container import MediaTooLong
-    from utils.media.video_io import count_frames, iter_frames, probe
-
     video_path = os.fspath(video_path)
     info = probe(video_path)  # UserError for missing / not-a-video files
     if max_seconds and info.duration > max_seconds + 0.5:

@@ -23,6 +23,7 @@ import torch
 
 from config.config import ModelConfig
 from config.profile import LAWDNET, OFFICIAL, get_profile
+from models.lawdnet import LawDNet
 from utils.atomic import atomic_write
 from utils.errors import UserError
 
@@ -131,8 +132,6 @@ def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config
     ``warp_mode`` overrides the stored mode (official files default to "official", the only mode their
     weights are valid in); ``config_overrides`` set fields official files cannot record (coarse_grid_size).
     """
-    from models.lawdnet import LawDNet
-
     info = checkpoint_info(read_checkpoint(path), path)
     cfg = info["model_config"]
     overrides = dict(config_overrides)
@@ -143,14 +142,14 @@ def load_lawdnet(path, device="cpu", warp_mode=None, return_info=False, **config
     try:
         model.load_state_dict(info["state_dict"], strict=True)
     except RuntimeError as e:
-        detail = _key_diff(model.state_dict(), info["state_dict"]) or str(e).splitlines()[-1].strip()[:300]
+        detail = key_diff(model.state_dict(), info["state_dict"]) or str(e).splitlines()[-1].strip()[:300]
         raise UserError(f"{path}: weights do not fit the LawDNet architecture ({detail})") from None
     info["model_config"] = cfg
     model = model.to(device).eval()
     return (model, info) if return_info else model
 
 
-def _key_diff(expected, got):
+def key_diff(expected, got):
     """'missing N: a, b, c ...; wrong shape N: ...; unexpected N: ...' (empty when the keys and shapes agree)."""
     groups = (("missing", sorted(set(expected) - set(got))),
               ("wrong shape", sorted(k for k in set(expected) & set(got)

@@ -1,17 +1,41 @@
 """Patch discriminator of LawDNet / DINet (docs/original.md, 'Discriminators').
 
-The same class serves as the spatial discriminator D_S (``net_dI``: 3 channels, one frame) and the temporal one
-D_T (``net_dV``: 15 channels, 5 frames stacked on channels). Parameter names follow the official checkpoints
+The same class serves as the spatial discriminator (3 channels, one frame) and the temporal one (15 channels, 5
+frames stacked on channels); DISCRIMINATORS below is their one alias table. Parameter names follow the official checkpoints
 (``down_blocks.{i}.conv.*``, ``conv.*``) so their state dicts load strictly once the DDP ``module.`` prefix is
 removed. There is no autocast in here (the original had one): the caller picks the precision.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from models.checkpoint import strip_module_prefix
+
+
+class DiscriminatorName(NamedTuple):
+    checkpoint_key: str              # the official checkpoints' key in ``state_dict`` (kept as it is)
+    channels: int                    # input channels
+    aliases: tuple                   # what the spec, the original code and earlier versions called it
+
+
+# One name per discriminator, used in code (``self.d_<name>``), flags (``--lamb_g_<name>``) and logs
+# (``loss/d_<name>``, ``loss/g_<name>``); checkpoints keep the official keys.
+DISCRIMINATORS = {
+    "spatial": DiscriminatorName("net_dI", 3, ("D_I", "D_S", "dS", "d_s", "lamb_g_di", "image discriminator")),
+    "temporal": DiscriminatorName("net_dV", 15, ("D_V", "D_T", "dT", "d_t", "lamb_g_dv", "video discriminator")),
+}
+
+
+def discriminator_name(alias: str) -> str:
+    """The name (spatial | temporal) of a discriminator given any of its names or its checkpoint key."""
+    for name, d in DISCRIMINATORS.items():
+        if alias == name or alias == d.checkpoint_key or alias in d.aliases:
+            return name
+    raise KeyError(f"no discriminator is called {alias!r}")
 
 
 class DownBlock(nn.Module):

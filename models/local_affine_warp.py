@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-WARP_MODES = ("official", "corrected")
+from config.config import WARP_MODES
 
 
 def standard_grid(height, width, device=None, dtype=torch.float32):
@@ -74,11 +74,11 @@ def use_compiled_warp(enabled=True):
 
 def _planes_fused(grid, kpoints, radius, similarity, mode):
     """The whole field and its layout as one expression, for torch.compile to fuse into one loop."""
-    disp = _displacement_chunked(grid, kpoints, radius, similarity, kpoints.shape[2], checkpointed=False)
-    return _planes_from_displacement(disp, grid, mode)
+    disp = displacement_chunked(grid, kpoints, radius, similarity, kpoints.shape[2], checkpointed=False)
+    return planes_from_displacement(disp, grid, mode)
 
 
-def _planes_from_displacement(disp, grid, mode):
+def planes_from_displacement(disp, grid, mode):
     """(B, C, H0, W0, 2) displacement -> the (B, 2C, H0, W0) planes that get resized."""
     B, C, H0, W0, _ = disp.shape
     if mode == "official":
@@ -123,7 +123,7 @@ def _field_rows_inplace(xs, ys, kp, nir, sim, transposed=False):
     return nx, ny, den
 
 
-def _planes_eager(grid, kpoints, radius, similarity, mode):
+def planes_eager(grid, kpoints, radius, similarity, mode):
     """_planes_fused computed block of rows by block of rows (no autograd), written straight into the layout.
 
     ``official``: positions (grid + displacement) in the released x-major, x/y-interleaved order, so nothing is
@@ -159,13 +159,13 @@ def coarse_planes(grid, kpoints, radius, similarity, mode, chunk=16):
     grid (H0, W0, 2); kpoints (B, N, C, 2); radius (B, N, C); similarity (B, N, C, 4).
     """
     if torch.is_grad_enabled() and (kpoints.requires_grad or similarity.requires_grad or radius.requires_grad):
-        return _planes_from_displacement(_displacement_chunked(grid, kpoints, radius, similarity, chunk), grid, mode)
+        return planes_from_displacement(displacement_chunked(grid, kpoints, radius, similarity, chunk), grid, mode)
     if _compiled_planes is not None:
         return _compiled_planes(grid, kpoints, radius, similarity, mode)
-    return _planes_eager(grid, kpoints, radius, similarity, mode)
+    return planes_eager(grid, kpoints, radius, similarity, mode)
 
 
-def _displacement_chunked(grid, kpoints, radius, similarity, chunk, checkpointed=True):
+def displacement_chunked(grid, kpoints, radius, similarity, chunk, checkpointed=True):
     """Differentiable field, ``chunk`` channels at a time (each chunk recomputed in backward when checkpointed)."""
     H0, W0, _ = grid.shape
     B, N, C, _ = kpoints.shape

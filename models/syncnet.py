@@ -13,26 +13,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config.config import mouth_box
+from models.blocks import DownBlock1d, SameBlock1d, SameBlock2d
 from models.checkpoint import read_checkpoint, save_checkpoint, strip_module_prefix
 from utils.errors import UserError
+from utils.face.geometry import mouth_box
 
 # ---------------------------------------------------------------- blocks (no normalization anywhere)
+# conv -> ReLU (SameBlock2d / SameBlock1d) and stride-2 conv -> ReLU (DownBlock1d) are models/blocks.py's; the
+# three below differ from the generator's blocks of similar names, so they carry their own names. The state_dict
+# keys come from the attribute names (conv, conv1, conv2), which stay those of the released file.
 
 
-class SameBlock2d(nn.Module):
-    """conv -> ReLU, same spatial size."""
-
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, padding: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=padding)
-
-    def forward(self, x):
-        return F.relu(self.conv(x))
-
-
-class ResBlock2d(nn.Module):
-    """Pre-activated residual block: x + conv2(ReLU(conv1(ReLU(x))))."""
+class PreActResBlock2d(nn.Module):
+    """Pre-activated residual block: x + conv2(ReLU(conv1(ReLU(x)))) (blocks.ResBlock2d is post-activated)."""
 
     def __init__(self, channels: int, kernel_size: int = 3, padding: int = 1):
         super().__init__()
@@ -43,8 +36,8 @@ class ResBlock2d(nn.Module):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
-class DownBlock2d(nn.Module):
-    """stride-1 conv -> ReLU -> 2x2 average pool (halves the resolution)."""
+class ConvPoolBlock2d(nn.Module):
+    """stride-1 conv -> ReLU -> 2x2 average pool, halving the resolution (blocks.DownBlock2d is a strided conv)."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int = 3, padding: int = 1):
         super().__init__()
@@ -54,16 +47,9 @@ class DownBlock2d(nn.Module):
         return F.avg_pool2d(F.relu(self.conv(x)), 2)
 
 
-class SameBlock1d(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, padding: int = 1):
-        super().__init__()
-        self.conv = nn.Conv1d(cin, cout, kernel_size, padding=padding)
+class PreActResBlock1d(nn.Module):
+    """Pre-activated residual block over time (blocks.ResBlock1d is post-activated, with unused norms)."""
 
-    def forward(self, x):
-        return F.relu(self.conv(x))
-
-
-class ResBlock1d(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 3, padding: int = 1):
         super().__init__()
         self.conv1 = nn.Conv1d(channels, channels, kernel_size, padding=padding)
@@ -71,17 +57,6 @@ class ResBlock1d(nn.Module):
 
     def forward(self, x):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
-
-
-class DownBlock1d(nn.Module):
-    """stride-2 conv -> ReLU (length 9 -> 5 -> 3 -> 2)."""
-
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3, padding: int = 1):
-        super().__init__()
-        self.conv = nn.Conv1d(cin, cout, kernel_size, stride=2, padding=padding)
-
-    def forward(self, x):
-        return F.relu(self.conv(x))
 
 
 # ---------------------------------------------------------------- encoders
@@ -93,10 +68,10 @@ class FaceEncoder(nn.Module):
     def __init__(self, in_channels: int, hidden: int):
         super().__init__()
         half = hidden // 2
-        layers = [SameBlock2d(in_channels, half, 7, 3), ResBlock2d(half), DownBlock2d(half, half)]
+        layers = [SameBlock2d(in_channels, half, 7, 3), PreActResBlock2d(half), ConvPoolBlock2d(half, half)]
         cin = half
-        for _ in range(4):                       # four more Same/Res/Down stages: 5 halvings in all
-            layers += [SameBlock2d(cin, hidden), ResBlock2d(hidden), DownBlock2d(hidden, hidden)]
+        for _ in range(4):                       # four more conv/residual/pool stages: 5 halvings in all
+            layers += [SameBlock2d(cin, hidden), PreActResBlock2d(hidden), ConvPoolBlock2d(hidden, hidden)]
             cin = hidden
         layers.append(SameBlock2d(hidden, hidden, 1, 0))
         self.face_conv = nn.Sequential(*layers)
@@ -106,13 +81,14 @@ class FaceEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """(B, C, T) audio window -> (B, hidden): Same k7, 3 x (Res, Down), Same k3, then a global average over time."""
+    """(B, C, T) audio window -> (B, hidden): conv k7, 3 x (residual, strided conv), conv k3, then a global average
+    over time."""
 
     def __init__(self, in_channels: int, hidden: int):
         super().__init__()
         layers = [SameBlock1d(in_channels, hidden, 7, 3)]
         for _ in range(3):
-            layers += [ResBlock1d(hidden), DownBlock1d(hidden, hidden)]
+            layers += [PreActResBlock1d(hidden), DownBlock1d(hidden, hidden)]
         layers.append(SameBlock1d(hidden, hidden, 3, 1))
         self.audio_conv = nn.Sequential(*layers)
 
@@ -126,7 +102,7 @@ class SyncNet(nn.Module):
     face: (B, face_channels, S, S) RGB in [0, 1] (S = face_size, 256 for the released model, any multiple of 32
     works since the face encoder is fully convolutional); audio: (B, audio_channels, T) (T = audio_window, 9).
     ``face_offset`` is subtracted from the face first: 0 for the released model; SyncNets trained here use 0.5,
-    since zero-centred mouths let the face branch learn (see train_syncnet.py).
+    since zero-centred mouths let the face branch learn (see training/syncnet_trainer.py).
     """
 
     def __init__(self, face_channels: int = 15, audio_channels: int = 29, hidden: int = 128,

@@ -30,6 +30,9 @@ from server.live_routes import OPEN_PATHS as _LIVE_OPEN_PATHS, add_live_routes
 from server.storage import new_id, valid_id
 from server.uploads import read_multipart
 
+# Lazy import below: server.service (torch and the dubber) loads in create_app, so server_LawDNet.py answers --help
+# and configuration errors without torch.
+
 log = logging.getLogger("lawdnet.server")
 VERSION = "1.0"
 _OPEN_PATHS = ("/healthz", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect") + _LIVE_OPEN_PATHS

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from server.errors import ApiError, user_message
 from utils.errors import UserError
-from utils.media.container import MediaTooLong
+from utils.media.container import MediaTooLong, audio_stream, header_seconds, open_media
+
+# Lazy import below: inference.dubber (torch) loads with the first upload, not when the app module is imported
+# (start-up time).
 
 
 def _header_seconds(path: str) -> float:
     """Duration the container claims (0 when unknown); a cheap pre-check before decoding."""
-    from utils.media.container import audio_stream, header_seconds, open_media
-
     try:
         c = open_media(path, "audio")
     except UserError:  # the decoder gives the reason below

@@ -33,19 +33,23 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import av
+import cv2
 import numpy as np
 import torch
 
+from inference.frames import chunk_frames, iter_schedule
 from server.errors import ApiError
 from server.storage import new_id
-from utils.audio.base import FRAME_SAMPLES as FR
 from utils.audio.streaming import StreamingFeatures
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils.media.video_io import iter_frames
 
 log = logging.getLogger("lawdnet.server")
 
-FPS = 25.0
 FRAME_S = 1.0 / FPS
-RATE = 16000
+RATE = SAMPLE_RATE                  # short names in the timeline arithmetic
+FR = FRAME_SAMPLES
 _EPOCH = time.monotonic()          # the shared batch grid of every session starts here
 MAX_LAG_S = 3.0                    # a consumer this far behind the timeline ends its session
 GRACE_S = 0.02                     # a frame whose render is still in flight at its send time may be this late
@@ -71,14 +75,11 @@ class _Resampler:
         self.rate = int(rate)
         self._r = None
         if self.rate != RATE:
-            import av
-
             self._r = av.AudioResampler(format="flt", layout="mono", rate=RATE)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self._r is None:
             return x
-        import av
 
         frame = av.AudioFrame.from_ndarray(x[None, :].astype(np.float32), format="flt", layout="mono")
         frame.sample_rate = self.rate
@@ -264,8 +265,6 @@ class LiveSession:
 
     # ------------------------------------------------------------------ producer thread
     def _run(self):
-        from inference.frames import chunk_frames, iter_schedule
-
         tpl = self.prepared.template
         try:
             frames = iter_schedule(tpl.path, 1 << 60, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
@@ -316,8 +315,6 @@ class LiveSession:
         """Two idle batches rendered (not sent) before the timeline starts: the first pays the one-off costs (first
         decode, allocator, kernels), the second's time seeds the render-time estimate behind the lead. The first
         send time is then moved later if the warm-up ran into it, so no frame of the first batch is dropped."""
-        from inference.frames import chunk_frames, iter_schedule
-
         tpl = self.prepared.template
         sched = iter_schedule(tpl.path, self.B, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
         idx, pics = map(list, zip(*[next(sched) for _ in range(self.B)]))
@@ -341,8 +338,6 @@ class LiveSession:
             self._cond.notify_all()
 
     def _jpeg(self, rgb: np.ndarray) -> bytes:
-        import cv2
-
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
                                [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         return buf.tobytes()
@@ -401,8 +396,6 @@ class LiveSession:
             k += 1
 
     def _raw_frame(self, slot: Slot) -> np.ndarray:
-        from utils.media.video_io import iter_frames
-
         f = next(iter(iter_frames(self.prepared.template.path, fps=FPS, start_frame=slot.template_index,
                                   max_frames=1)), None)
         t = self.prepared.template
@@ -435,10 +428,10 @@ class LiveSession:
                 "created": self.created, "fps": FPS, "sample_rate": RATE, "input_sample_rate": self.sample_rate,
                 "width": int(t.width), "height": int(t.height), "batch_size": self.B,
                 "lookahead_ms": round(self.lookahead / RATE * 1000, 1), "lead_ms": round(self.lead * 1000, 1),
-                "mouth_box": mouth_box(self.prepared), "stats": dict(self.stats)}
+                "mouth_box": template_mouth_box(self.prepared), "stats": dict(self.stats)}
 
 
-def mouth_box(prepared) -> list:
+def template_mouth_box(prepared) -> list:
     """[x0, y0, x1, y1] around the template's mouth over all frames (landmarks 48-67, enlarged by half)."""
     lm = prepared.template.landmarks[prepared.template.valid][:, 48:68]
     if not len(lm):

@@ -23,8 +23,10 @@ from fastapi.responses import FileResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from server import webrtc
 from server.errors import ApiError
 from server.storage import valid_id
+from utils.media.timebase import FPS, SAMPLE_RATE
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
 OPEN_PATHS = ("/", "/ui")          # the page itself holds no data; every API call it makes carries the key
@@ -33,7 +35,7 @@ OPEN_PATHS = ("/", "/ui")          # the page itself holds no data; every API ca
 def pack_frame(slot, pic) -> bytes:
     """One binary WebSocket message: uint32 LE header length, JSON header, JPEG bytes, int16 LE PCM (16 kHz)."""
     pcm = (np.clip(slot.audio, -1, 1) * 32767).astype("<i2").tobytes()
-    head = json.dumps({"type": "frame", "k": slot.k, "pts": round(slot.k / 25.0, 3), "speech": slot.speech,
+    head = json.dumps({"type": "frame", "k": slot.k, "pts": round(slot.k / FPS, 3), "speech": slot.speech,
                        "audio_pos": slot.audio_pos, "template_index": slot.template_index,
                        "dropped": slot.dropped, "video_bytes": len(pic.jpeg), "audio_samples": len(slot.audio),
                        "server_time": round(time.time(), 4)}).encode()
@@ -89,8 +91,6 @@ def add_live_routes(app: FastAPI, cfg, service) -> None:
     @app.post("/v1/live/offer", tags=["live"])
     async def offer(request: Request):
         """WebRTC: ``{"template_id", "sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer", "session_id", ...}``."""
-        from server import webrtc
-
         svc = service(request)
         if not webrtc.available():
             raise ApiError(501, "webrtc_unavailable", "aiortc is not installed: pip install aiortc")
@@ -128,7 +128,7 @@ def add_live_routes(app: FastAPI, cfg, service) -> None:
         q = ws.query_params
         tid = q.get("template_id", "")
         try:
-            rate = int(q.get("sample_rate", "16000"))
+            rate = int(q.get("sample_rate", str(SAMPLE_RATE)))
         except ValueError:
             return await fail(400, "bad_request", f"sample_rate must be an integer, got {q.get('sample_rate')!r}")
         try:

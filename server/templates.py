@@ -21,6 +21,11 @@ from typing import Optional
 from server.errors import ApiError, user_message
 from server.storage import valid_id
 from utils.errors import UserError
+from utils.media.container import MediaTooLong
+from utils.media.timebase import FPS
+
+# Lazy imports below: the landmark detector (cv2, dlib) and inference.template (torch) load with the first template
+# analysis (start-up time of the server).
 
 
 class TemplateStore:
@@ -89,7 +94,6 @@ class TemplateStore:
         too long, 503 when too many analyses are waiting; ``AnalysisCancelled`` once ``cancel`` is set.
         """
         from inference.template import AnalysisCancelled
-        from utils.media.container import MediaTooLong
 
         template_id = upload.sha256[:24]
         with self._lock:
@@ -116,8 +120,8 @@ class TemplateStore:
                 except UserError as e:
                     raise ApiError(422, "unprocessable_media", user_message(e, names)) from None
                 t = prepared.template
-                meta = {"template_id": template_id, "frames": int(t.num_frames), "fps": 25.0,
-                        "seconds": round(t.num_frames / 25.0, 3), "width": int(t.width), "height": int(t.height),
+                meta = {"template_id": template_id, "frames": int(t.num_frames), "fps": FPS,
+                        "seconds": round(t.num_frames / FPS, 3), "width": int(t.width), "height": int(t.height),
                         "faceless_frames": int(t.num_faceless), "shots": int(t.num_tracks),
                         "still": int(t.num_frames) == 1, "bytes": int(upload.size), "created": time.time(),
                         "analysis_seconds": round(time.perf_counter() - t0, 3),

@@ -15,9 +15,15 @@ import asyncio
 import logging
 from fractions import Fraction
 
+import av
 import numpy as np
 
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+
+# Lazy imports below: aiortc and aioice are optional (WebRTC only); available() tells whether they are installed.
+
 log = logging.getLogger("lawdnet.server")
+HALF = FRAME_SAMPLES // 2          # each video frame's audio goes out as two 20 ms halves
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _loopback_patched = False
 
@@ -64,18 +70,17 @@ def _track_class():
 
 async def _pump(session, video, audio):
     """Session timeline -> output tracks, each slot at its send time."""
-    import av
-
     loop = asyncio.get_running_loop()
     try:
         async for slot, pic in session.frames():
             vf = av.VideoFrame.from_ndarray(pic.frame, format="rgb24")
-            vf.pts, vf.time_base = slot.k * 3600, Fraction(1, 90000)
+            vf.pts, vf.time_base = slot.k * round(90000 / FPS), Fraction(1, 90000)
             video.queue.put_nowait(vf)
             pcm = (np.clip(slot.audio, -1, 1) * 32767).astype(np.int16)
             for h in range(2):
-                af = av.AudioFrame.from_ndarray(pcm[None, h * 320:(h + 1) * 320], format="s16", layout="mono")
-                af.sample_rate, af.pts, af.time_base = 16000, slot.k * 640 + h * 320, Fraction(1, 16000)
+                af = av.AudioFrame.from_ndarray(pcm[None, h * HALF:(h + 1) * HALF], format="s16", layout="mono")
+                af.pts, af.time_base = slot.k * FRAME_SAMPLES + h * HALF, Fraction(1, SAMPLE_RATE)
+                af.sample_rate = SAMPLE_RATE
                 if h == 0:
                     audio.queue.put_nowait(af)
                 else:
@@ -87,10 +92,9 @@ async def _pump(session, video, audio):
 
 async def _consume(track, session):
     """The browser's audio (Opus decoded to 48 kHz) -> 16 kHz mono pushed into the session."""
-    import av
     from aiortc.mediastreams import MediaStreamError
 
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     while not session.closed:
         try:
             frame = await track.recv()

@@ -196,7 +196,7 @@ def test_an_official_checkpoint_sets_what_person_specific_training_continues(dem
     preprocessing profile, m 288 and deepspeech2 features unless the flags say otherwise."""
     import torch
 
-    from demo.pipeline import DemoOptions, _model_from_init
+    from demo.pipeline import DemoOptions, model_from_init
     from models.checkpoint import read_checkpoint
 
     out, _, _ = demo_run
@@ -204,10 +204,10 @@ def test_an_official_checkpoint_sets_what_person_specific_training_continues(dem
     official = tmp_path / "checkpoint_epoch_170.pth"
     torch.save({"epoch": 170, "state_dict": {"net_g": {"module." + k: v for k, v in ours["state_dict"]["net_g"].items()}}},
                official)
-    model, overrides, feature, warp, profile = _model_from_init(DemoOptions(init_from=str(official)))
+    model, overrides, feature, warp, profile = model_from_init(DemoOptions(init_from=str(official)))
     assert (model.mouth_region_size, feature, warp, profile) == (288, "deepspeech2", "official", "official")
     assert overrides["encoder_channels"] == (16, 32, 64) and overrides["attn_dim"] == 64
-    model, _, feature, _, _ = _model_from_init(DemoOptions(
+    model, _, feature, _, _ = model_from_init(DemoOptions(
         init_from=str(official), inference=InferenceConfig(mouth_region_size=32, audio_feature="mel")))
     assert (model.mouth_region_size, feature) == (32, "mel")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage import data
 
-from config.config import crop_size, mouth_box
+from utils.face.geometry import crop_size, mouth_box
 from utils.errors import UserError
 from utils.face.align import (FaceAligner, apply_transform, fit_similarity, mask_source, mouth_mask,
                               paste_back, paste_back_torch, paste_mask)

@@ -4,10 +4,10 @@ features against the CPU, and the compiled warp field against the eager one."""
 import pytest
 import torch
 
-from config.config import crop_size
 from inference.runner import ModelRunner
 from models import LawDNet, use_compiled_warp
 from models.local_affine_warp import LocalAffineWarp
+from utils.face.geometry import crop_size
 
 from lawdnet_reference import ref_lawdnet
 from test_lawdnet import official_model

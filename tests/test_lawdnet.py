@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from config.config import ModelConfig, crop_size
+from config.config import ModelConfig
 from models import LawDNet, load_lawdnet, save_checkpoint
 from models.checkpoint import save_lawdnet
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 from lawdnet_reference import ref_lawdnet, ref_warp
 

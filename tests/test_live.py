@@ -1,4 +1,4 @@
-"""Live dubbing under real conditions: uvicorn on 127.0.0.1, a tiny audio-sensitive LawDNet (utils/synthetic/model),
+"""Live dubbing under real conditions: uvicorn on 127.0.0.1, a tiny audio-sensitive LawDNet (models/tiny.py),
 a synthetic still-head template, espeak-ng speech sent at real time over the WebSocket protocol by
 client_LawDNet.stream_audio, and headless Chromium playing the WebRTC stream from a fake microphone."""
 import json
@@ -24,7 +24,7 @@ from utils.audio.mel import MelFrontEnd
 from utils.audio.streaming import StreamingFeatures, feature_difference, stream_rows
 from utils.media.audio_io import load_audio, save_wav
 from utils.media.video_io import read_frames
-from utils.synthetic.model import write_tiny_checkpoint
+from models.tiny import write_tiny_checkpoint
 from utils.synthetic.speech import synthesize_speech
 from utils.synthetic.talking_head import make_talking_head
 
@@ -116,9 +116,9 @@ def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     d = Dubber(assets["ckpt"], InferenceConfig(device="cpu", cache_dir=live["srv"].service.storage.cache),
                progress=False)
     tpl = d.prepare_template(live["srv"].service.storage.template_video(live["tid"]))
-    from server.live import mouth_box
+    from server.live import template_mouth_box
 
-    stats_box = mouth_box(tpl)
+    stats_box = template_mouth_box(tpl)
     k0 = stats["first_k"]
     windows = torch.from_numpy(make_windows(MelFrontEnd()(audio, len(frames)), 5))
     mid = start // 640 + 5

@@ -129,12 +129,13 @@ def _write_wav(path, x, sr):
 
 
 def test_smooth_sq_mask_matches_the_canvas_reference():
-    from config.config import crop_size
+    from config.profile import get_profile
     from utils.face.align import mask_source, mouth_mask
+    from utils.face.geometry import crop_size
 
     for m in (288, 256, 128, 64, 32):
         H, W = crop_size(m)
-        ours = mouth_mask(H, W, profile="official")[0, 0].double().numpy()
+        ours = mouth_mask(H, W, profile=get_profile("official"))[0, 0].double().numpy()
         np.testing.assert_allclose(ours, ref_smooth_sq_mask(H, W), atol=1e-5)   # float32
     H, W = crop_size(288)
     ref = ref_smooth_sq_mask(H, W)
@@ -143,8 +144,27 @@ def test_smooth_sq_mask_matches_the_canvas_reference():
     box = mouth_mask(H, W)[0, 0].numpy()                                               # ours (lawdnet)
     assert box[432:444, W // 2].max() < 0.5 < ref[432:444, W // 2].min()              # the band under the chin
     x = torch.rand(2, 3, H, W)
-    off = mouth_mask(H, W, profile="official")
+    off = mouth_mask(H, W, profile=get_profile("official"))
     assert torch.equal(mask_source(x, off), x * (1 - off))
+
+
+def test_utils_defaults_are_the_lawdnet_profile():
+    """utils cannot read the profile table (config is a layer above): its defaults must be the lawdnet row."""
+    import inspect
+
+    from config.profile import PROFILES, get_profile
+    from utils.audio.features import extract_features
+    from utils.face.align import DEFAULT_FACE_PROFILE, FaceAligner, face_profile
+
+    lawdnet = PROFILES["lawdnet"]
+    assert get_profile(None) is lawdnet
+    for k, v in vars(DEFAULT_FACE_PROFILE).items():
+        assert getattr(lawdnet, k) == v, k
+    defaults = {k: p.default for k, p in inspect.signature(extract_features).parameters.items()}
+    assert (defaults["resampler"], defaults["precision"]) == (lawdnet.resampler, lawdnet.audio_precision)
+    assert face_profile(PROFILES["official"]).crop_fill == "zeros"
+    with pytest.raises(TypeError, match="get_profile"):
+        FaceAligner(64, profile="official")
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +182,7 @@ def astro():
 def test_official_crop_matches_face_align_near_the_border(astro):
     """Face cut by the frame's top/left borders: the official crop is the original's (black outside the frame,
     its sample points), ours repeats the edge pixels and samples the exact inverse map."""
+    from config.profile import get_profile
     from utils.face.align import FaceAligner
 
     img, lm = astro
@@ -171,7 +192,7 @@ def test_official_crop_matches_face_align_near_the_border(astro):
         ref = ref_warp_img(frame, ref_face_align_matrix(lm, out_W), out_W)
         outside = ref.sum(-1) == 0
         assert 0.03 < outside.mean() < 0.5                        # the crop really leaves the frame
-        off = FaceAligner(out_W, profile="official")
+        off = FaceAligner(out_W, profile=get_profile("official"))
         M = off.estimate(lm, frame.shape[:2])
         # torch (the GPU path): the same sample points, to float precision (0-255 scale)
         t = off.crop_torch(torch.from_numpy(frame).permute(2, 0, 1)[None], torch.from_numpy(M)[None])
@@ -192,7 +213,7 @@ def test_official_crop_matches_face_align_near_the_border(astro):
         inside = ~outside
         assert np.abs(lw - ref)[inside].mean() > 2 * np.abs(ours_u8 - ref)[inside].mean()   # the sampler matters
     with pytest.raises(ValueError, match="frame size"):
-        FaceAligner(64, profile="official").estimate(lm)
+        FaceAligner(64, profile=get_profile("official")).estimate(lm)
 
 
 def test_deepspeech2_real_sample_normalisation_and_row_rule(tmp_path):

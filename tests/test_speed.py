@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import InferenceConfig, ModelConfig, crop_size
+from config.config import InferenceConfig, ModelConfig
 from models import LawDNet
 from models.checkpoint import save_lawdnet
-from models.local_affine_warp import (_displacement_chunked, _planes_eager, _planes_from_displacement,
+from models.local_affine_warp import (displacement_chunked, planes_eager, planes_from_displacement,
                                       standard_grid)
+from utils.face.geometry import crop_size
 from utils.threads import ThreadTuner, plan_threads
 
 from lawdnet_reference import ref_lawdnet
@@ -67,8 +68,8 @@ def test_eager_warp_planes_match_the_differentiable_field(mode):
     rho = torch.rand(B, N, C, generator=g) * 0.9 + 0.05
     sim = torch.rand(B, N, C, 4, generator=g) * 2 - 1
     with torch.no_grad():
-        fast = _planes_eager(grid, kp, rho, sim, mode)
-        slow = _planes_from_displacement(_displacement_chunked(grid, kp, rho, sim, chunk=2), grid, mode)
+        fast = planes_eager(grid, kp, rho, sim, mode)
+        slow = planes_from_displacement(displacement_chunked(grid, kp, rho, sim, chunk=2), grid, mode)
     assert fast.shape == slow.shape == (B, 2 * C, n, n)
     assert (fast - slow).abs().max().item() <= 1e-6
 

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import crop_size
 from dataset.clip_dataset import SyncPairDataset
 from models.syncnet import load_syncnet, mouth_crops, sync_loss
-from train_syncnet import main, split_videos, train_syncnet
+from train_syncnet import main
+from training.syncnet_trainer import split_videos, train_syncnet
 from training.toy_data import make_toy_data
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 M = 32
 

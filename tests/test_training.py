@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import crop_size
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset
 from models.checkpoint import load_lawdnet, read_checkpoint
@@ -25,6 +24,7 @@ from training.losses import lr_factor, step_lr_factor
 from training.toy_data import make_toy_data, write_random_vgg19
 from training.trainer import train_stage
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 M = 32
@@ -234,7 +234,7 @@ def test_loss_decreases_on_synthetic_data(data, results):
     # Without the perceptual term (weight 10 in real runs) an LSGAN weight of 1 dominates this tiny set and the
     # pixel loss oscillates; 0.1 keeps the adversarial term on while letting the reconstruction drive.
     out = train_stage("tiny", name="learn", train_data=data, result_root=results, max_steps=48, lr_g=1e-3, lr_d=1e-3,
-                      lamb_g_di=0.1, **{**COMMON, "augment_num": 16})
+                      lamb_g_spatial=0.1, **{**COMMON, "augment_num": 16})
     img = [h["loss/img"] for h in out["history"]]
     assert len(img) == 48
     assert np.mean(img[-12:]) < 0.85 * np.mean(img[:6]), img
@@ -260,7 +260,7 @@ def test_clip_stage_from_frame_stage_with_vgg_and_syncnet(data, results, uninter
     d_frame = read_checkpoint(uninterrupted["final"])["state_dict"]["net_dI"]
     d_clip = read_checkpoint(out["final"])["state_dict"]["net_dI"]
     assert all(torch.equal(d_frame[k], d_clip[k]) for k in d_frame)
-    assert all(x["loss/sync"] > 0 and x["loss/dT"] > 0 and x["loss/g_perception"] > 0 for x in h)
+    assert all(x["loss/sync"] > 0 and x["loss/d_temporal"] > 0 and x["loss/g_perception"] > 0 for x in h)
     ck = read_checkpoint(out["final"])
     assert {"net_g", "net_dI", "net_dV"} <= set(ck["state_dict"]) and ck["audio_feature"] == "toy"
     model, info = load_lawdnet(out["final"], return_info=True)     # inference needs only the file

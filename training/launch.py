@@ -20,6 +20,9 @@ import os
 import socket
 import sys
 
+# Lazy imports below: torch.distributed loads only when a launch starts (train_sequence_distributed.py answers
+# --help and option errors without torch).
+
 USER_ERROR = 2
 INTERRUPTED = 130
 

@@ -7,6 +7,8 @@ import torch
 
 from utils.errors import UserError
 
+# Lazy imports below: tensorboard and wandb are optional (only the chosen --logger is imported).
+
 
 def image_grid(masked, fake, real, max_rows=4):
     """(3, rows*H, 3*W) grid, one row per sample: masked source | generated | target, values in [0, 1]."""

@@ -8,7 +8,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from config.config import ModelConfig, TrainConfig, add_arguments, from_args
+from config.config import WARP_MODES, ModelConfig, TrainConfig, add_arguments, from_args
 from config.experiment import load_stage
 from utils.errors import UserError
 
@@ -65,8 +65,8 @@ def resolve(stage: str, args: argparse.Namespace = None, **overrides):
 
 def check(cfg: TrainConfig, opts: RunOptions) -> None:
     """One-line errors for option values that cannot work."""
-    if opts.warp_mode not in ("official", "corrected"):
-        raise UserError(f"--warp_mode must be 'official' or 'corrected', got '{opts.warp_mode}'")
+    if opts.warp_mode not in WARP_MODES:
+        raise UserError(f"--warp_mode must be one of {', '.join(WARP_MODES)}, got '{opts.warp_mode}'")
     if cfg.amp not in ("bf16", "fp16", "none"):
         raise UserError(f"--amp must be bf16, fp16 or none, got '{cfg.amp}'")
     if cfg.logger not in ("tensorboard", "wandb", "none"):
@@ -84,7 +84,7 @@ def check(cfg: TrainConfig, opts: RunOptions) -> None:
         raise UserError(f"--seed must be >= 0, got {cfg.seed}")
     if not (math.isfinite(cfg.lr_g) and cfg.lr_g > 0):
         raise UserError(f"--lr_g must be a positive number, got {cfg.lr_g}")
-    for name in ("lr_d", "lamb_perception", "lamb_img", "lamb_g_di", "lamb_g_dv", "lamb_sync"):
+    for name in ("lr_d", "lamb_perception", "lamb_img", "lamb_g_spatial", "lamb_g_temporal", "lamb_sync"):
         v = getattr(cfg, name)
         if not (math.isfinite(v) and v >= 0):
             raise UserError(f"--{name} must be a number >= 0, got {v}")

@@ -14,6 +14,8 @@ from training.checkpoints import FINAL, UNREADABLE, list_checkpoints
 from utils.atomic import TMP_PREFIX
 from utils.errors import UserError
 
+# Lazy import below: fcntl is POSIX-only; it is needed only to lock a result folder.
+
 LOCK = ".lock"
 # what a run writes (and --overwrite removes); anything else in the folder is left alone
 RUN_FILES = ("config.json", FINAL)

@@ -10,14 +10,15 @@ import os
 
 import cv2
 import numpy as np
+import torch
+from skimage.data import astronaut
 
 from dataset.index import INDEX_NAME, write_index
+from models.vgg19 import VGG19_CFG
 
 
 def _face_maker(crop_width, rng):
     """f(t) -> the video's face crop at frame t (RGB uint8), with a slow sub-pixel head sway."""
-    from skimage.data import astronaut
-
     img = astronaut()                                     # RGB 512x512; the mouth is near (row 145, col 222)
     W, H = crop_width, int(1.3 * crop_width)
     span = 85.0 + rng.uniform(-5, 5)                      # source pixels across the crop width
@@ -96,10 +97,6 @@ def write_random_vgg19(path, seed: int = 0) -> str:
     """A VGG19 weight file in torchvision's layout (features.{i}.weight/bias) with He-initialised random weights:
     stands in for the ImageNet file (which cannot be downloaded here) in tests and benchmarks of the perceptual
     loss. Returns ``path``."""
-    import torch
-
-    from models.vgg19 import VGG19_CFG
-
     g = torch.Generator().manual_seed(seed)
     sd, i, cin = {}, 0, 3
     for item in VGG19_CFG:

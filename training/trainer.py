@@ -1,7 +1,8 @@
 """One training stage (frame or clip) on one or many processes: ``train(...)`` / ``train_stage(stage, ...)``.
 
 Per step (docs/original.md): G makes x^ from the masked source, references and audio; the discriminators take one
-LSGAN step on (x, x^.detach()) - D_S per frame, in the clip stage also D_T on the 5 frames stacked on channels;
+LSGAN step on (x, x^.detach()) - the spatial one per frame, in the clip stage also the temporal one on the 5 frames
+stacked on channels (models.discriminator.DISCRIMINATORS: names and checkpoint keys);
 then G takes one step on pixel MSE + multi-scale VGG19 perceptual + adversarial (+ temporal adversarial + ramped
 SyncNet loss in the clip stage). One GradScaler (fp16) serves all optimisers; bf16 needs none; CPU runs fp32.
 LR: AdamW; the rate is set before every step from the position alone (training.losses: per epoch, or per step
@@ -23,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from config.config import ModelConfig, TrainConfig, crop_size
+from config.config import ModelConfig, TrainConfig
 from config.profile import resolve_profile
 from dataset.clip_dataset import ClipDataset
 from dataset.frame_dataset import FrameDataset, worker_init
-from models.checkpoint import _key_diff, checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
-from models.discriminator import Discriminator
+from models.checkpoint import checkpoint_info, key_diff, lawdnet_checkpoint, read_checkpoint, save_checkpoint
+from models.discriminator import DISCRIMINATORS, Discriminator
 from models.lawdnet import LawDNet
 from models.syncnet import load_syncnet, mouth_crops, sync_loss
 from models.vgg19 import load_vgg19, perceptual_loss
@@ -45,7 +47,10 @@ from training.sampler import ResumableSampler
 from utils.atomic import atomic_write
 from utils.errors import UserError
 from utils.face.align import mask_source, mouth_mask
+from utils.face.geometry import crop_size
 
+SPATIAL_KEY = DISCRIMINATORS["spatial"].checkpoint_key       # net_dI
+TEMPORAL_KEY = DISCRIMINATORS["temporal"].checkpoint_key     # net_dV
 # Model fields that define the architecture: an init_from checkpoint must agree on them.
 _ARCH_FIELDS = ("source_channel", "ref_channel", "audio_channel", "audio_window", "warp_layer_num", "num_kpoints",
                 "encoder_channels", "align_channels", "attn_dim", "decoder_channels", "attn_grid")
@@ -73,7 +78,7 @@ def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, disc
     info = init_distributed(cfg.device, opts.dist_timeout_min)
     stage = None
     try:
-        stage = _Stage(cfg, dict(model or {}), opts, dict(discriminator or {}), info)
+        stage = StageRun(cfg, dict(model or {}), opts, dict(discriminator or {}), info)
         stage.t_start, stage.on_save = t_start, on_save
         return stage.run()
     finally:
@@ -86,7 +91,7 @@ def result_folder(cfg: TrainConfig) -> str:
     return os.path.join(cfg.result_root, cfg.name, cfg.stage)
 
 
-class _Stage:
+class StageRun:
     def __init__(self, cfg, model_overrides, opts, disc_kwargs, info):
         self.cfg, self.opts, self.info = cfg, opts, info
         self.device = info.device
@@ -135,12 +140,12 @@ class _Stage:
                                            "warp_mode": opts.warp_mode})
         torch.manual_seed(cfg.seed)                          # identical initial weights on every rank
         gen = LawDNet(self.model_config)
-        self.d_s = Discriminator(3, **disc_kwargs)
+        self.d_spatial = Discriminator(DISCRIMINATORS["spatial"].channels, **disc_kwargs)
         if cfg.init_from:
             self._init_from(gen, cfg.init_from)
         self.gen = convert_model(gen.to(self.device))
-        self.d_s = self.d_s.to(self.device)
-        self.d_t = Discriminator(15, **disc_kwargs).to(self.device) if cfg.clip_stage else None
+        self.d_spatial = self.d_spatial.to(self.device)
+        self.d_temporal = Discriminator(DISCRIMINATORS["temporal"].channels, **disc_kwargs).to(self.device) if cfg.clip_stage else None
         self.disc_kwargs = disc_kwargs
         H, W = crop_size(cfg.mouth_region_size)
         self._check_patch(H, W, disc_kwargs)
@@ -152,10 +157,10 @@ class _Stage:
             dev_ids = [self.device.index] if self.device.type == "cuda" else None
             # the official forward computes only the last warp branch: branch 0's parameters get no gradient
             self.gen_ddp = DDP(self.gen, device_ids=dev_ids, find_unused_parameters=True)
-            self.d_s_ddp = DDP(self.d_s, device_ids=dev_ids)
-            self.d_t_ddp = DDP(self.d_t, device_ids=dev_ids) if self.d_t is not None else None
+            self.d_spatialpatial_ddp = DDP(self.d_spatial, device_ids=dev_ids)
+            self.d_temporalemporal_ddp = DDP(self.d_temporal, device_ids=dev_ids) if self.d_temporal is not None else None
         else:
-            self.gen_ddp, self.d_s_ddp, self.d_t_ddp = self.gen, self.d_s, self.d_t
+            self.gen_ddp, self.d_spatialpatial_ddp, self.d_temporalemporal_ddp = self.gen, self.d_spatial, self.d_temporal
 
         # optimisation
         self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg.lr_g)
@@ -180,7 +185,7 @@ class _Stage:
             print(f"[{self.cfg.stage}] {msg}", file=sys.stderr, flush=True)
 
     def _discs(self):
-        return [d for d in (self.d_s, self.d_t) if d is not None]
+        return [d for d in (self.d_spatial, self.d_temporal) if d is not None]
 
     @staticmethod
     def _check_patch(H, W, disc_kwargs):
@@ -207,7 +212,7 @@ class _Stage:
             gen.load_state_dict(ckpt_info["state_dict"], strict=True)
         except RuntimeError:
             raise UserError(f"--init_from {path}: its generator does not fit this stage's "
-                            f"({_key_diff(gen.state_dict(), ckpt_info['state_dict'])})") from None
+                            f"({key_diff(gen.state_dict(), ckpt_info['state_dict'])})") from None
         self._init_profile = ckpt_info["profile"]
         self.log(f"initialised the generator from {path}" + (" (official checkpoint)" if ckpt_info["official"] else ""))
         if ckpt_info["official"] and self.model_config.warp_mode != "official":
@@ -215,11 +220,11 @@ class _Stage:
                      f"trains them with the {self.model_config.warp_mode} warp (pass --warp_mode official to keep it)")
         # the spatial discriminator is fully convolutional: the previous stage's one fits any crop size, and
         # starting it trained spares the generator a fresh discriminator's noisy gradients
-        d_sd = ck.get("state_dict", {}).get("net_dI") if isinstance(ck.get("state_dict"), dict) else None
+        d_sd = ck.get("state_dict", {}).get(SPATIAL_KEY) if isinstance(ck.get("state_dict"), dict) else None
         if isinstance(d_sd, dict):
-            ours = self.d_s.state_dict()
+            ours = self.d_spatial.state_dict()
             if d_sd.keys() == ours.keys() and all(d_sd[k].shape == ours[k].shape for k in ours):
-                self.d_s.load_state_dict(d_sd)
+                self.d_spatial.load_state_dict(d_sd)
                 self.log(f"initialised the spatial discriminator from {path}")
             else:
                 self.log(f"{path}: its spatial discriminator has another shape; this stage trains a new one")
@@ -247,7 +252,7 @@ class _Stage:
             self.log(f"--resume: no checkpoint in {folder} yet, starting this stage from the beginning")
             return
         ck = read_checkpoint(chosen)
-        if "optimizer" not in ck or "net_dI" not in ck.get("state_dict", {}):
+        if "optimizer" not in ck or SPATIAL_KEY not in ck.get("state_dict", {}):
             raise UserError(f"{chosen} is not a training checkpoint of this trainer (no optimiser state)")
         sd = ck["state_dict"]
         stored = ck.get("profile")
@@ -258,11 +263,11 @@ class _Stage:
             self.profile = resolve_profile(stored)
             self.mask = mouth_mask(*self.mask.shape[-2:], self.device, profile=self.profile)
         _load(self.gen, checkpoint_info(ck, chosen)["state_dict"], "generator", chosen)
-        _load(self.d_s, sd["net_dI"], "spatial discriminator", chosen)
-        if self.d_t is not None:
-            if "net_dV" not in sd:
+        _load(self.d_spatial, sd[SPATIAL_KEY], "spatial discriminator", chosen)
+        if self.d_temporal is not None:
+            if TEMPORAL_KEY not in sd:
                 raise UserError(f"{chosen} is a frame-stage checkpoint; this stage trains clips")
-            _load(self.d_t, sd["net_dV"], "temporal discriminator", chosen)
+            _load(self.d_temporal, sd[TEMPORAL_KEY], "temporal discriminator", chosen)
         self.opt_g.load_state_dict(ck["optimizer"]["g"])
         for o, s in zip(self.opt_d, ck["optimizer"]["d"]):
             o.load_state_dict(s)
@@ -291,9 +296,9 @@ class _Stage:
         rng = gather_objects(rng_state(), self.info)         # collective: every rank calls it
         if not self.info.is_main:
             return None
-        state = {"net_dI": {k: v.detach().cpu() for k, v in self.d_s.state_dict().items()}}
-        if self.d_t is not None:
-            state["net_dV"] = {k: v.detach().cpu() for k, v in self.d_t.state_dict().items()}
+        state = {SPATIAL_KEY: {k: v.detach().cpu() for k, v in self.d_spatial.state_dict().items()}}
+        if self.d_temporal is not None:
+            state[TEMPORAL_KEY] = {k: v.detach().cpu() for k, v in self.d_temporal.state_dict().items()}
         return lawdnet_checkpoint(
             self.gen, self.audio_feature, self.cfg.mouth_region_size, self.profile.name, state_dict=state,
             optimizer={"g": self.opt_g.state_dict(), "d": [o.state_dict() for o in self.opt_d]},
@@ -355,11 +360,11 @@ class _Stage:
         for d in self._discs():
             d.requires_grad_(True)
         with self._autocast():
-            loss_ds = lsgan_d_loss(self.d_s_ddp, src, fake)
-            loss_d = loss_ds
-            if self.d_t is not None:
-                loss_dt = lsgan_d_loss(self.d_t_ddp, frames_on_channels(src, clips), frames_on_channels(fake, clips))
-                loss_d = loss_d + loss_dt
+            loss_d_spatial = lsgan_d_loss(self.d_spatialpatial_ddp, src, fake)
+            loss_d = loss_d_spatial
+            if self.d_temporal is not None:
+                loss_d_temporal = lsgan_d_loss(self.d_temporalemporal_ddp, frames_on_channels(src, clips), frames_on_channels(fake, clips))
+                loss_d = loss_d + loss_d_temporal
         for o in self.opt_d:
             o.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
@@ -373,18 +378,18 @@ class _Stage:
         with self._autocast():
             loss_img = cfg.lamb_img * F.mse_loss(fake.float(), src)
             w_adv = ramp(1.0, self.global_step, cfg.adv_warmup_steps)
-            loss_g_ds = w_adv * cfg.lamb_g_di * lsgan_g_loss(self.d_s, fake)
-            loss_g = loss_img + loss_g_ds
+            loss_g_spatial = w_adv * cfg.lamb_g_spatial * lsgan_g_loss(self.d_spatial, fake)
+            loss_g = loss_img + loss_g_spatial
             logs["weight/adv"] = w_adv
             if self.vgg is not None:
                 loss_perc = cfg.lamb_perception * perceptual_loss(self.vgg, fake, src)
                 loss_g = loss_g + loss_perc
                 logs["loss/g_perception"] = loss_perc.item()
-            if self.d_t is not None:
-                loss_g_dt = w_adv * cfg.lamb_g_dv * lsgan_g_loss(self.d_t, frames_on_channels(fake, clips))
-                loss_g = loss_g + loss_g_dt
-                logs["loss/g_dT"] = loss_g_dt.item()
-                logs["loss/dT"] = loss_dt.item()
+            if self.d_temporal is not None:
+                loss_g_temporal = w_adv * cfg.lamb_g_temporal * lsgan_g_loss(self.d_temporal, frames_on_channels(fake, clips))
+                loss_g = loss_g + loss_g_temporal
+                logs["loss/g_temporal"] = loss_g_temporal.item()
+                logs["loss/d_temporal"] = loss_d_temporal.item()
             if self.syncnet is not None:
                 w = ramp(cfg.lamb_sync, self.global_step, cfg.sync_warmup_steps)
                 mouths = mouth_crops(fake.reshape(clips, -1, *fake.shape[1:]), cfg.mouth_region_size)
@@ -399,8 +404,8 @@ class _Stage:
         if not math.isfinite(loss_g.item()) and self.amp_dtype != torch.float16:
             raise RuntimeError(f"generator loss is {loss_g.item()} at step {self.global_step + 1}: lower the "
                                "learning rates or check the data")
-        logs.update({"loss/g": loss_g.item(), "loss/img": loss_img.item(), "loss/g_dS": loss_g_ds.item(),
-                     "loss/dS": loss_ds.item()})
+        logs.update({"loss/g": loss_g.item(), "loss/img": loss_img.item(), "loss/g_spatial": loss_g_spatial.item(),
+                     "loss/d_spatial": loss_d_spatial.item()})
         self._last = (masked, fake.detach(), src)
         return logs
 
@@ -439,8 +444,6 @@ class _Stage:
         planned = cfg.max_steps if self.step_based else self.total_epochs * per_epoch
         save_every = cfg.save_every_steps or (math.ceil(cfg.max_steps / 10) if self.step_based else 0)
         try:
-            from tqdm import tqdm
-
             bar = tqdm(total=planned, initial=min(self.global_step, planned), desc=cfg.stage, unit="step",
                        disable=not (info.is_main and self.opts.progress), dynamic_ncols=True, mininterval=1.0)
         except ImportError:
@@ -500,7 +503,7 @@ class _Stage:
                      f"{self.global_step - first_step} steps after warm-up")
         self.save(final=True)
         logger.close()
-        phash = parameter_hash(self.gen, self.d_s)
+        phash = parameter_hash(self.gen, self.d_spatial)
         print(f"[{cfg.stage}] rank {info.rank}/{info.world_size} done at step {self.global_step}: "
               f"parameter sha1 {phash}", file=sys.stderr, flush=True)
         return {"result_dir": self.result_dir, "final": os.path.join(self.result_dir, ckpts.FINAL),
@@ -513,6 +516,6 @@ def _load(module, state_dict, what, path):
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError:
-        detail = _key_diff(module.state_dict(), state_dict)
+        detail = key_diff(module.state_dict(), state_dict)
         raise UserError(f"--resume: the {what} in {path} does not fit this run ({detail}): resume with the options "
                         "of the run that wrote it, or start over with --overwrite (or another --name)") from None

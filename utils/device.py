@@ -1,13 +1,13 @@
 """Device strings given by users (cpu, cuda, cuda:N) -> torch.device, with one clear error."""
 from __future__ import annotations
 
+import torch
+
 from utils.errors import UserError
 
 
 def torch_device(device: str):
     """``torch.device`` for a user-given string; UserError when CUDA (or that GPU index) is not there."""
-    import torch
-
     try:
         dev = torch.device(device or "cpu")
     except (RuntimeError, ValueError) as e:

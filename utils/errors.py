@@ -2,6 +2,10 @@
 
 CLIs catch it and print a single line instead of a traceback; library callers can catch it too.
 """
+import json
+import os
+import sys
+import time
 
 
 class UserError(Exception):
@@ -13,9 +17,6 @@ def cli_main(fn):
 
     Under torchrun every process hits the same error: only rank 0 prints it; the others leave the message in
     their torchelastic error file (training.launch prints it when rank 0 did not fail) and exit quietly."""
-    import os
-    import sys
-
     rank = os.environ.get("RANK", "0")
     try:
         return fn()
@@ -23,9 +24,6 @@ def cli_main(fn):
         if rank == "0":
             print(f"error: {e}", file=sys.stderr)
         else:
-            import json
-            import time
-
             if os.environ.get("TORCHELASTIC_ERROR_FILE"):
                 with open(os.environ["TORCHELASTIC_ERROR_FILE"], "w", encoding="utf-8") as f:   # torchelastic's layout
                     json.dump({"message": {"message": str(e), "extraInfo": {"py_callstack": "",
@@ -48,6 +46,5 @@ def warn(message: str, notes=None) -> None:
         if message not in notes:
             notes.append(message)
         return
-    import sys
 
     print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -30,6 +30,9 @@ from typing import Callable, Optional
 
 from utils.errors import UserError
 
+# Lazy imports below: torch and cv2 load only when a thread plan is applied; the command-line entry points import
+# this module to set OMP_WAIT_POLICY before torch starts (start-up time, and the policy must precede torch).
+
 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""

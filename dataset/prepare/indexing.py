@@ -5,9 +5,9 @@ import os
 import time
 from typing import Optional
 
-from config.config import AUDIO_FEATURES
 from dataset.index import load_index, write_index
 from dataset.prepare.layout import Layout, atomic_json, outputs_complete, read_json
+from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError
 from utils.media.video_io import FRAME_RULE
 

@@ -11,10 +11,6 @@ import numpy as np
 from dataset.index import INDEX_NAME
 from utils.atomic import atomic_write
 
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mpg", ".mpeg", ".flv", ".ts", ".wmv")
-FPS = 25
-SAMPLE_RATE = 16000
-
 
 # ---------------------------------------------------------------------------------------------- layout
 

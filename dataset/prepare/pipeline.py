@@ -44,9 +44,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from config.config import AUDIO_FEATURES, DataConfig
+from config.config import DataConfig
 from config.profile import LAWDNET, get_profile
-from dataset.prepare.layout import FPS, VIDEO_EXTS, Layout, atomic_json, outputs_complete, read_json
+from dataset.prepare.layout import Layout, atomic_json, outputs_complete, read_json
 from dataset.prepare.report import count_statuses
 from dataset.prepare.stages import (
     SkipVideo,
@@ -61,18 +61,22 @@ from dataset.prepare.stages import (
     load_tools,
     progress_bar,
 )
+from utils.audio.features import AUDIO_FEATURES
 from utils.errors import UserError
-from utils.media.video_io import FRAME_RULE
+from utils.media.formats import VIDEO_EXTS
+from utils.media.timebase import FPS
+from utils.media.video_io import FRAME_RULE, count_frames
 
 # The rule of markers written before FRAME_RULE was recorded: output k showed the frame on screen at k / 25 s.
 OLD_FRAME_RULE = "on-screen-at-k/25"
+
+# Lazy imports below: torch and cv2 load in each worker process only to pin its thread count.
 
 VIDEO_STAGES = ("convert_fps", "extract_audio", "extract_audio_features", "detect_landmarks", "crop_face")
 # stage -> stages whose outputs it reads
 _NEEDS = {"convert_fps": (), "extract_audio": ("convert_fps",), "extract_audio_features": ("extract_audio",),
           "detect_landmarks": ("convert_fps",), "crop_face": ("detect_landmarks",)}
 MARKER_VERSION = 1
-
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -269,8 +273,6 @@ def process_video(vid: str, source: str, cfg: DataConfig, stages: Iterable[str],
         atomic_json(marker_path, rec)  # the marker is the last thing written for a video
 
     try:
-        from utils.media.video_io import count_frames
-
         v25 = L.video(vid)
         t = time.time()
         load_tools(stages, features, cfg, need_detector=not os.path.isfile(L.csv(vid)) and not (

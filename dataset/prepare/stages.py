@@ -8,10 +8,16 @@ import os
 import shutil
 
 import numpy as np
+from tqdm import tqdm
 
 from config.config import DataConfig
-from dataset.prepare.layout import FPS, SAMPLE_RATE, atomic_copy, atomic_npy
+from config.profile import get_profile
+from dataset.prepare.layout import atomic_copy, atomic_npy
 from utils.errors import UserError
+from utils.media.timebase import FPS, SAMPLE_RATE
+
+# Lazy imports below: the media, face and audio tools (av, cv2, torch, dlib behind them) load in load_tools() once a
+# run starts, before the worker pool forks, so data_processing.py answers --help and option errors without them.
 
 SILENCE_PEAK = 1e-3                      # -60 dBFS: below this the whole track counts as silent
 
@@ -50,8 +56,6 @@ def load_tools(stages, features, cfg: DataConfig, need_detector: bool) -> None:
     if "crop_face" in stages:
         import utils.face.align  # noqa: F401
     if "extract_audio_features" in stages:
-        from config.profile import get_profile
-
         for f in features:
             frontend(f, cfg.audio_model_path, cfg.device, get_profile(cfg.profile).audio_precision)
     if "detect_landmarks" in stages and need_detector:
@@ -59,8 +63,6 @@ def load_tools(stages, features, cfg: DataConfig, need_detector: bool) -> None:
 
 
 def progress_bar(it, progress: bool, **kw):
-    from tqdm import tqdm
-
     return tqdm(it, disable=not progress, leave=False, **kw)
 
 

@@ -6,7 +6,7 @@ around ``[i*40 ms, (i+1)*40 ms)`` (640 samples at 16 kHz).
 
 Length rule (replaces the original's "+3 frames" mismatch and the dp1/dp2 off-by-one, docs/original.md):
 
-* ``num_frames=None`` means ``utils.media.audio_io.num_video_frames(len(samples), 16000)`` (duration rounded half-up).
+* ``num_frames=None`` means ``utils.media.timebase.num_video_frames(len(samples))`` (duration rounded half-up).
 * Audio shorter than ``num_frames * 640`` samples is padded with digital silence BEFORE feature extraction, so
   the missing frames get the features the front-end gives for silence (not zeros, not repeated rows).
 * Audio longer than that is cut to ``num_frames * 640`` samples plus a small look-ahead (``context_samples``, so
@@ -28,11 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.media.audio_io import num_video_frames
-
-SAMPLE_RATE = 16000
-FPS = 25.0
-FRAME_SAMPLES = 640  # 16000 / 25: audio samples per video frame
+from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE, num_video_frames
 
 
 class AudioFrontEnd:

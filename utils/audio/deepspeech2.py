@@ -36,10 +36,14 @@ import pickle
 import types
 
 import numpy as np
+import torch
+from scipy.signal import get_window
+from torch import nn
 
-from utils.audio.base import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
+from utils.media.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
 DEFAULT_SPECT = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming"}
 
@@ -93,8 +97,6 @@ _SAFE_GLOBALS = {
 
 
 def _is_torch_storage_or_dtype(module: str, name: str) -> bool:
-    import torch
-
     return module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype))
 
 
@@ -159,8 +161,6 @@ def to_plain(obj, _seen=None):
 
 def load_checkpoint(path: str) -> tuple[dict, dict]:
     """(state_dict of float tensors, plain hyper_parameters dict) of a deepspeech.pytorch Lightning checkpoint."""
-    import torch
-
     try:
         ckpt = torch.load(path, map_location="cpu", pickle_module=_pickle_module, weights_only=False)
     except Exception as e:  # any failure to read the user's file is reported as one line naming it
@@ -187,8 +187,6 @@ def _conv_out(n: int, kernel: int, stride: int, pad: int) -> int:
 
 def build_network(state: dict, n_freq: int, path: str = "checkpoint"):
     """The DeepSpeech2 module sized from ``state`` shapes, weights loaded; (1, 1, n_freq, T) -> (T50, classes)."""
-    from torch import nn
-
     def need(key):
         if key not in state:
             raise UserError(f"{path}: not a deepspeech.pytorch DeepSpeech checkpoint (missing {key})")
@@ -290,8 +288,6 @@ def spectrogram(samples: np.ndarray, sample_rate: int = 16000, window_size: floa
     Mean and std are those of the first ``num_real`` samples' spectrogram (default: all): with zero-padded
     centred frames, padding the samples with silence only appends frames, so this is the spectrogram of the
     real samples, normalised as the original did, plus the padding's frames."""
-    from scipy.signal import get_window
-
     n_fft = int(sample_rate * window_size)
     hop = int(sample_rate * window_stride)
     win = get_window(window, n_fft, fftbins=True)  # periodic, as librosa's stft builds it
@@ -351,8 +347,6 @@ class DeepSpeech2FrontEnd(AudioFrontEnd):
         return self._checked(self._logits(x, n), num_frames)
 
     def _logits(self, samples: np.ndarray, num_real: int) -> np.ndarray:
-        import torch
-
         cfg = self.spect_cfg
         spect = spectrogram(samples, int(cfg["sample_rate"]), float(cfg["window_size"]), float(cfg["window_stride"]),
                             str(cfg["window"]), num_real=num_real)

@@ -23,10 +23,16 @@ import os
 import re
 
 import numpy as np
+import torch
+from torch import nn
 
-from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
+from utils.media.timebase import SAMPLE_RATE
+
+# Lazy imports below: python_speech_features, protobuf and tensorboard's graph reader are needed only for the TF
+# DeepSpeech front-end (optional dependencies).
 
 N_MFCC = 26
 RELU_CLIP = 20.0
@@ -147,9 +153,6 @@ def _check_shapes(path: str, w: dict[str, np.ndarray]) -> None:
 
 def build_network(w: dict[str, np.ndarray]):
     """PyTorch module computing (T, 494) normalised windows -> (T, 29) logits from the graph weights."""
-    import torch
-    from torch import nn
-
     class DeepSpeechV1(nn.Module):
         def __init__(self):
             super().__init__()
@@ -219,8 +222,6 @@ class DeepSpeechFrontEnd(AudioFrontEnd):
         self.net = build_network(w).to(self.device)
 
     def compute(self, samples: np.ndarray, num_frames: int) -> np.ndarray:
-        import torch
-
         windows = context_windows(mfcc_50hz(samples), self.n_context)
         with torch.inference_mode():
             x = torch.from_numpy(windows.astype(np.float32)).to(self.device)

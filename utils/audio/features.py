@@ -1,14 +1,23 @@
-"""Front-end registry: build a front-end by name (config.AUDIO_FEATURES) and extract a file's features."""
+"""Front-end registry: the names of the audio front-ends (AUDIO_FEATURES, their one list), build one by name and
+extract a file's features."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from config.config import AUDIO_FEATURES
-from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
+from utils.audio.mel import MelFrontEnd
 from utils.errors import UserError
 from utils.media.audio_io import load_audio
+from utils.media.timebase import SAMPLE_RATE
+
+# Lazy imports below: the learned front-ends (torch; the TF-graph reader, transformers) load only when one is built,
+# so modules needing just AUDIO_FEATURES or mel start fast.
+
+AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
+# Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
+AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 768}
 
 # Which weights each learned front-end needs (used in error messages).
 MODEL_HELP = {
@@ -34,7 +43,7 @@ def _require_model_path(name: str, model_path: str, want_dir: bool) -> str:
 
 
 def get_frontend(name: str, model_path: str = "", device: str = "cpu", precision: str = "fp32") -> AudioFrontEnd:
-    """Build the front-end ``name`` (one of config.AUDIO_FEATURES); ``model_path`` holds its weights.
+    """Build the front-end ``name`` (one of AUDIO_FEATURES); ``model_path`` holds its weights.
 
     ``precision="fp16"`` runs DeepSpeech2 under fp16 autocast on GPU, as the original did (the official
     profile's ``audio_precision``); the other front-ends always run in float32."""
@@ -42,8 +51,6 @@ def get_frontend(name: str, model_path: str = "", device: str = "cpu", precision
     if key not in AUDIO_FEATURES:
         raise UserError(f"unknown audio feature {name!r}; choose one of {', '.join(AUDIO_FEATURES)}")
     if key == "mel":
-        from utils.audio.mel import MelFrontEnd
-
         return MelFrontEnd()
     if key == "deepspeech":
         from utils.audio.deepspeech_tf import DeepSpeechFrontEnd
@@ -60,14 +67,12 @@ def get_frontend(name: str, model_path: str = "", device: str = "cpu", precision
 
 
 def extract_features(audio_path: str, name: str = "mel", model_path: str = "", num_frames: int | None = None,
-                     device: str = "cpu", profile=None) -> np.ndarray:
-    """Load ``audio_path`` (any format, resampled to 16 kHz with the profile's resampler) and return its
-    (num_frames, dim) features.
+                     device: str = "cpu", resampler: str = "polyphase", precision: str = "fp32") -> np.ndarray:
+    """Load ``audio_path`` (any format, resampled to 16 kHz with ``resampler``) and return its (num_frames, dim)
+    features. ``resampler`` and ``precision`` are a preprocessing profile's ``resampler`` and
+    ``audio_precision`` (config/profile.py); the defaults are the lawdnet profile's.
 
     Builds the front-end on every call; to process many files keep one ``get_frontend(...)`` object instead.
     """
-    from config.profile import get_profile
-
-    p = get_profile(profile)
-    frontend = get_frontend(name, model_path, device, p.audio_precision)
-    return frontend(load_audio(audio_path, SAMPLE_RATE, p.resampler), num_frames)
+    frontend = get_frontend(name, model_path, device, precision)
+    return frontend(load_audio(audio_path, SAMPLE_RATE, resampler), num_frames)

@@ -17,10 +17,15 @@ import json
 import os
 
 import numpy as np
+import torch
 
-from utils.audio.base import FRAME_SAMPLES, SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
 from utils.device import torch_device
 from utils.errors import UserError
+from utils.media.timebase import FRAME_SAMPLES, SAMPLE_RATE
+
+# Lazy import below: transformers (an optional dependency, seconds of start-up) loads only when a HuBERT front-end
+# is built.
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                  "pytorch_model.bin.index.json")
@@ -49,7 +54,6 @@ class HubertFrontEnd(AudioFrontEnd):
         except ImportError:
             raise UserError("hubert audio features need the 'transformers' package: "
                             "pip install 'transformers>=4.40,<5'") from None
-        import torch
 
         self.path = os.fspath(model_dir)
         self.device = torch_device(device)

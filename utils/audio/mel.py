@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.audio.base import SAMPLE_RATE, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
+from utils.media.timebase import SAMPLE_RATE
 
 
 def hz_to_mel(f):

@@ -19,7 +19,8 @@ from typing import Optional
 
 import numpy as np
 
-from utils.audio.base import FRAME_SAMPLES, AudioFrontEnd
+from utils.audio.base import AudioFrontEnd
+from utils.media.timebase import FRAME_SAMPLES
 
 # (left context in frames, right context in samples) per front-end.
 DEFAULT_CONTEXT = {

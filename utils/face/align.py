@@ -5,7 +5,8 @@ dlib landmarks and of cv2.warpAffine; torch sampling uses ``grid_sample(align_co
 same convention. M (3x3, float64) maps frame pixels to crop pixels, and every crop is the exact inverse warp
 of M, so paste-back (which samples the crop at M p) registers exactly with what was cropped.
 
-What the generator is fed follows a preprocessing profile (``config/profile.py``): ``official`` reproduces the
+What the generator is fed follows a preprocessing profile (``config/profile.py``; the caller resolves the name
+and passes the Profile, the default being the lawdnet one): ``official`` reproduces the
 original (``SmoothSqMask`` built on its 103x80 canvas, black outside the frame, the original's sample points,
 applied by folding them into M), ``lawdnet`` is ours (analytic mask without the blur shift, edge pixels repeated
 outside the frame, the exact inverse map). Fixes in both (docs/original.md, 'Paste-back'): the similarity fit takes any
@@ -16,13 +17,16 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Optional, Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from utils.errors import UserError
+from utils.face.geometry import crop_size
 
 # iBUG-68 indices of the 25 template points and their normalized template coordinates (the original's).
 TEMPLATE_INDICES = tuple(range(17, 36)) + (36, 39, 42, 45, 48, 54)
@@ -37,6 +41,21 @@ _TEMPLATE_RAW = np.array([
     (0.254149, 0.780233), (0.726104, 0.780233),                                   # mouth corners
 ], np.float64)
 RATIO = 1.6
+
+# The face settings of the default preprocessing profile (lawdnet), used when a caller passes no profile. The
+# profile table is config/profile.py, a layer above utils: callers resolve a name there and pass the Profile
+# (tests/test_profile.py checks that these are its lawdnet row).
+DEFAULT_FACE_PROFILE = SimpleNamespace(name="lawdnet", crop_fill="border", crop_sampler="exact", source_mask="box")
+
+
+def face_profile(profile=None):
+    """The profile's face settings: a config.profile.Profile (or any object with crop_fill, crop_sampler and
+    source_mask), or None for DEFAULT_FACE_PROFILE."""
+    if profile is None:
+        return DEFAULT_FACE_PROFILE
+    if isinstance(profile, str):
+        raise TypeError(f"pass a Profile (config.profile.get_profile({profile!r})), not its name")
+    return profile
 
 # Paste-back blend region in units of the crop width W (crop height 1.3 W): weight 1 inside the inner box,
 # a smooth ramp to exactly 0 at the outer box, which stays inside the crop (0.04 W from the bottom edge).
@@ -97,25 +116,21 @@ def apply_transform(points, M) -> np.ndarray:
 class FaceAligner:
     """Aligned crop of width ``out_W`` and height int(1.3 out_W) (for mouth size m, out_W = int(1.25 m)).
 
-    ``profile`` (a ``config.profile`` name or Profile; default lawdnet) sets the fill outside the frame and the
+    ``profile`` (a ``config.profile.Profile``; default lawdnet) sets the fill outside the frame and the
     sample points (see the module doc)."""
 
     def __init__(self, out_W: int, ratio: float = RATIO, profile=None):
-        from config.profile import get_profile
-
         if int(out_W) < 8:
             raise UserError(f"crop width must be >= 8, got {out_W}")
-        self.profile = get_profile(profile)
+        self.profile = face_profile(profile)
         self.out_W = int(out_W)
-        self.out_H = int(1.3 * self.out_W)       # same expression as config.crop_size
+        self.out_H = int(1.3 * self.out_W)       # same expression as geometry.crop_size
         self.crop_hw = (self.out_H, self.out_W)
         self.target = normalized_template(ratio) * self.out_W / 2 + np.array([self.out_W / 2, 1.3 * self.out_W / 2])
         self.zero_fill = self.profile.crop_fill == "zeros"
 
     @classmethod
     def for_mouth_size(cls, mouth_region_size: int, profile=None) -> "FaceAligner":
-        from config.config import crop_size
-
         aligner = cls(int(1.25 * mouth_region_size), profile=profile)
         assert aligner.crop_hw == crop_size(mouth_region_size)
         return aligner
@@ -137,8 +152,6 @@ class FaceAligner:
     def crop(self, frame_rgb: np.ndarray, M) -> np.ndarray:
         """(Hc, Wc, C) crop of an (H, W, C) uint8/float32 frame; bilinear; outside the frame black or the
         edge pixels repeated (profile)."""
-        import cv2
-
         frame = np.asarray(frame_rgb)
         if frame.ndim != 3:
             raise UserError(f"expected an (H, W, C) frame, got shape {frame.shape}")
@@ -262,9 +275,7 @@ def mouth_mask(H: int, W: int, device: Union[str, torch.device] = "cpu", dtype=t
     rows [32, 96) x cols [8, 72) of a 103x80 canvas, a 5x5 sigma-1 Gaussian blur without padding (99x76, the box
     shifted ~2 px down/right), bilinearly resized to H x W (50 % contour at 468x360: rows 142-443, cols 28-331).
     """
-    from config.profile import get_profile
-
-    build = _smoothsq_mask_np if get_profile(profile).source_mask == "smoothsq" else _box_mask_np
+    build = _smoothsq_mask_np if face_profile(profile).source_mask == "smoothsq" else _box_mask_np
     m = torch.from_numpy(build(int(H), int(W))).to(device=device, dtype=dtype)
     return m.clone()[None, None] if m.device.type == "cpu" else m[None, None]   # never alias the cache
 
@@ -329,8 +340,6 @@ def paste_back(frame_rgb: np.ndarray, generated_crop: np.ndarray, M, mask: Optio
     warped weight is 0, and everything outside the frame-clipped footprint, are copied unchanged. Crops are
     uint8 or float on the 0-255 scale.
     """
-    import cv2
-
     frame = np.asarray(frame_rgb)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise UserError(f"expected an RGB uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}")

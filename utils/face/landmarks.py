@@ -12,10 +12,17 @@ import os
 import threading
 from typing import Callable, Iterable, Optional
 
+import cv2
+import dlib
 import numpy as np
+from tqdm import tqdm
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
+from utils.media.timebase import FPS
+
+# Lazy imports below: face_recognition_models (optional: only to find a shape predictor) and scipy.ndimage (about
+# 0.7 s of start-up, only for smoothing).
 
 NUM_LANDMARKS = 68
 DEBIAN_PREDICTOR = "/usr/share/dlib/shape_predictor_68_face_landmarks.dat"
@@ -70,8 +77,6 @@ _PREDICTOR_LOCK = threading.Lock()
 def _shape_predictor(path: str):
     """dlib's shape predictor, loaded once per process and file (100 MB; prediction is read-only, so detectors in
     several threads can share it; each detector keeps its own HOG scanner)."""
-    import dlib
-
     with _PREDICTOR_LOCK:
         if path not in _PREDICTORS:
             try:
@@ -92,8 +97,6 @@ class LandmarkDetector:
     """
 
     def __init__(self, predictor_path: str = "", upsample: int = 0, max_side: int = 640, min_face: int = 160):
-        import dlib
-
         self.predictor_path = find_predictor(predictor_path)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = _shape_predictor(self.predictor_path)
@@ -104,8 +107,6 @@ class LandmarkDetector:
 
     # boxes are (x0, y0, x1, y1) in full-frame pixel coordinates (pixel centres at integers)
     def _detect_boxes(self, img: np.ndarray, x0: int, y0: int, scale: float) -> list[tuple[np.ndarray, float]]:
-        import cv2
-
         if scale != 1.0:
             h, w = img.shape[:2]
             size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
@@ -122,8 +123,6 @@ class LandmarkDetector:
         return out
 
     def _predict(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-        import cv2
-
         dlib = self._dlib
         h, w = frame.shape[:2]
         bw = float(box[2] - box[0])
@@ -202,8 +201,6 @@ class ShotDetector:
         self._history = int(history)
 
     def __call__(self, frame: np.ndarray) -> bool:
-        import cv2
-
         thumb = cv2.resize(frame, (8, 6), interpolation=cv2.INTER_AREA).astype(np.float32)
         prev, self._prev = self._prev, thumb
         if prev is None:
@@ -234,8 +231,6 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
     reference for that person may come from. ``on_frame(index, face_found)`` is called after every frame (it
     may raise to stop). Frames are consumed one at a time and not kept.
     """
-    from tqdm import tqdm
-
     detector = detector or LandmarkDetector()
     if total is None and hasattr(frames, "__len__"):
         total = len(frames)  # type: ignore[arg-type]
@@ -367,7 +362,7 @@ def _csv_header() -> list[str]:
 
 
 def write_openface_csv(path: str, landmarks: np.ndarray, valid: Optional[np.ndarray] = None,
-                       fps: float = 25.0) -> None:
+                       fps: float = FPS) -> None:
     """Write (T,68,2) landmarks as OpenFace's 2D-landmark CSV (frame is 1-based; success = valid; invalid
     frames keep their interpolated landmarks). Written to a temporary file and renamed (atomic)."""
     lm = np.asarray(landmarks, np.float64)

@@ -27,6 +27,9 @@ from utils.errors import UserError, warn
 from utils.media.container import MediaTooLong, audio_stream, av_message, header_seconds, open_media
 from utils.media.timebase import num_video_frames, samples_per_frame  # noqa: F401  (re-exported)
 
+# Lazy imports below: av when a file is decoded, resampy (optional, the official profile's resampler) and
+# scipy.signal (about 1.3 s of start-up) when audio is resampled.
+
 # Decoded sample formats (PyAV names without the planar "p") -> scale that maps them to [-1, 1].
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
@@ -73,7 +76,7 @@ def downmix(x: np.ndarray, channel_names=None) -> np.ndarray:
 RESAMPLERS = ("polyphase", "kaiser_best")
 
 
-def _resample(x: np.ndarray, sr_in: int, sr_out: int, method: str = "polyphase") -> np.ndarray:
+def resample(x: np.ndarray, sr_in: int, sr_out: int, method: str = "polyphase") -> np.ndarray:
     """Band-limited resampling of float64 samples.
 
     ``polyphase``: scipy ``resample_poly``, output length ceil(len * sr_out / sr_in). ``kaiser_best``: resampy's
@@ -196,7 +199,7 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
 def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", notes: Optional[list] = None,
                 resampler: str = "polyphase") -> np.ndarray:
     """Mono native-rate samples -> float32 at ``sample_rate`` in [-1, 1] (louder float data scaled to peak 1)."""
-    x = _resample(x, rate, sample_rate, resampler)
+    x = resample(x, rate, sample_rate, resampler)
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
     if peak > 1.0 + 1e-3:
         warn(f"{os.path.basename(os.fspath(path))}: samples exceed full scale (peak {peak:.3f}); scaled down to "
@@ -211,7 +214,7 @@ def load_audio(path: str, sample_rate: int = 16000, resampler: str = "polyphase"
 
     Channels are downmixed (``downmix``); integer PCM is scaled by its full range; float data louder than full
     scale is scaled down to peak 1 (with a warning) rather than clipped; ``resampler`` is ``polyphase`` or
-    ``kaiser_best`` (see ``_resample``). Raises UserError for a missing file, a
+    ``kaiser_best`` (see ``resample``). Raises UserError for a missing file, a
     file that is not media, a file without an audio stream, and an empty or undecodable stream.
     """
     if sample_rate <= 0:

@@ -21,6 +21,8 @@ import os
 
 from utils.errors import UserError
 
+# Lazy imports below: av loads only when a file is opened (start-up time of the CLIs' --help and option errors).
+
 # libavformat demuxer names (a demuxer whose name list contains one of these is accepted).
 MEDIA_DEMUXERS = (
     "mov", "matroska", "avi", "flv", "asf", "mpeg", "mpegts", "ogg", "mxf", "dv", "nut", "rm", "ivf",

@@ -34,3 +34,6 @@ def num_video_frames(num_samples: int, sample_rate: int = SAMPLE_RATE, fps: floa
         return 0
     # The tiny epsilon keeps exact multiples (e.g. 640 samples -> 1.0 frame) safe from float error.
     return max(1, int(math.floor(n * float(fps) / float(sample_rate) + 0.5 + 1e-9)))
+
+
+FRAME_SAMPLES = round(samples_per_frame())   # 640: audio samples of one video frame at the time base

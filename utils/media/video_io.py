@@ -71,11 +71,14 @@ from utils.media.container import (
     still_image_format,
     video_stream,
 )
+from utils.media.formats import OUTPUT_FORMATS as _FORMAT_BY_EXT
 from utils.media.timebase import FPS, SAMPLE_RATE
 from utils.threads import decoder_threads
 
+# Lazy imports below: av, cv2, PIL and tqdm load when a video is read or written (start-up time of the CLIs);
+# audio_io inside read_audio_track.
+
 # Output container by file extension (the temp file keeps the extension, but say it explicitly anyway).
-_FORMAT_BY_EXT = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
 # Largest frame accepted (8K UHD is 33.2 Mpx): bounds the memory one decoded frame can take.
 MAX_PIXELS = 36_000_000
 # The frame-choice rule iter_frames follows (recorded by data preparation, which redoes frame-dependent outputs made

@@ -4,7 +4,11 @@ from __future__ import annotations
 import functools
 import math
 
+import cv2
 import numpy as np
+import skimage.data
+
+from utils.face.landmarks import LandmarkDetector
 
 # ---------------------------------------------------------------------------------------------- face warp
 
@@ -15,10 +19,6 @@ _ANCHORS = list(range(0, 4)) + list(range(13, 17)) + list(range(17, 48))  # poin
 @functools.lru_cache(maxsize=1)
 def astronaut_face() -> tuple[np.ndarray, np.ndarray]:
     """``skimage.data.astronaut()`` (RGB uint8) and its 68 dlib landmarks, computed once per process."""
-    import skimage.data
-
-    from utils.face.landmarks import LandmarkDetector
-
     img = np.ascontiguousarray(skimage.data.astronaut()[:, :, :3])
     faces = LandmarkDetector().detect(img)
     if not faces:
@@ -90,8 +90,6 @@ class MouthWarper:
 
     def warp(self, openness: float, width: float) -> tuple[np.ndarray, np.ndarray]:
         """(warped full image uint8, moved landmarks (68, 2))."""
-        import cv2
-
         d = self.displacements(openness, width)
         moved = self.lm + d
         out = np.array(self.img)  # writable copy
@@ -117,8 +115,6 @@ class MouthWarper:
 
     def _paint_mouth(self, patch: np.ndarray, moved: np.ndarray, openness: float) -> np.ndarray:
         """Dark cavity inside the moved inner lips, with the photo's own (unmoved) upper teeth on top of it."""
-        import cv2
-
         if openness < 0.02:
             return patch
         off = np.array([self.x0, self.y0])
@@ -138,8 +134,6 @@ class MouthWarper:
     @staticmethod
     def _poly_mask(poly: np.ndarray, shape) -> np.ndarray:
         """Anti-aliased, slightly feathered float mask of a polygon (sub-pixel vertices)."""
-        import cv2
-
         m = np.zeros(shape, np.uint8)
         cv2.fillPoly(m, [np.round(poly * 4).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=2)
         return cv2.GaussianBlur(m, (0, 0), 0.7).astype(np.float32) / 255.0

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import warnings
 from typing import Sequence
 
 import numpy as np
 
 from utils.errors import UserError
+
+# Lazy import below: scipy.ndimage (about 0.7 s of start-up) loads only to smooth mouth tracks.
 
 # ---------------------------------------------------------------------------------------------- sentences
 
@@ -94,9 +98,6 @@ sys.stdout.buffer.write(bytes(pcm))
 
 def _espeak(text: str, voice: str, speed: int) -> tuple[np.ndarray, int, list[tuple[float, float, str]]]:
     """Run one synthesis in a fresh worker: (float32 audio, sample rate, [(start_s, end_s, phoneme), ...])."""
-    import subprocess
-    import sys
-
     r = subprocess.run([sys.executable, "-I", "-c", _WORKER, voice, str(int(speed))], input=text.encode("utf-8"),
                        capture_output=True, timeout=300)
     if r.returncode != 0:

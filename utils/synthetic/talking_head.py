@@ -30,10 +30,13 @@ import math
 import os
 from typing import Iterable, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
+from utils.media.timebase import FPS
+from utils.media.video_io import VideoWriter
 from utils.synthetic.face import ZOOM, MouthWarper, astronaut_face, crop_affine, head_motion_track
 from utils.synthetic.speech import (
     DEFAULT_SPEEDS,
@@ -45,9 +48,11 @@ from utils.synthetic.speech import (
     text_and_voice,
 )
 
+# Lazy import below: tqdm is optional here (progress bars only).
+
 # ---------------------------------------------------------------------------------------------- videos
 
-def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, size: int = 256, fps: float = 25.0,
+def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, size: int = 256, fps: float = FPS,
                       extra_audio_s: float = 0.0, faceless_frames: Iterable[int] = (), head_motion: float = 1.0,
                       speed: int = 175, lead_s: float = 0.3, tail_s: float = 0.3, crf: int = 18,
                       preset: str = "medium") -> dict:
@@ -60,10 +65,6 @@ def make_talking_head(out_path, text: str, voice: str = "en", seed: int = 0, siz
     (paths), num_frames, fps, size, sample_rate, video_seconds, audio_seconds, text, voice, language, speed,
     seed, head_motion, lead_s, tail_s.
     """
-    import cv2
-
-    from utils.media.video_io import VideoWriter
-
     if size < 32:
         raise UserError(f"size must be at least 32 pixels, got {size}")
     if not fps or fps <= 0:
@@ -189,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--languages", nargs="+", default=["en"], choices=list(LANGUAGES))
     p.add_argument("--size", type=int, default=256, help="output frame side in pixels")
-    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--fps", type=float, default=FPS)
     p.add_argument("--head_motion", type=float, default=1.0, help="head movement scale (0 = still)")
     p.add_argument("--extra_audio_s", type=float, default=0.0, help="make the audio this much longer than the video")
     a = p.parse_args(argv)

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 
+import torch
+from torch import nn
 
-def tiny_lawdnet(seed: int = 0, audio_sensitive: bool = True):
+from config.config import ModelConfig
+from models.checkpoint import save_lawdnet
+from models.lawdnet import LawDNet
+from utils.face.geometry import crop_size
+
+
+def tiny_lawdnet(seed: int = 0, audio_sensitive: bool = True) -> LawDNet:
     """The tiny random generator (eval mode) used by tests and benchmarks."""
-    import torch
-    from torch import nn
-
-    from config.config import ModelConfig, crop_size
-    from models import LawDNet
-
     torch.manual_seed(seed)
     cfg = ModelConfig(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32,
                       decoder_channels=16, warp_mode="corrected", coarse_grid_size=16)
@@ -54,8 +56,6 @@ def tiny_lawdnet(seed: int = 0, audio_sensitive: bool = True):
 
 def write_tiny_checkpoint(path, seed: int = 0, audio_sensitive: bool = True) -> str:
     """Save ``tiny_lawdnet(...)`` as one of our checkpoints (m = 64, mel); returns the path."""
-    from models.checkpoint import save_lawdnet
-
     path = os.fspath(path)
     save_lawdnet(path, tiny_lawdnet(seed, audio_sensitive), audio_feature="mel", mouth_region_size=64)
     return path
