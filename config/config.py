@@ -186,6 +186,28 @@ class InferenceConfig:
         return self
 
 
+@dataclass
+class SyncNetConfig:
+    """Options of the mouth/audio SyncNet trainer (training/syncnet_trainer.py, train_syncnet.py)."""
+
+    mouth_region_size: int = 256     # crop scale the mouth boxes are cut at
+    face_size: int = 256             # SyncNet input size (multiple of 32)
+    hidden: int = 128                # width of the SyncNet (even)
+    audio_feature: str = ""          # feature name in the index (unset: its first)
+    sync_window: int = 9             # frames per sample (odd)
+    min_offset: int = 5              # negatives are at least this many frames off
+    batch_size: int = 16
+    steps: int = 20000
+    lr: float = 1e-4
+    loss: str = "contrastive"        # contrastive (all-pairs cross-entropy + calibration MSE) | mse | bce
+    val_fraction: float = 0.2        # share of the videos (or of each video's end) held out
+    val_items: int = 512             # held-out pairs per evaluation
+    eval_every: int = 1000           # evaluate every N steps (0: only at the end)
+    seed: int = 0
+    device: str = ""                 # cpu, cuda or cuda:N (unset: cuda if available, else cpu)
+    num_workers: int = 2             # data loader processes
+
+
 # ---------------------------------------------------------------- CLI plumbing
 
 def _base_type(tp):

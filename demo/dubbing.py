@@ -8,7 +8,11 @@ import os
 import numpy as np
 
 from config.config import InferenceConfig
+from utils.media.audio_io import load_audio, save_wav
 from utils.media.timebase import FPS, SAMPLE_RATE
+from utils.media.video_io import VideoWriter, iter_frames
+
+# Lazy import below: the Dubber (torch, the model stack) loads only when the demo reaches its dubbing step.
 
 
 def _fresh(out: str, *inputs: str) -> bool:
@@ -25,8 +29,6 @@ def make_dubber(checkpoint: str, cfg: InferenceConfig, device: str, cache_dir: s
 
 def silence_like(audio_source: str, out_wav: str) -> str:
     """A silent 16 kHz wav exactly as long as ``audio_source``'s audio (so the dub has the same frame count)."""
-    from utils.media.audio_io import load_audio, save_wav
-
     if not _fresh(out_wav, audio_source):
         n = len(load_audio(audio_source, SAMPLE_RATE))
         save_wav(out_wav, np.zeros(n, np.float32), SAMPLE_RATE)
@@ -35,9 +37,6 @@ def silence_like(audio_source: str, out_wav: str) -> str:
 
 def template_baseline(template: str, audio_source: str, out_path: str, num_frames: int) -> str:
     """The template's first ``num_frames`` frames with ``audio_source``'s speech: what you get without dubbing."""
-    from utils.media.audio_io import load_audio
-    from utils.media.video_io import VideoWriter, iter_frames
-
     if _fresh(out_path, template, audio_source):
         return out_path
     frames = list(iter_frames(template, fps=FPS, max_frames=num_frames))

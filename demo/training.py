@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from config.config import DataConfig
+from config.config import DataConfig, SyncNetConfig
 from dataset.prepare.indexing import generate_training_json
 from dataset.prepare.pipeline import VIDEO_STAGES, prepare_dataset
 from training.syncnet_trainer import train_syncnet
@@ -99,9 +99,10 @@ def train_syncnet_timed(index: str, out_path: str, seconds: float, mouth_region_
     if info and os.path.isfile(out_path):
         log(f"SyncNet: reusing {out_path} (held-out accuracy {info['val_accuracy']:.3f}, {info['steps']} steps)")
         return info
-    res = train_syncnet(index, out_path, mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden,
-                        audio_feature="mel", batch_size=16, lr=1e-3, val_items=64, eval_every=0, device=device,
-                        num_workers=0, progress=progress, overwrite=True, log=log, steps=steps or max_steps,
+    cfg = SyncNetConfig(mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden, audio_feature="mel",
+                        batch_size=16, lr=1e-3, val_items=64, eval_every=0, device=device, num_workers=0,
+                        steps=steps or max_steps)
+    res = train_syncnet(index, out_path, cfg, progress=progress, overwrite=True, log=log,
                         max_seconds=0.0 if steps else max(1.0, seconds))
     info = {"path": out_path, "val_accuracy": res["val_accuracy"], "steps": res["steps"], "split": res["split"],
             "final_loss": float(sum(res["history"][-20:]) / max(1, len(res["history"][-20:])))}

@@ -21,17 +21,26 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from config.config import InferenceConfig
+from config.profile import resolve_profile
 from inference.frames import chunk_frames, iter_schedule
 from inference.overlap import Background, Consumer, StageTimer
 from inference.reference_cache import ReferenceFeatureCache
 from inference.references import reference_sets
 from inference.runner import ModelRunner
 from inference.template import Template, prepare_template
+from models import load_lawdnet, use_compiled_warp
+from utils.audio.features import get_frontend
+from utils.device import torch_device
 from utils.errors import UserError
+from utils.face.align import FaceAligner, paste_back, paste_back_torch
+from utils.media.audio_io import decode_audio, finish_mono, num_video_frames, resample
 from utils.media.formats import OUTPUT_VIDEO_EXTS
 from utils.media.timebase import FPS, SAMPLE_RATE
+from utils.media.video_io import VideoWriter, iter_frames
+from utils.threads import ThreadTuner, apply_plan, plan_threads
 
 log = logging.getLogger("lawdnet.inference")
 
@@ -93,8 +102,6 @@ class DubAudio:
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
-    from utils.device import torch_device
-
     if not device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch_device(str(device))
@@ -124,8 +131,6 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
     features and the native channels for the output track. UserError for missing/corrupt/empty files,
     ``MediaTooLong`` (decoding stopped) past ``max_seconds``. ``resampler``: how the 16 kHz feature input is made
     (``Dubber.dub`` redoes it for its profile)."""
-    from utils.media.audio_io import decode_audio, finish_mono, num_video_frames, resample
-
     path = os.fspath(path)
     notes: list = []
     d = decode_audio(path, max_seconds=max_seconds, notes=notes)
@@ -159,12 +164,6 @@ class Dubber:
 
     def __init__(self, checkpoint, cfg: Optional[InferenceConfig] = None, *, infer_fn: Optional[InferFn] = None,
                  progress: bool = True):
-        from config.profile import resolve_profile
-        from models import load_lawdnet, use_compiled_warp
-        from utils.audio.features import get_frontend
-        from utils.face.align import FaceAligner
-        from utils.threads import ThreadTuner, apply_plan, plan_threads
-
         cfg = dataclasses.replace(cfg or InferenceConfig()).validate()   # a copy: the caller's object stays as it is
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -211,8 +210,6 @@ class Dubber:
                          **limits) -> PreparedTemplate:
         """``use_cache``: read / write the landmark cache (default: the config's). ``limits``: ``max_seconds``,
         ``face_search_seconds``, ``cancel`` of ``inference.template``."""
-        from utils.media.video_io import iter_frames
-
         use_cache = self.cfg.use_cache if use_cache is None else use_cache
         t = prepare_template(video_path, cache_dir=self.cfg.cache_dir, use_cache=use_cache, detector=detector,
                              progress=self.progress, **limits)
@@ -255,11 +252,6 @@ class Dubber:
         input_frame, output_frame, has_face)`` sees every frame before encoding (tests, previews).
         Returns statistics (frame counts, face-less frames, timings per stage, frames/s).
         """
-        from tqdm import tqdm
-
-        from utils.face.align import paste_back, paste_back_torch
-        from utils.media.video_io import VideoWriter
-
         output_path = check_output_path(output_path)
         t_start = time.perf_counter()
         timer = StageTimer()
@@ -369,8 +361,6 @@ class Dubber:
         """Dubbed RGB uint8 frames for template frames ``indices`` (already decoded: ``frames``) driven by the
         audio feature windows ``windows`` (n, C, W): one batch of ``dub``, for callers that bring their own
         audio timeline (live sessions, server/live.py). Face-less frames come back unchanged."""
-        from utils.face.align import paste_back, paste_back_torch
-
         tpl = template.template
         indices = list(indices)
         sel = [j for j, i in enumerate(indices) if tpl.valid[i]]

@@ -5,10 +5,12 @@ import dataclasses
 import logging
 import os
 
+from inference.dubber import Dubber
 from server.batcher import BatchingInferer
 from server.config import ServerConfig
 from server.errors import user_message
 from server.jobs import Job, JobManager, check_current_job
+from server.live import LiveManager
 from server.metrics import Metrics
 from server.storage import Storage
 from server.templates import TemplateStore
@@ -19,8 +21,6 @@ log = logging.getLogger("lawdnet.server")
 
 class DubService:
     def __init__(self, config: ServerConfig):
-        from inference.dubber import Dubber
-
         self.config = config
         self.storage = Storage(config.data_dir)
         swept = self.storage.sweep_tmp()
@@ -40,8 +40,6 @@ class DubService:
         self.jobs = JobManager(self._render, self.storage, max_active=config.max_active_jobs,
                                max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
                                on_finish=self._release_template)
-        from server.live import LiveManager
-
         self.live = LiveManager(self.dubber, self.templates, self.metrics, max_sessions=config.max_sessions,
                                 idle_timeout_s=config.session_idle_timeout_s, batch_size=config.live_batch_size,
                                 lead_ms=config.live_lead_ms, jpeg_quality=config.live_jpeg_quality)

@@ -31,11 +31,7 @@ ALLOWED = {
 }
 LAZY_NOTE = re.compile(r"^# Lazy imports?\b", re.M)
 # Modules whose function-level imports wait for a change in flight there (their hunks are kept to import lines).
-LAZY_PENDING = {
-    "inference/dubber.py": "the InferenceConfig change; most of its lazy imports buy nothing (torch is loaded)",
-    "demo/dubbing.py": "the InferenceConfig change; only inference (torch) needs to stay lazy",
-    "server/service.py": "the InferenceConfig change; it is imported lazily by server.app already",
-}
+LAZY_PENDING: dict = {}
 
 
 @dataclass(frozen=True)

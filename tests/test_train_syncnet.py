@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from config.config import SyncNetConfig
 from dataset.clip_dataset import SyncPairDataset
 from models.syncnet import load_syncnet, mouth_crops, sync_loss
 from train_syncnet import main
@@ -54,8 +55,9 @@ def test_pairs_are_aligned_or_at_least_min_offset_away(data):
 def test_train_save_load_and_use_in_the_sync_loss(data, tmp_path, capsys):
     out = tmp_path / "sync.pth"
     torch.set_num_threads(1)
-    res = train_syncnet(data, str(out), mouth_region_size=M, face_size=32, hidden=16, steps=12, batch_size=8,
-                        lr=1e-3, val_items=32, eval_every=0, num_workers=0)
+    res = train_syncnet(data, str(out), SyncNetConfig(mouth_region_size=M, face_size=32, hidden=16, steps=12,
+                                                      batch_size=8, lr=1e-3, val_items=32, eval_every=0,
+                                                      num_workers=0))
     assert "held-out videos: toy002" in res["split"] and len(res["history"]) == 12
     assert all(np.isfinite(res["history"])) and 0.0 <= res["val_accuracy"] <= 1.0
     net = load_syncnet(str(out))

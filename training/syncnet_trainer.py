@@ -12,10 +12,13 @@ The result loads with models.syncnet.load_syncnet, so the clip stage takes it as
 """
 # Lazy imports below: torch, the data set and the model load only when training starts, so train_syncnet.py
 # answers --help and every option error (check_options) without loading torch.
+import dataclasses
 import math
 import os
 import time
+from typing import Optional
 
+from config.config import SyncNetConfig
 from utils.atomic import remove_stale_temps
 from utils.errors import UserError
 
@@ -127,17 +130,16 @@ def check_options(out_path, overwrite, **o):
     remove_stale_temps(out_path)                          # left by a run killed while saving
 
 
-def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hidden=128, audio_feature="",
-                  sync_window=9, min_offset=5, batch_size=16, steps=20000, lr=1e-4, loss="contrastive", val_fraction=0.2,
-                  val_items=512, eval_every=1000, seed=0, device="", num_workers=2, log=print, progress=True,
+def train_syncnet(train_data, out_path, cfg: Optional[SyncNetConfig] = None, *, log=print, progress=True,
                   overwrite=False, max_seconds=0.0):
-    """Train and save a SyncNet; returns {"path", "val_accuracy", "history" (per-step losses), "split", "steps"}.
-    An existing ``out_path`` is an error unless ``overwrite``; ``max_seconds`` > 0 stops earlier than ``steps``
-    when that much time has passed since the call (time-boxed runs; the last evaluation and the save follow)."""
+    """Train and save a SyncNet with the options ``cfg`` (config.config.SyncNetConfig; defaults when None); returns
+    {"path", "val_accuracy", "history" (per-step losses), "split", "steps"}. An existing ``out_path`` is an error
+    unless ``overwrite``; ``max_seconds`` > 0 stops earlier than ``cfg.steps`` when that much time has passed since
+    the call (time-boxed runs; the last evaluation and the save follow)."""
     t_start = time.monotonic()
-    check_options(out_path, overwrite, mouth_region_size=mouth_region_size, face_size=face_size, hidden=hidden,
-                  sync_window=sync_window, min_offset=min_offset, batch_size=batch_size, steps=steps, lr=lr, loss=loss,
-                  val_fraction=val_fraction, val_items=val_items, eval_every=eval_every, num_workers=num_workers)
+    c = cfg or SyncNetConfig()
+    check_options(out_path, overwrite, **dataclasses.asdict(c))
+    steps = c.steps                     # lowered when max_seconds ends the run early
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -149,47 +151,47 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
     from training.distributed import pick_device
     from training.sampler import ResumableSampler
 
-    dev = pick_device(device, 0, 1)
+    dev = pick_device(c.device, 0, 1)
     index = load_index(train_data)
-    train_names, val_names, segments = split_videos(index.videos, val_fraction)
-    common = dict(index_path=train_data, mouth_region_size=mouth_region_size, face_size=face_size,
-                  audio_feature=audio_feature, sync_window=sync_window, min_offset=min_offset)
-    cut = 1.0 - val_fraction if segments else 1.0
-    train_ds = SyncPairDataset(videos=train_names, segment=(0.0, cut), augment_num=64, seed=seed, **common)
+    train_names, val_names, segments = split_videos(index.videos, c.val_fraction)
+    common = dict(index_path=train_data, mouth_region_size=c.mouth_region_size, face_size=c.face_size,
+                  audio_feature=c.audio_feature, sync_window=c.sync_window, min_offset=c.min_offset)
+    cut = 1.0 - c.val_fraction if segments else 1.0
+    train_ds = SyncPairDataset(videos=train_names, segment=(0.0, cut), augment_num=64, seed=c.seed, **common)
     val_ds = SyncPairDataset(videos=val_names, segment=(cut, 1.0) if segments else (0.0, 1.0), augment_num=1,
-                             seed=seed + 1, **common)
-    split = ("held-out segments (last {:.0%} of each video)".format(val_fraction) if segments
+                             seed=c.seed + 1, **common)
+    split = ("held-out segments (last {:.0%} of each video)".format(c.val_fraction) if segments
              else f"held-out videos: {', '.join(val_names)}")
     log(f"SyncNet: {len(train_ds.store.videos)} training video(s), {split}")
     # a fixed validation set: the same keys every evaluation
-    n_val = max(batch_size, int(val_items))
+    n_val = max(c.batch_size, int(c.val_items))
     val_keys = [(0, i % len(val_ds)) if i < len(val_ds) else (i // len(val_ds), i % len(val_ds)) for i in range(n_val)]
-    val_loader = DataLoader(torch.utils.data.Subset(val_ds, val_keys), batch_size=batch_size, num_workers=0)
+    val_loader = DataLoader(torch.utils.data.Subset(val_ds, val_keys), batch_size=c.batch_size, num_workers=0)
 
-    torch.manual_seed(seed)
-    model = SyncNet(15, train_ds.store.feature_dim, hidden, face_size, sync_window, face_offset=0.5)
+    torch.manual_seed(c.seed)
+    model = SyncNet(15, train_ds.store.feature_dim, c.hidden, c.face_size, c.sync_window, face_offset=0.5)
     init_weights(model)
     model = model.to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sampler = ResumableSampler(len(train_ds), batch_size, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=c.lr)
+    sampler = ResumableSampler(len(train_ds), c.batch_size, seed=c.seed)
     # persistent workers: small data sets have short epochs, and re-starting the workers every epoch cost more
     # than the training steps
-    loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
-                        persistent_workers=num_workers > 0)
+    loader = DataLoader(train_ds, batch_size=c.batch_size, sampler=sampler, num_workers=c.num_workers,
+                        drop_last=True, persistent_workers=c.num_workers > 0)
     history, step, epoch = [], 0, 0
-    acc = accuracy(model, val_loader, dev, loss)
+    acc = accuracy(model, val_loader, dev, c.loss)
     log(f"SyncNet held-out accuracy before training: {acc:.3f}")
     bar = tqdm(total=steps, desc="syncnet", unit="step", mininterval=1.0, disable=not progress)
     while step < steps:
         sampler.set_position(epoch)
         for batch in loader:
             face, audio, label = batch["face"].to(dev), batch["audio"].to(dev), batch["label"].to(dev).float()
-            if loss == "contrastive":
+            if c.loss == "contrastive":
                 l = contrastive_sync_loss(model, face, audio, label)
             else:
                 score = model(face, audio)
                 target = label[:, None, None, None].expand_as(score)
-                l = (F.mse_loss(score, target) if loss == "mse"
+                l = (F.mse_loss(score, target) if c.loss == "mse"
                      else F.binary_cross_entropy_with_logits(score, target))
             opt.zero_grad(set_to_none=True)
             l.backward()
@@ -198,8 +200,8 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{l.item():.4f}", refresh=False)
-            if eval_every and step % eval_every == 0 and step < steps:
-                acc = accuracy(model, val_loader, dev, loss)
+            if c.eval_every and step % c.eval_every == 0 and step < steps:
+                acc = accuracy(model, val_loader, dev, c.loss)
                 log(f"step {step}: held-out sync accuracy {acc:.3f}")
             if step >= steps:
                 break
@@ -209,9 +211,9 @@ def train_syncnet(train_data, out_path, mouth_region_size=256, face_size=256, hi
                 break
         epoch += 1
     bar.close()
-    acc = accuracy(model, val_loader, dev, loss)
+    acc = accuracy(model, val_loader, dev, c.loss)
     log(f"SyncNet held-out sync accuracy: {acc:.3f} (chance 0.5), {split}")
     save_syncnet(model.cpu(), out_path, val_accuracy=acc, audio_feature=train_ds.store.feature,
-                 mouth_region_size=int(mouth_region_size), loss=loss, steps=step)
+                 mouth_region_size=int(c.mouth_region_size), loss=c.loss, steps=step)
     log(f"saved {out_path}")
     return {"path": out_path, "val_accuracy": acc, "history": history, "split": split, "steps": step}
