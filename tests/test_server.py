@@ -396,6 +396,12 @@ def test_template_analyses_run_side_by_side_and_abandoned_ones_stop(assets, live
     svc, url, c = live["srv"].service, live["srv"].url, live["client"]
     before = set(t["template_id"] for t in c.list_templates())
     long_result = {}
+    started, release = threading.Event(), threading.Event()
+
+    def hold_the_first(path, cancel):            # the long analysis waits at its first frame until released
+        if not started.is_set():
+            started.set()
+            release.wait(300)
 
     def upload_long():
         with open(hostile / "long.mkv", "rb") as f:
@@ -403,28 +409,32 @@ def test_template_analyses_run_side_by_side_and_abandoned_ones_stop(assets, live
         long_result["status"] = r.status_code
 
     t = threading.Thread(target=upload_long)
-    t.start()
-    end = time.time() + 60
-    while svc.templates.pending == 0:
-        assert time.time() < end and t.is_alive()
-        time.sleep(0.02)
-    short = make_talking_head(tmp_path / "short.mp4", "Hi.", size=128, seed=7, head_motion=0.0, preset="veryfast",
-                              lead_s=0.1, tail_s=0.1)["video"]
-    tid = c.upload_template(short)["template_id"]
-    assert t.is_alive(), "the short upload had to wait for the long analysis"
-    t.join(300)
-    assert long_result["status"] == 201
-    c.delete_template(tid)
-    # an upload whose client hangs up is cancelled: not stored, its folder removed
-    counters = lambda: svc.metrics.snapshot()["counters"].get("template_analyses_cancelled_total", 0)  # noqa: E731
-    cancelled = counters()
-    data = (hostile / "mid.mkv").read_bytes()                              # another video
-    with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{url}/v1/templates", files={"video": ("gone.mkv", data, "video/x-matroska")}, timeout=1.0)
-    end = time.time() + 60
-    while counters() == cancelled or os.listdir(live["tmp"]):
-        assert time.time() < end, "the abandoned analysis was not cancelled"
-        time.sleep(0.1)
+    svc.templates.analysis_hook = hold_the_first
+    try:
+        t.start()
+        assert started.wait(60) and t.is_alive(), "the long analysis did not start"
+        short = make_talking_head(tmp_path / "short.mp4", "Hi.", size=128, seed=7, head_motion=0.0,
+                                  preset="veryfast", lead_s=0.1, tail_s=0.1)["video"]
+        tid = c.upload_template(short)["template_id"]
+        assert t.is_alive(), "the short upload had to wait for the long analysis"
+        release.set()
+        t.join(300)
+        assert long_result["status"] == 201
+        c.delete_template(tid)
+        # an upload whose client hangs up is cancelled: not stored, its folder removed
+        counters = lambda: svc.metrics.snapshot()["counters"].get("template_analyses_cancelled_total", 0)  # noqa: E731
+        cancelled = counters()
+        data = (hostile / "mid.mkv").read_bytes()                          # another video
+        svc.templates.analysis_hook = lambda path, cancel: cancel.wait(300)  # it lasts until its client hangs up
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/v1/templates", files={"video": ("gone.mkv", data, "video/x-matroska")}, timeout=1.0)
+        end = time.time() + 60
+        while counters() == cancelled or os.listdir(live["tmp"]):
+            assert time.time() < end, "the abandoned analysis was not cancelled"
+            time.sleep(0.1)
+    finally:
+        svc.templates.analysis_hook = None
+        release.set()
     assert svc.templates.pending == 0
     after = set(t["template_id"] for t in c.list_templates())
     assert len(after - before) == 1                                        # only the long one was stored
