@@ -2,7 +2,6 @@
 path, the CPU thread budget; and benchmarks/gpu_check.sh without a GPU (its CUDA parts are in test_gpu.py)."""
 import os
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -89,12 +88,35 @@ def test_thread_plan_budgets():
         generate_video_with_audio("missing.mp4", "missing.wav", "missing.pth", "out.mp4", threads=-1)
 
 
+class VirtualClock:
+    """utils.threads' ``time`` in the tuner tests: a call lasts what the workload says it does, not what the
+    machine's load makes of a sleep that short (the tuner would then compare scheduler noise)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    import utils.threads
+
+    c = VirtualClock()
+    monkeypatch.setattr(utils.threads, "time", c)
+    return c
+
+
 @pytest.mark.parametrize("fewer_is_faster", [True, False])
-def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster):
+def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster, clock):
     """A workload whose time depends on torch's thread count (as a model's does under load / when idle)."""
     def work():
         n = torch.get_num_threads()
-        time.sleep(0.004 * n * n if fewer_is_faster else 0.03 / (n * n))
+        clock.sleep(0.004 * n * n if fewer_is_faster else 0.03 / (n * n))
 
     before = torch.get_num_threads()
     try:
@@ -107,33 +129,33 @@ def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster):
     assert {n for n, _ in tuner.history} >= {2, tuner.current}
 
 
-def _thread_dependent(phase):
+def _thread_dependent(phase, clock):
     """Seconds of a call at torch's current thread count: 'idle' gets faster with more threads, 'loaded' slower."""
     n = torch.get_num_threads()
-    time.sleep(0.004 * n * n if phase[0] == "loaded" else 0.008 / (n * n))
+    clock.sleep(0.004 * n * n if phase[0] == "loaded" else 0.008 / (n * n))
 
 
-def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change():
+def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change(clock):
     phase = ["idle"]
     before = torch.get_num_threads()
     try:
         tuner = ThreadTuner(4, probe_every=4, max_interval=32)
         for _ in range(150):                     # steady: all 4 threads stay best
-            tuner.run(lambda: _thread_dependent(phase))
+            tuner.run(lambda: _thread_dependent(phase, clock))
         steady_probes = tuner.probes
         assert tuner.current == 4
         # a fixed interval of 4 would probe ~30 times; backing off to 32 leaves 4 + 8 + 16 + 32 + 32 + 32 + ...
         assert steady_probes <= 8, tuner.history
         phase[0] = "loaded"                      # another job takes the cores: fewer threads win
         for k in range(40):
-            tuner.run(lambda: _thread_dependent(phase))
+            tuner.run(lambda: _thread_dependent(phase, clock))
             if tuner.current == 1:
                 break
         assert tuner.current == 1, tuner.history[-20:]
         assert k < 20                            # found within a few calls, not after the backed-off interval
         phase[0] = "idle"                        # the job ends: climb back
         for k in range(60):
-            tuner.run(lambda: _thread_dependent(phase))
+            tuner.run(lambda: _thread_dependent(phase, clock))
             if tuner.current == 4:
                 break
         assert tuner.current == 4, tuner.history[-20:]
