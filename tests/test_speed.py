@@ -9,15 +9,14 @@ import torch
 
 from config.config import ModelConfig, crop_size
 from models import LawDNet
-from models.checkpoint import save_lawdnet
 from models.local_affine_warp import (_displacement_chunked, _planes_eager, _planes_from_displacement,
                                       standard_grid)
 from utils.threads import ThreadTuner, plan_threads
 
+from conftest import OFFICIAL_WARP, make_dubber
 from lawdnet_reference import ref_lawdnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
 
 
 def _inputs(m, batch, seed=0, audio_channel=29):
@@ -164,15 +163,9 @@ def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change(cl
 
 
 @pytest.fixture(scope="module")
-def dub_work(tmp_path_factory):
-    from utils.synthetic.talking_head import make_talking_head
-
-    d = tmp_path_factory.mktemp("speed")
-    torch.manual_seed(0)
-    ckpt = d / "tiny.pth"
-    save_lawdnet(ckpt, LawDNet(ModelConfig(**TINY)).eval(), audio_feature="mel", mouth_region_size=64)
-    tpl = make_talking_head(d / "template.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
-    return {"dir": d, "ckpt": str(ckpt), "template": tpl["video"]}
+def dub_work(tiny_checkpoint, talking_head):
+    tpl = talking_head("template.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
+    return {"ckpt": tiny_checkpoint(**OFFICIAL_WARP), "template": tpl["video"]}
 
 
 @pytest.fixture
@@ -187,8 +180,6 @@ def restore_thread_pools():
 
 
 def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp_path, restore_thread_pools):
-    from inference import Dubber
-
     frames = {}
 
     def dub(dubber, template, name):
@@ -198,9 +189,8 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
         frames[name] = np.stack(got).astype(int)
 
     # a fixed thread count (no tuning), so the outputs are reproducible to the bit
-    kw = dict(device="cpu", cache_dir=str(tmp_path / "c"), progress=False, batch_size=4, preset="ultrafast",
-              threads=1)
-    dubber = Dubber(dub_work["ckpt"], **kw)
+    kw = dict(device="cpu", cache_dir=str(tmp_path / "c"), batch_size=4, preset="ultrafast", threads=1)
+    dubber = make_dubber(dub_work["ckpt"], **kw)
     tpl = dubber.prepare_template(dub_work["template"])
     key = tuple(tpl.reference_indices)
     dub(dubber, tpl, "first")
@@ -208,7 +198,7 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
     first = dubber.reference_features(tpl)
     dub(dubber, tpl, "second")
     assert dubber.reference_features(tpl) is first                    # reused, not recomputed
-    uncached = Dubber(dub_work["ckpt"], cache_references=False, **kw)
+    uncached = make_dubber(dub_work["ckpt"], cache_references=False, **kw)
     dub(uncached, uncached.prepare_template(dub_work["template"]), "uncached")
     assert np.array_equal(frames["first"], frames["second"])
     assert np.abs(frames["first"] - frames["uncached"]).max() <= 1      # float rounding at most
@@ -218,7 +208,7 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
     feats = tpl.reference_features.get(dubber.runner, (1, 2, 3, 4, 5), lambda: other)
     assert len(tpl.reference_features) == 2 and not torch.equal(feats, first)
     # a template used with another Dubber (other weights) never gets this Dubber's features
-    third = Dubber(dub_work["ckpt"], **kw)
+    third = make_dubber(dub_work["ckpt"], **kw)
     assert third.reference_features(tpl) is not first and len(tpl.reference_features) == 1
 
 
