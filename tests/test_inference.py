@@ -156,6 +156,7 @@ def _cli(*args):
                           capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs_give_one_line(work, tmp_path):
     noise = tmp_path / "noise.mp4"
     rng = np.random.default_rng(0)

@@ -51,7 +51,7 @@ def test_state_dict_matches_official_layout(model):
     assert not any("grid" in k for k in sd)
 
 
-@pytest.mark.parametrize("m", [64, 128, 256, 288])
+@pytest.mark.parametrize("m", [64] + [pytest.param(m, marks=pytest.mark.slow) for m in (128, 256, 288)])
 def test_official_mode_matches_reference(model, m):
     source, reference, audio = random_inputs(m, seed=m)
     with torch.no_grad():

@@ -87,6 +87,7 @@ def load_audio_resampled(x, sr):
 
 # ---------------------------------------------------------------------------- WebSocket, real time
 
+@pytest.mark.realtime
 def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     """The issue's bar: one session on the tiny model keeps real time (no dropped frames), A/V offset <= 1 frame."""
     out = tmp_path / "received.mp4"
@@ -128,6 +129,8 @@ def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     assert _wait_no_sessions(live) == 0
 
 
+@pytest.mark.slow
+@pytest.mark.realtime
 def test_idle_template_plays_with_a_still_mouth_and_speech_starts_within_a_batch(assets, live):
     with connect(f"{live['url'].replace('http', 'ws')}/v1/live/ws?template_id={live['tid']}") as ws:
         ready = json.loads(ws.recv(timeout=30))
@@ -236,6 +239,8 @@ def _chrome(mic_wav, profile):
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="chromium + chromium-driver not installed (bash setup.sh as root installs them)")
+@pytest.mark.slow
+@pytest.mark.realtime
 def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(assets, live):
     from selenium.webdriver.common.by import By
 

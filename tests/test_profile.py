@@ -287,6 +287,7 @@ def _capture_dub(dubber, prepared, wav, out):
     return stats, keys, src, aud, calls[0][1][0]
 
 
+@pytest.mark.slow
 def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official, tmp_path):
     from utils.media.video_io import read_frames
 
@@ -405,6 +406,7 @@ def test_profile_is_stored_and_chosen_from_the_checkpoint(official, tmp_path):
         assert ModelRunner(g, "cuda", amp_dtype="fp16").amp_dtype == torch.float16
 
 
+@pytest.mark.slow
 def test_training_uses_and_stores_the_profile(tmp_path):
     """The run's profile picks the training mask and is stored; --init_from an official-format file means
     official (unless --profile says otherwise: resolve_profile, tested above)."""

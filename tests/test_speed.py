@@ -26,6 +26,7 @@ def _inputs(m, batch, seed=0, audio_channel=29):
             torch.randn(batch, audio_channel, 5, generator=g) * 3)
 
 
+@pytest.mark.slow
 def test_cached_reference_features_match_the_literal_reference():
     torch.manual_seed(0)
     model = LawDNet(ModelConfig(warp_mode="official")).eval()
@@ -224,6 +225,7 @@ def test_gpu_check_without_a_gpu_says_so_in_one_line():
     assert len(lines) == 1 and "no NVIDIA GPU" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_dry_run_runs_every_section(tmp_path):
     """The GPU check's code paths on CPU with tiny sizes: every section must produce its rows, none an error."""
     # --no_compile: torch.compile takes minutes on 2 CPU cores (the compiled rows run on the GPU machine)
