@@ -28,6 +28,18 @@ from utils.media.timebase import FPS
 # analysis (start-up time of the server).
 
 
+class _Hooked:
+    """The ``cancel`` an upload's analysis polls at every frame, calling ``TemplateStore.analysis_hook`` first (so a
+    test can hold an analysis in its slot, or until its client hangs up, instead of betting on how long it takes)."""
+
+    def __init__(self, hook, path, cancel):
+        self.hook, self.path, self.cancel = hook, path, cancel
+
+    def is_set(self) -> bool:
+        self.hook(self.path, self.cancel)
+        return self.cancel is not None and self.cancel.is_set()
+
+
 class TemplateStore:
     def __init__(self, dubber, storage, max_analyses: int = 4, max_waiting: int = 8, memory: int = 8,
                  max_seconds: float = 0.0, face_search_seconds: float = 0.0, metrics=None):
@@ -46,6 +58,7 @@ class TemplateStore:
         self._pending = 0
         self._detectors: queue.Queue = queue.Queue()
         self._made = 0
+        self.analysis_hook = None   # tests: hook(path, cancel) runs at each frame of an upload's analysis
 
     # ------------------------------------------------------------------ detectors (one per analysis slot)
     def _take_detector(self):
@@ -68,6 +81,8 @@ class TemplateStore:
     def _prepare(self, path: str, cancel=None, limits: bool = False):
         det = self._take_detector()
         try:
+            if limits and self.analysis_hook is not None:
+                cancel = _Hooked(self.analysis_hook, path, cancel)
             return self.dubber.prepare_template(path, use_cache=True, detector=det, cancel=cancel,
                                                 **(self.limits if limits else {}))
         finally:

@@ -39,6 +39,7 @@ def demo_run(tmp_path_factory):
     return out, pic, r
 
 
+@pytest.mark.slow
 def test_demo_writes_every_artefact_with_finite_numbers(demo_run):
     out, pic, r = demo_run
     for k in range(1, 9):                                        # progress line for every step
@@ -93,6 +94,7 @@ def test_demo_writes_every_artefact_with_finite_numbers(demo_run):
     assert f"{mean['dubbed']['psnr_mouth']:.2f}" in page
 
 
+@pytest.mark.slow
 def test_rerun_reuses_training(demo_run, tmp_path):
     out, _, _ = demo_run
     r = _run("--output_dir", str(out), *SHORT, "--minutes", "3")
@@ -100,6 +102,7 @@ def test_rerun_reuses_training(demo_run, tmp_path):
     assert "SyncNet: reusing" in r.stderr and "tiny: reusing" in r.stderr and "tiny_clip: reusing" in r.stderr
 
 
+@pytest.mark.slow
 def test_real_videos_with_a_given_checkpoint_skip_training(demo_run, tmp_path):
     """--data + --checkpoint + --syncnet: the user's videos (only read), the last one held out and dubbed with its
     own speech by the given generator, scored with the given SyncNet."""
@@ -149,6 +152,7 @@ def test_bad_flags_give_one_line_error(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
 
 
+@pytest.mark.slow
 def test_person_specific_model_from_a_few_videos(demo_run, tmp_path):
     """--data with a held-out segment (the last 1.5 s of the last of two videos), training started --init_from a
     checkpoint, validation during training, the best checkpoint kept and used for the report."""
@@ -191,6 +195,7 @@ def test_person_specific_model_from_a_few_videos(demo_run, tmp_path):
     assert m["mean"]["silence"]["psnr_mouth"] is not None and m["mean"]["dubbed"]["psnr_mouth"] is not None
 
 
+@pytest.mark.slow
 def test_an_official_checkpoint_sets_what_person_specific_training_continues(demo_run, tmp_path):
     """--init_from an official-format file (no metadata, DDP 'module.' keys): its architecture, official warp and
     preprocessing profile, m 288 and deepspeech2 features unless the flags say otherwise."""

@@ -124,6 +124,7 @@ def test_own_syncnet_lse_scores_pairs_like_the_syncnet_itself():
     assert res["lse_c"] == pytest.approx(expected["lse_c"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_lse_with_syncnet_v2_and_own_syncnet(vids, tmp_path):
     torch.manual_seed(0)
     v2 = SyncNetV2()
@@ -149,6 +150,7 @@ def test_offsets_summary():
     assert r["lse_d"] == 2.0 and r["lse_c"] == 2.0 and r["av_offset"] == 0
 
 
+@pytest.mark.slow
 def test_cli_table_json_and_errors(vids, tmp_path):
     js = tmp_path / "m.json"
     r = subprocess.run([sys.executable, os.path.join(REPO, "evaluate.py"), "--generated", vids["a"], "--reference",

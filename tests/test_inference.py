@@ -16,32 +16,31 @@ from inference.schedule import pingpong_index
 from inference.template import prepare_template
 from inference_function import generate_video_with_audio
 from models import LawDNet
-from models.checkpoint import save_checkpoint, save_lawdnet
+from models.checkpoint import save_checkpoint
 from utils.media.audio_io import load_audio, num_video_frames, save_wav
 from utils.errors import UserError
 from utils.face.align import paste_mask
 from utils.synthetic.talking_head import make_talking_head
 from utils.media.video_io import VideoWriter, probe, read_frames
 
+from conftest import OFFICIAL_WARP
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, tiny_checkpoint, talking_head):
     d = tmp_path_factory.mktemp("dub")
-    torch.manual_seed(0)
-    ckpt = d / "tiny.pth"
-    save_lawdnet(ckpt, LawDNet(ModelConfig(**TINY)).eval(), audio_feature="mel", mouth_region_size=64)
+    ckpt = tiny_checkpoint(**OFFICIAL_WARP)
     # 30 fps template (converted to 25 on the fly) with two face-less frames
-    tpl = make_talking_head(d / "template.mp4", "Peter bought a big map.", size=128, fps=30.0,
-                            faceless_frames=[6, 7], seed=1, preset="ultrafast")
+    tpl = talking_head("template.mp4", "Peter bought a big map.", size=128, fps=30.0, faceless_frames=[6, 7], seed=1,
+                       preset="ultrafast")
     # longer speech (22.05 kHz wav) than the template -> ping-pong
-    src = make_talking_head(d / "speech.mp4", "We watched the moon rise above the quiet harbour today.", size=64,
-                            seed=2, preset="ultrafast")
+    src = talking_head("speech.mp4", "We watched the moon rise above the quiet harbour today.", size=64, seed=2,
+                       preset="ultrafast")
     speech = d / "speech.wav"
     save_wav(speech, load_audio(src["video"], 22050), 22050)
-    return {"dir": d, "ckpt": str(ckpt), "template": tpl["video"], "speech": str(speech)}
+    return {"dir": d, "ckpt": ckpt, "template": tpl["video"], "speech": str(speech)}
 
 
 def _outside_alpha(frame_shape, M, crop_hw):
@@ -158,6 +157,7 @@ def _cli(*args):
                           capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs_give_one_line(work, tmp_path):
     noise = tmp_path / "noise.mp4"
     rng = np.random.default_rng(0)

@@ -15,26 +15,22 @@ import torch
 from websockets.sync.client import connect
 
 from client_LawDNet import LawDNetClient, stream_audio
-from config.config import InferenceConfig
+from conftest import LiveServer, make_dubber
 from inference.schedule import pingpong_index
 from server.live_routes import unpack_frame
-from test_server import LiveServer
 from utils.audio.base import make_windows
 from utils.audio.mel import MelFrontEnd
 from utils.audio.streaming import StreamingFeatures, feature_difference, stream_rows
 from utils.media.audio_io import load_audio, save_wav
 from utils.media.video_io import read_frames
-from models.tiny import write_tiny_checkpoint
 from utils.synthetic.speech import synthesize_speech
-from utils.synthetic.talking_head import make_talking_head
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tiny_checkpoint, talking_head):
     root = tmp_path_factory.mktemp("live")
-    ckpt = write_tiny_checkpoint(root / "tiny.pth")
-    video = make_talking_head(root / "face.mp4", "Hello there, friend.", size=128, head_motion=0.0,
-                              preset="veryfast")["video"]
+    ckpt = tiny_checkpoint(audio_sensitive=True)
+    video = talking_head("face.mp4", "Hello there, friend.", size=128, head_motion=0.0, preset="veryfast")["video"]
     x, sr, _ = synthesize_speech("Open the door. Good morning to you.")
     speech = root / "speech.wav"
     save_wav(speech, x, sr)
@@ -91,6 +87,7 @@ def load_audio_resampled(x, sr):
 
 # ---------------------------------------------------------------------------- WebSocket, real time
 
+@pytest.mark.realtime
 def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     """The issue's bar: one session on the tiny model keeps real time (no dropped frames), A/V offset <= 1 frame."""
     out = tmp_path / "received.mp4"
@@ -106,15 +103,12 @@ def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
 
     # The recording's audio is the sent speech, and each recorded frame is the model's rendering of the
     # template frame with THAT frame's audio window: rendering with the window of a neighbour fits worse.
-    from inference import Dubber
-
     frames = read_frames(out)
     audio = load_audio(str(out), 16000)
     sent = load_audio(assets["speech"], 16000)
     start = int(np.argmax(np.abs(audio) > 0.02)) - int(np.argmax(np.abs(sent) > 0.02))
     assert np.abs(audio[start:start + len(sent)] - sent).mean() < 0.01
-    d = Dubber(assets["ckpt"], InferenceConfig(device="cpu", cache_dir=live["srv"].service.storage.cache),
-               progress=False)
+    d = make_dubber(assets["ckpt"], device="cpu", cache_dir=live["srv"].service.storage.cache)
     tpl = d.prepare_template(live["srv"].service.storage.template_video(live["tid"]))
     from server.live import template_mouth_box
 
@@ -135,6 +129,8 @@ def test_stream_keeps_real_time_and_av_sync(assets, live, tmp_path):
     assert _wait_no_sessions(live) == 0
 
 
+@pytest.mark.slow
+@pytest.mark.realtime
 def test_idle_template_plays_with_a_still_mouth_and_speech_starts_within_a_batch(assets, live):
     with connect(f"{live['url'].replace('http', 'ws')}/v1/live/ws?template_id={live['tid']}") as ws:
         ready = json.loads(ws.recv(timeout=30))
@@ -243,6 +239,8 @@ def _chrome(mic_wav, profile):
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
                     reason="chromium + chromium-driver not installed (bash setup.sh as root installs them)")
+@pytest.mark.slow
+@pytest.mark.realtime
 def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(assets, live):
     from selenium.webdriver.common.by import By
 

@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from config.config import InferenceConfig, ModelConfig
-from inference import Dubber
-from models import LawDNet
-from models.checkpoint import save_lawdnet
+from conftest import make_dubber
 from utils.face.landmarks import LandmarkDetector, track_landmarks
 from utils.media.audio_io import decode_audio, save_wav
 from utils.media.video_io import VideoWriter, iter_frames, probe, read_frames
@@ -20,8 +17,6 @@ from utils.synthetic.talking_head import make_talking_head
 
 FF = shutil.which("ffmpeg")
 pytestmark = pytest.mark.skipif(FF is None, reason="needs the ffmpeg command line tool")
-TINY = dict(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16,
-            warp_mode="corrected", coarse_grid_size=16)
 
 
 def ff(*args):
@@ -29,11 +24,9 @@ def ff(*args):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny_checkpoint):
     d = tmp_path_factory.mktemp("mediadub")
-    torch.manual_seed(0)
-    ckpt = d / "tiny.pth"
-    save_lawdnet(ckpt, LawDNet(ModelConfig(**TINY)).eval(), audio_feature="mel", mouth_region_size=64)
+    ckpt = tiny_checkpoint()
     speech, sr, _ = synthesize_speech("Open the door.")
     mono = d / "speech.wav"
     save_wav(mono, speech, sr)
@@ -47,8 +40,7 @@ def env(tmp_path_factory):
     # 48 kHz 5.1 AC-3 with the speech in the centre channel
     surround = d / "speech51.ac3"
     ff("-i", mono, "-filter_complex", "aresample=48000,pan=5.1|FC=c0", "-c:a", "ac3", "-b:a", "384k", surround)
-    dubber = Dubber(str(ckpt), InferenceConfig(device="cpu", cache_dir=str(d / "cache"), preset="ultrafast",
-                    batch_size=8), progress=False)
+    dubber = make_dubber(ckpt, device="cpu", cache_dir=str(d / "cache"), preset="ultrafast", batch_size=8)
     return {"dir": d, "dubber": dubber, "mono": str(mono), "stereo": str(stereo), "surround": str(surround)}
 
 

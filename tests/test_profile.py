@@ -17,7 +17,7 @@ import scipy.io.wavfile
 import torch
 import torch.nn.functional as F
 
-from config.config import InferenceConfig
+from conftest import OFFICIAL_WARP, TINY_WIDTHS, make_dubber, tiny_generator
 from ds2_reference import ds2_reference, speech_like, tiny_ds2_state, write_ds2_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,29 +261,25 @@ def test_kaiser_best_resampling_is_resampy(tmp_path, sr):
 
 # ---------------------------------------------------------------------------------------- through Dubber
 
-TINY_G = dict(audio_channel=29, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
+TINY_G = dict(audio_channel=29, **OFFICIAL_WARP)      # the tiny generator as an official one (DeepSpeech features)
 
 
 @pytest.fixture(scope="module")
-def official(tmp_path_factory):
+def official(tmp_path_factory, talking_head):
     """An official-format generator (no metadata), tiny DeepSpeech2 weights in the official format, and a template
     whose face is cut by the left border (so the m = 288 crop leaves the frame)."""
-    from config.config import ModelConfig
-    from models import LawDNet
     from models.checkpoint import save_checkpoint
     from utils.media.video_io import VideoWriter, read_frames
-    from utils.synthetic.talking_head import make_talking_head
 
     d = tmp_path_factory.mktemp("official")
-    torch.manual_seed(3)
-    g = LawDNet(ModelConfig(**TINY_G))
+    g = tiny_generator(3, **TINY_G)
     ckpt = d / "checkpoint_epoch_170.pth"
     save_checkpoint({"epoch": 170, "state_dict": {"net_g": {"module." + k: v for k, v in g.state_dict().items()}}},
                     ckpt)
     sd = tiny_ds2_state(seed=4)
     ds2 = d / "LibriSpeech_Pretrained_v3.ckpt"
     write_ds2_checkpoint(ds2, sd)
-    src = make_talking_head(d / "face.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
+    src = talking_head("template.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
     frames = read_frames(src["video"], fps=25)
     video = d / "template.mp4"
     speech = speech_like(len(frames) / 25.0, sr=22050, seed=9)       # its own track at 22.05 kHz (data prep)
@@ -312,12 +308,12 @@ def _capture_dub(dubber, prepared, wav, out):
     return stats, keys, src, aud, calls[0][1][0]
 
 
+@pytest.mark.slow
 def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official, tmp_path):
-    from inference import Dubber
     from utils.media.video_io import read_frames
 
-    dubber = Dubber(official["ckpt"], InferenceConfig(device="cpu", audio_model_path=official["ds2"], batch_size=8,
-                    cache_dir=str(tmp_path / "cache"), preset="ultrafast"), progress=False)
+    dubber = make_dubber(official["ckpt"], device="cpu", audio_model_path=official["ds2"], batch_size=8,
+                         cache_dir=str(tmp_path / "cache"), preset="ultrafast")
     assert dubber.profile.name == "official" and dubber.amp_dtype == "fp16" and dubber.mouth_region_size == 288
     prepared = dubber.prepare_template(official["video"])
     frames = read_frames(official["video"], fps=25)
@@ -348,8 +344,8 @@ def test_dubber_with_an_official_checkpoint_feeds_what_the_original_fed(official
                                                     360) / 255 for i in prepared.reference_indices], -1)
             assert np.abs(refs.permute(1, 2, 0).numpy() - ref_refs).mean() < 0.004
     # the profile flag overrides the checkpoint's: ours differs from what the released weights saw
-    ours = Dubber(official["ckpt"], InferenceConfig(device="cpu", audio_model_path=official["ds2"], batch_size=8,
-                  cache_dir=str(tmp_path / "cache"), preset="ultrafast", profile="lawdnet"), progress=False)
+    ours = make_dubber(official["ckpt"], device="cpu", audio_model_path=official["ds2"], batch_size=8,
+                       cache_dir=str(tmp_path / "cache"), preset="ultrafast", profile="lawdnet")
     assert ours.profile.name == "lawdnet" and ours.amp_dtype == "bf16"
     _, keys, src, _, _ = _capture_dub(ours, ours.prepare_template(official["video"]), str(tmp_path / "speech16000.wav"),
                                       tmp_path / "ours.mp4")
@@ -392,15 +388,13 @@ def test_data_preparation_follows_the_profile(official, tmp_path):
 
 
 def test_profile_is_stored_and_chosen_from_the_checkpoint(official, tmp_path):
-    from config.config import ModelConfig
     from config.profile import get_profile, resolve_profile
     from inference.runner import ModelRunner
-    from models import LawDNet
     from models.checkpoint import checkpoint_info, lawdnet_checkpoint, read_checkpoint, save_checkpoint
     from utils.errors import UserError
 
     assert checkpoint_info(read_checkpoint(official["ckpt"]))["profile"] == "official"
-    g = LawDNet(ModelConfig(**{**TINY_G, "audio_channel": 80}))
+    g = tiny_generator(**{**TINY_G, "audio_channel": 80})
     ck = lawdnet_checkpoint(g, "mel", 64, profile="official")
     assert ck["profile"] == "official" and checkpoint_info(ck)["profile"] == "official"
     old = dict(lawdnet_checkpoint(g, "mel", 64))
@@ -408,16 +402,14 @@ def test_profile_is_stored_and_chosen_from_the_checkpoint(official, tmp_path):
     assert checkpoint_info(old)["profile"] == "lawdnet"
     path = tmp_path / "ours.pth"
     save_checkpoint(old, path)
-    from inference import Dubber
-
-    d = Dubber(path, InferenceConfig(device="cpu"), progress=False)
+    d = make_dubber(path, device="cpu")
     assert d.profile.name == "lawdnet" and d.amp_dtype == "bf16" and d.aligner.profile.crop_fill == "border"
-    d = Dubber(path, InferenceConfig(device="cpu", profile="OFFICIAL", amp_dtype="bf16"), progress=False)
+    d = make_dubber(path, device="cpu", profile="OFFICIAL", amp_dtype="bf16")
     assert d.profile.name == "official" and d.runner.amp_dtype is None        # the CPU always runs fp32
     with pytest.raises(UserError, match="unknown preprocessing profile 'bogus'"):
-        Dubber(path, InferenceConfig(device="cpu", profile="bogus"), progress=False)
+        make_dubber(path, device="cpu", profile="bogus")
     with pytest.raises(UserError, match="amp_dtype"):
-        Dubber(path, InferenceConfig(device="cpu", amp_dtype="fp8"), progress=False)
+        make_dubber(path, device="cpu", amp_dtype="fp8")
     with pytest.raises(UserError, match="unknown preprocessing profile"):
         get_profile("dinet")
     assert resolve_profile("", "official").name == "official"
@@ -435,6 +427,7 @@ def test_profile_is_stored_and_chosen_from_the_checkpoint(official, tmp_path):
         assert ModelRunner(g, "cuda", amp_dtype="fp16").amp_dtype == torch.float16
 
 
+@pytest.mark.slow
 def test_training_uses_and_stores_the_profile(tmp_path):
     """The run's profile picks the training mask and is stored; --init_from an official-format file means
     official (unless --profile says otherwise: resolve_profile, tested above)."""
@@ -448,8 +441,7 @@ def test_training_uses_and_stores_the_profile(tmp_path):
                          feature_dim=29)
     common = dict(train_data=data, result_root=str(tmp_path / "res"), mouth_region_size=32, no_perception=True,
                   logger="none", num_workers=0, augment_num=2, max_steps=1, batch_size=2,
-                  model=dict(encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16,
-                             coarse_grid_size=20))
+                  model=dict(**TINY_WIDTHS, coarse_grid_size=20))
     first = train_stage("tiny", name="a", **common)
     ck = read_checkpoint(first["final"])
     assert ck["profile"] == "lawdnet"
@@ -465,14 +457,11 @@ def test_training_uses_and_stores_the_profile(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_official_profile_runs_fp16_on_gpu(official, tmp_path):
-    from inference import Dubber
-
-    d = Dubber(official["ckpt"], InferenceConfig(device="cuda", audio_model_path=official["ds2"],
-               cache_dir=str(tmp_path / "c")), progress=False)
+    d = make_dubber(official["ckpt"], device="cuda", audio_model_path=official["ds2"], cache_dir=str(tmp_path / "c"))
     assert d.runner.amp_dtype == torch.float16 and d.frontend.autocast
     x = torch.rand(2, 3, 468, 360, device="cuda")
     out = d.runner(x, torch.rand(2, 15, 468, 360, device="cuda"), torch.randn(2, 29, 5, device="cuda"))
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
-    cpu = Dubber(official["ckpt"], InferenceConfig(device="cpu", audio_model_path=official["ds2"]), progress=False)
+    cpu = make_dubber(official["ckpt"], device="cpu", audio_model_path=official["ds2"])
     a = speech_like(1.0)
     np.testing.assert_allclose(d.frontend.windows(a, 25, 5), cpu.frontend.windows(a, 25, 5), atol=0.05)

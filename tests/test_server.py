@@ -2,7 +2,6 @@
 LawDNet checkpoint, a synthetic talking-head template and espeak-ng speech; the client of client_LawDNet.py."""
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -11,14 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-import torch
-import uvicorn
 
 from client_LawDNet import ApiClientError, LawDNetClient
-from config.config import InferenceConfig, ModelConfig
-from models import LawDNet
-from models.checkpoint import save_lawdnet
-from server_LawDNet import create_app
+from conftest import LiveServer, make_dubber
 from utils.media.audio_io import load_audio, num_video_frames, save_wav
 from utils.synthetic.speech import synthesize_speech
 from utils.synthetic.talking_head import make_talking_head
@@ -27,50 +21,18 @@ from utils.media.video_io import probe, read_frames
 TEXTS = ["One.", "Two birds.", "Open the door.", "Good morning."]
 
 
-class LiveServer:
-    """uvicorn serving ``create_app(config)`` on a socket bound to a free 127.0.0.1 port, in a thread."""
-
-    def __init__(self, **config):
-        self.app = create_app(config)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=20))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        end = time.time() + 60
-        while not self.server.started:
-            assert self.thread.is_alive() and time.time() < end, "server did not start"
-            time.sleep(0.05)
-
-    @property
-    def service(self):
-        return self.app.state.service
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive()
-
-
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tiny_checkpoint, talking_head):
     root = tmp_path_factory.mktemp("server")
-    torch.manual_seed(0)
-    cfg = ModelConfig(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32,
-                      decoder_channels=16, warp_mode="corrected", coarse_grid_size=16)
-    ckpt = root / "tiny.pth"
-    save_lawdnet(ckpt, LawDNet(cfg), audio_feature="mel", mouth_region_size=64)
-    video = make_talking_head(root / "face.mp4", "Hello there.", size=128, head_motion=0.3,
-                              preset="veryfast")["video"]
+    ckpt = tiny_checkpoint()
+    video = talking_head("face.mp4", "Hello there.", size=128, head_motion=0.3, preset="veryfast")["video"]
     audios = []
     for i, text in enumerate(TEXTS):
         speech, sr, _ = synthesize_speech(text)
         path = root / f"speech{i}.wav"
         save_wav(path, speech, sr)
         audios.append(str(path))
-    return {"root": root, "ckpt": str(ckpt), "video": video, "audios": audios}
+    return {"root": root, "ckpt": ckpt, "video": video, "audios": audios}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +60,6 @@ def _mouth(frames):
 
 
 def test_eight_concurrent_dubs_distinct_and_correct(assets, live, tmp_path):
-    from inference import Dubber
-
     c, tid = live["client"], live["tid"]
     jobs = [(assets["audios"][i % 4], tmp_path / f"out{i}.mp4") for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
@@ -124,8 +84,7 @@ def test_eight_concurrent_dubs_distinct_and_correct(assets, live, tmp_path):
     assert c.metrics()["largest_batch_frames"] > 8
     # the server's output equals the library pipeline run directly (own model instance, no batching)
     ref = tmp_path / "ref.mp4"
-    d = Dubber(assets["ckpt"], InferenceConfig(device="cpu", cache_dir=live["srv"].service.storage.cache),
-               progress=False)
+    d = make_dubber(assets["ckpt"], device="cpu", cache_dir=live["srv"].service.storage.cache)
     d.dub(d.prepare_template(assets["video"]), assets["audios"][1], ref)
     assert np.abs(read_frames(ref).astype(np.float32) - read_frames(jobs[1][1]).astype(np.float32)).mean() < 1.0
     assert os.listdir(live["tmp"]) == []
@@ -399,6 +358,12 @@ def test_template_analyses_run_side_by_side_and_abandoned_ones_stop(assets, live
     svc, url, c = live["srv"].service, live["srv"].url, live["client"]
     before = set(t["template_id"] for t in c.list_templates())
     long_result = {}
+    started, release = threading.Event(), threading.Event()
+
+    def hold_the_first(path, cancel):            # the long analysis waits at its first frame until released
+        if not started.is_set():
+            started.set()
+            release.wait(300)
 
     def upload_long():
         with open(hostile / "long.mkv", "rb") as f:
@@ -406,28 +371,32 @@ def test_template_analyses_run_side_by_side_and_abandoned_ones_stop(assets, live
         long_result["status"] = r.status_code
 
     t = threading.Thread(target=upload_long)
-    t.start()
-    end = time.time() + 60
-    while svc.templates.pending == 0:
-        assert time.time() < end and t.is_alive()
-        time.sleep(0.02)
-    short = make_talking_head(tmp_path / "short.mp4", "Hi.", size=128, seed=7, head_motion=0.0, preset="veryfast",
-                              lead_s=0.1, tail_s=0.1)["video"]
-    tid = c.upload_template(short)["template_id"]
-    assert t.is_alive(), "the short upload had to wait for the long analysis"
-    t.join(300)
-    assert long_result["status"] == 201
-    c.delete_template(tid)
-    # an upload whose client hangs up is cancelled: not stored, its folder removed
-    counters = lambda: svc.metrics.snapshot()["counters"].get("template_analyses_cancelled_total", 0)  # noqa: E731
-    cancelled = counters()
-    data = (hostile / "mid.mkv").read_bytes()                              # another video
-    with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{url}/v1/templates", files={"video": ("gone.mkv", data, "video/x-matroska")}, timeout=1.0)
-    end = time.time() + 60
-    while counters() == cancelled or os.listdir(live["tmp"]):
-        assert time.time() < end, "the abandoned analysis was not cancelled"
-        time.sleep(0.1)
+    svc.templates.analysis_hook = hold_the_first
+    try:
+        t.start()
+        assert started.wait(60) and t.is_alive(), "the long analysis did not start"
+        short = make_talking_head(tmp_path / "short.mp4", "Hi.", size=128, seed=7, head_motion=0.0,
+                                  preset="veryfast", lead_s=0.1, tail_s=0.1)["video"]
+        tid = c.upload_template(short)["template_id"]
+        assert t.is_alive(), "the short upload had to wait for the long analysis"
+        release.set()
+        t.join(300)
+        assert long_result["status"] == 201
+        c.delete_template(tid)
+        # an upload whose client hangs up is cancelled: not stored, its folder removed
+        counters = lambda: svc.metrics.snapshot()["counters"].get("template_analyses_cancelled_total", 0)  # noqa: E731
+        cancelled = counters()
+        data = (hostile / "mid.mkv").read_bytes()                          # another video
+        svc.templates.analysis_hook = lambda path, cancel: cancel.wait(300)  # it lasts until its client hangs up
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{url}/v1/templates", files={"video": ("gone.mkv", data, "video/x-matroska")}, timeout=1.0)
+        end = time.time() + 60
+        while counters() == cancelled or os.listdir(live["tmp"]):
+            assert time.time() < end, "the abandoned analysis was not cancelled"
+            time.sleep(0.1)
+    finally:
+        svc.templates.analysis_hook = None
+        release.set()
     assert svc.templates.pending == 0
     after = set(t["template_id"] for t in c.list_templates())
     assert len(after - before) == 1                                        # only the long one was stored

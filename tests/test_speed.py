@@ -3,7 +3,6 @@ path, the CPU thread budget; and benchmarks/gpu_check.sh without a GPU (its CUDA
 import dataclasses
 import os
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -11,16 +10,15 @@ import torch
 
 from config.config import InferenceConfig, ModelConfig
 from models import LawDNet
-from models.checkpoint import save_lawdnet
 from models.local_affine_warp import (displacement_chunked, planes_eager, planes_from_displacement,
                                       standard_grid)
 from utils.face.geometry import crop_size
 from utils.threads import ThreadTuner, plan_threads
 
+from conftest import OFFICIAL_WARP, make_dubber
 from lawdnet_reference import ref_lawdnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(audio_channel=80, encoder_channels=(8, 16, 32), align_channels=16, attn_dim=32, decoder_channels=16)
 
 
 def _inputs(m, batch, seed=0, audio_channel=29):
@@ -30,6 +28,7 @@ def _inputs(m, batch, seed=0, audio_channel=29):
             torch.randn(batch, audio_channel, 5, generator=g) * 3)
 
 
+@pytest.mark.slow
 def test_cached_reference_features_match_the_literal_reference():
     torch.manual_seed(0)
     model = LawDNet(ModelConfig(warp_mode="official")).eval()
@@ -91,12 +90,35 @@ def test_thread_plan_budgets():
         generate_video_with_audio("missing.mp4", "missing.wav", "missing.pth", "out.mp4", InferenceConfig(threads=-1))
 
 
+class VirtualClock:
+    """utils.threads' ``time`` in the tuner tests: a call lasts what the workload says it does, not what the
+    machine's load makes of a sleep that short (the tuner would then compare scheduler noise)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    import utils.threads
+
+    c = VirtualClock()
+    monkeypatch.setattr(utils.threads, "time", c)
+    return c
+
+
 @pytest.mark.parametrize("fewer_is_faster", [True, False])
-def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster):
+def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster, clock):
     """A workload whose time depends on torch's thread count (as a model's does under load / when idle)."""
     def work():
         n = torch.get_num_threads()
-        time.sleep(0.004 * n * n if fewer_is_faster else 0.03 / (n * n))
+        clock.sleep(0.004 * n * n if fewer_is_faster else 0.03 / (n * n))
 
     before = torch.get_num_threads()
     try:
@@ -109,33 +131,33 @@ def test_thread_tuner_moves_to_the_faster_count(fewer_is_faster):
     assert {n for n, _ in tuner.history} >= {2, tuner.current}
 
 
-def _thread_dependent(phase):
+def _thread_dependent(phase, clock):
     """Seconds of a call at torch's current thread count: 'idle' gets faster with more threads, 'loaded' slower."""
     n = torch.get_num_threads()
-    time.sleep(0.004 * n * n if phase[0] == "loaded" else 0.008 / (n * n))
+    clock.sleep(0.004 * n * n if phase[0] == "loaded" else 0.008 / (n * n))
 
 
-def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change():
+def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change(clock):
     phase = ["idle"]
     before = torch.get_num_threads()
     try:
         tuner = ThreadTuner(4, probe_every=4, max_interval=32)
         for _ in range(150):                     # steady: all 4 threads stay best
-            tuner.run(lambda: _thread_dependent(phase))
+            tuner.run(lambda: _thread_dependent(phase, clock))
         steady_probes = tuner.probes
         assert tuner.current == 4
         # a fixed interval of 4 would probe ~30 times; backing off to 32 leaves 4 + 8 + 16 + 32 + 32 + 32 + ...
         assert steady_probes <= 8, tuner.history
         phase[0] = "loaded"                      # another job takes the cores: fewer threads win
         for k in range(40):
-            tuner.run(lambda: _thread_dependent(phase))
+            tuner.run(lambda: _thread_dependent(phase, clock))
             if tuner.current == 1:
                 break
         assert tuner.current == 1, tuner.history[-20:]
         assert k < 20                            # found within a few calls, not after the backed-off interval
         phase[0] = "idle"                        # the job ends: climb back
         for k in range(60):
-            tuner.run(lambda: _thread_dependent(phase))
+            tuner.run(lambda: _thread_dependent(phase, clock))
             if tuner.current == 4:
                 break
         assert tuner.current == 4, tuner.history[-20:]
@@ -144,15 +166,9 @@ def test_thread_tuner_probes_less_while_probes_lose_and_follows_a_load_change():
 
 
 @pytest.fixture(scope="module")
-def dub_work(tmp_path_factory):
-    from utils.synthetic.talking_head import make_talking_head
-
-    d = tmp_path_factory.mktemp("speed")
-    torch.manual_seed(0)
-    ckpt = d / "tiny.pth"
-    save_lawdnet(ckpt, LawDNet(ModelConfig(**TINY)).eval(), audio_feature="mel", mouth_region_size=64)
-    tpl = make_talking_head(d / "template.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
-    return {"dir": d, "ckpt": str(ckpt), "template": tpl["video"]}
+def dub_work(tiny_checkpoint, talking_head):
+    tpl = talking_head("template.mp4", "Peter bought a big map.", size=128, seed=1, preset="ultrafast")
+    return {"ckpt": tiny_checkpoint(**OFFICIAL_WARP), "template": tpl["video"]}
 
 
 @pytest.fixture
@@ -167,8 +183,6 @@ def restore_thread_pools():
 
 
 def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp_path, restore_thread_pools):
-    from inference import Dubber
-
     frames = {}
 
     def dub(dubber, template, name):
@@ -178,8 +192,8 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
         frames[name] = np.stack(got).astype(int)
 
     # a fixed thread count (no tuning), so the outputs are reproducible to the bit
-    cfg = InferenceConfig(device="cpu", cache_dir=str(tmp_path / "c"), batch_size=4, preset="ultrafast", threads=1)
-    dubber = Dubber(dub_work["ckpt"], cfg, progress=False)
+    kw = dict(device="cpu", cache_dir=str(tmp_path / "c"), batch_size=4, preset="ultrafast", threads=1)
+    dubber = make_dubber(dub_work["ckpt"], **kw)
     tpl = dubber.prepare_template(dub_work["template"])
     key = tuple(tpl.reference_indices)
     dub(dubber, tpl, "first")
@@ -187,7 +201,7 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
     first = dubber.reference_features(tpl)
     dub(dubber, tpl, "second")
     assert dubber.reference_features(tpl) is first                    # reused, not recomputed
-    uncached = Dubber(dub_work["ckpt"], dataclasses.replace(cfg, cache_references=False), progress=False)
+    uncached = make_dubber(dub_work["ckpt"], cache_references=False, **kw)
     dub(uncached, uncached.prepare_template(dub_work["template"]), "uncached")
     assert np.array_equal(frames["first"], frames["second"])
     assert np.abs(frames["first"] - frames["uncached"]).max() <= 1      # float rounding at most
@@ -197,7 +211,7 @@ def test_dubber_computes_reference_features_once_per_reference_set(dub_work, tmp
     feats = tpl.reference_features.get(dubber.runner, (1, 2, 3, 4, 5), lambda: other)
     assert len(tpl.reference_features) == 2 and not torch.equal(feats, first)
     # a template used with another Dubber (other weights) never gets this Dubber's features
-    third = Dubber(dub_work["ckpt"], cfg, progress=False)
+    third = make_dubber(dub_work["ckpt"], **kw)
     assert third.reference_features(tpl) is not first and len(tpl.reference_features) == 1
 
 
@@ -213,6 +227,7 @@ def test_gpu_check_without_a_gpu_says_so_in_one_line():
     assert len(lines) == 1 and "no NVIDIA GPU" in lines[0], lines
 
 
+@pytest.mark.slow
 def test_gpu_check_cpu_dry_run_runs_every_section(tmp_path):
     """The GPU check's code paths on CPU with tiny sizes: every section must produce its rows, none an error."""
     # --no_compile: torch.compile takes minutes on 2 CPU cores (the compiled rows run on the GPU machine)

@@ -119,6 +119,7 @@ def _readme_smoke_commands():
     return toy, flags
 
 
+@pytest.mark.slow
 def test_the_readme_smoke_command_learns(tmp_path):
     """The SyncNet smoke command of docs/training.md, run as written on its toy data: lips follow their audio, so
     held-out accuracy on the unseen 4th video must be clearly above chance (128 pairs: 0.65 is > 3 sigma above

@@ -230,6 +230,7 @@ def test_time_limit_stops_on_plan_and_on_save_sees_every_checkpoint(data, result
 
 # ---------------------------------------------------------------- learning
 
+@pytest.mark.slow
 def test_loss_decreases_on_synthetic_data(data, results):
     # Without the perceptual term (weight 10 in real runs) an LSGAN weight of 1 dominates this tiny set and the
     # pixel loss oscillates; 0.1 keeps the adversarial term on while letting the reconstruction drive.
@@ -280,6 +281,7 @@ def _run(cmd, env=None):
     return p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_agree_with_each_other_and_with_one_process(data, results):
     args = ["--stage", "tiny", "--train_data", data, "--result_root", results, "--mouth_region_size", str(M),
             "--no_perception", "--logger", "none", "--num_workers", "0", "--augment_num", "4", "--max_steps", "3"]
@@ -297,6 +299,7 @@ def test_torchrun_two_processes_agree_with_each_other_and_with_one_process(data,
             assert torch.allclose(a[net][k], b[net][k], atol=2e-5, rtol=1e-4), (net, k)
 
 
+@pytest.mark.slow
 def test_sequence_script_chains_stages_and_skips_finished_ones(data, tmp_path):
     """train_sequence_distributed.sh: tiny -> tiny_clip under torchrun, the clip stage initialised from the
     frame stage's final.pth under a --result_root given as a flag; a re-run skips both stages."""
@@ -377,6 +380,7 @@ def test_every_bad_input_is_one_error_line_and_leaves_the_folder_untouched(data,
     assert code == 2 and len(lines) == 1 and "is a file" in lines[0] and blocker.read_text() == ""
 
 
+@pytest.mark.slow
 def test_sequence_script_reports_each_failure_in_one_line(data, tmp_path):
     """The .sh under real torchrun (2 gloo processes): a bad flag, a busy MASTER_PORT and Ctrl-C each give one
     line and no torchrun traceback; its own checks answer in one line too."""
