@@ -25,7 +25,8 @@ from utils.errors import UserError
 from utils.face.align import PASTE_OUTER, FaceAligner
 from utils.face.geometry import mouth_box
 from utils.face.landmarks import LandmarkDetector, track_landmarks
-from utils.media.audio_io import load_audio, num_video_frames
+from utils.media.audio_io import load_audio
+from utils.media.timebase import num_video_frames
 from utils.media.timebase import FPS, SAMPLE_RATE
 from utils.media.video_io import count_frames, iter_frames, probe
 

@@ -36,7 +36,8 @@ from utils.audio.features import get_frontend
 from utils.device import torch_device
 from utils.errors import UserError
 from utils.face.align import FaceAligner, paste_back, paste_back_torch
-from utils.media.audio_io import decode_audio, finish_mono, num_video_frames, resample
+from utils.media.audio_io import decode_audio, finish_mono, resample
+from utils.media.timebase import num_video_frames
 from utils.media.formats import OUTPUT_VIDEO_EXTS
 from utils.media.timebase import FPS, SAMPLE_RATE
 from utils.media.video_io import VideoWriter, iter_frames

@@ -20,7 +20,8 @@ from ds2_reference import ds2_reference, speech_like, tiny_ds2_state, write_ds2_
 from utils.audio.base import make_windows
 from utils.audio.features import extract_features, get_frontend
 from utils.audio.mel import MelFrontEnd, mel_to_hz
-from utils.media.audio_io import load_audio, num_video_frames, save_wav
+from utils.media.audio_io import load_audio, save_wav
+from utils.media.timebase import num_video_frames
 from utils.errors import UserError
 
 SR = 16000

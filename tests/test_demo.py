@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from config.config import InferenceConfig
-from utils.media.audio_io import load_audio, num_video_frames
+from utils.media.audio_io import load_audio
+from utils.media.timebase import num_video_frames
 from utils.media.video_io import count_frames, iter_frames, probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

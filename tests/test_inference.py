@@ -17,7 +17,8 @@ from inference.template import prepare_template
 from inference_function import generate_video_with_audio
 from models import LawDNet
 from models.checkpoint import save_checkpoint
-from utils.media.audio_io import load_audio, num_video_frames, save_wav
+from utils.media.audio_io import load_audio, save_wav
+from utils.media.timebase import num_video_frames
 from utils.errors import UserError
 from utils.face.align import paste_mask
 from utils.synthetic.talking_head import make_talking_head

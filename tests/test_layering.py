@@ -4,7 +4,7 @@ to a top-level script or into tests/ fails with a readable list. Also: no module
 name (``from x import _y`` or ``x._y`` on an imported module), and every module that keeps imports inside functions
 says why once near its top (a ``# Lazy import`` comment).
 
-The layering (bottom to top; docs/layering-notes.md):
+The layering (bottom to top; docs/design.md, "Import layering"):
   1 utils  2 config  3 models, sync_batchnorm  4 dataset, inference, training, evaluation (training -> dataset
   only)  5 server, demo  6 the top-level scripts, benchmarks/, tests/ (nothing imports them; tests import scripts).
 """

@@ -219,7 +219,7 @@ def test_official_crop_matches_face_align_near_the_border(astro):
 def test_deepspeech2_real_sample_normalisation_and_row_rule(tmp_path):
     from utils.audio.deepspeech2 import spectrogram
     from utils.audio.features import get_frontend
-    from utils.media.audio_io import num_video_frames
+    from utils.media.timebase import num_video_frames
 
     sd = tiny_ds2_state()
     path = tmp_path / "ds2.ckpt"

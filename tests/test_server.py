@@ -13,7 +13,8 @@ import pytest
 
 from client_LawDNet import ApiClientError, LawDNetClient
 from conftest import LiveServer, make_dubber
-from utils.media.audio_io import load_audio, num_video_frames, save_wav
+from utils.media.audio_io import load_audio, save_wav
+from utils.media.timebase import num_video_frames
 from utils.synthetic.speech import synthesize_speech
 from utils.synthetic.talking_head import make_talking_head
 from utils.media.video_io import probe, read_frames

@@ -25,7 +25,7 @@ import numpy as np
 from utils.atomic import atomic_write
 from utils.errors import UserError, warn
 from utils.media.container import MediaTooLong, audio_stream, av_message, header_seconds, open_media
-from utils.media.timebase import num_video_frames, samples_per_frame  # noqa: F401  (re-exported)
+from utils.media.timebase import SAMPLE_RATE
 
 # Lazy imports below: av when a file is decoded, resampy (optional, the official profile's resampler) and
 # scipy.signal (about 1.3 s of start-up) when audio is resampled.
@@ -208,7 +208,7 @@ def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", note
     return np.clip(x, -1.0, 1.0).astype(np.float32)
 
 
-def load_audio(path: str, sample_rate: int = 16000, resampler: str = "polyphase", notes: Optional[list] = None,
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE, resampler: str = "polyphase", notes: Optional[list] = None,
                max_seconds: Optional[float] = None) -> np.ndarray:
     """Decode the audio of ``path`` to mono float32 at ``sample_rate`` (see the module doc).
 
@@ -225,10 +225,10 @@ def load_audio(path: str, sample_rate: int = 16000, resampler: str = "polyphase"
 
 def audio_duration(path: str) -> float:
     """Duration in seconds of the decoded audio of ``path`` (decodes the file; exact, not the container header)."""
-    return len(load_audio(path, 16000)) / 16000.0
+    return len(load_audio(path, SAMPLE_RATE)) / float(SAMPLE_RATE)
 
 
-def save_wav(path: str, samples: np.ndarray, sample_rate: int = 16000) -> None:
+def save_wav(path: str, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write mono 16-bit PCM ``path`` atomically (temp file in the same folder + os.replace).
 
     Float input is taken as [-1, 1] (clipped), int16 input is written as is.
