@@ -285,7 +285,7 @@ def e2e(device, dry, compile_warp, inputs, work, deadline, log):
     stats = dub.dub(tpl, speech, out)
     res.update(frames=stats["frames"], fps=stats["fps"], seconds=stats["seconds"],
                stage_seconds=stats["stage_seconds"], peak_mib=_peak_mib(device), threads=stats["threads"],
-               preset=dub.preset)
+               preset=dub.cfg.preset)
     log(f"e2e: {stats['frames']} frames in {stats['seconds']:.1f} s = {stats['fps']:.1f} frames/s; "
         + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(stats["stage_seconds"].items())))
     return res
