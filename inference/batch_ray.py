@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 
 import ray
@@ -25,8 +26,6 @@ _MAX_LOSSES = 3          # a row whose worker died this many times fails (it may
 
 def _analyse(path: str, cfg_dict: dict):
     """Landmarks of one template into the shared cache; None or the error line."""
-    import os
-
     from inference.template import prepare_template
     from utils.errors import UserError
 
@@ -51,18 +50,18 @@ class DubWorker:
         return run_row(self.templates, Row(**row))
 
     def pid(self) -> int:
-        import os
-
         return os.getpid()
 
 
 def connect(address: str) -> None:
     if ray.is_initialized():
         return
+    # Ray's workers import this repository from the same path on every node (docs/cluster.md)
+    env = {"env_vars": {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}}
     if address == "local":
-        ray.init(include_dashboard=False)
+        ray.init(include_dashboard=False, runtime_env=env)
     else:
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=env)
 
 
 def run_ray(rows: list[Row], opts: BatchOptions, on_result) -> None:

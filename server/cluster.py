@@ -14,7 +14,9 @@ It holds no model. Templates, dubs and jobs go to ``--replicas`` model replicas,
   store), so every replica can use it;
 * ``/metrics`` adds the replicas' model counters to the gateway's request counters.
 
-Live sessions are not relayed through the gateway yet: on the cluster they answer 503 (docs/cluster.md).
+* a live session (WebSocket) is opened on one replica and stays there; the gateway relays its audio in and its
+  frames out (``RemoteLive``); if that replica dies the session ends with ``closed`` and a new one opens on
+  another replica. WebRTC sessions are not relayed yet (503).
 """
 from __future__ import annotations
 
@@ -84,6 +86,15 @@ class ReplicaPool:
             self.calls[k] += 1
             return k
 
+    def lost(self, k: int) -> None:
+        """Replica ``k`` died: not picked for a while (Ray restarts it meanwhile)."""
+        self.losses += 1
+        self.down_until[k] = time.time() + _DOWN_S
+
+    def release(self, k: int) -> None:
+        with self._lock:
+            self.load[k] -= 1
+
     def run(self, method: str, *args, poll: Optional[Callable] = None, on_lost: Optional[Callable] = None):
         """Call ``method`` on the least busy replica; if the replica dies, call it on another one. ``poll(handle)``
         runs every 0.5 s while the call is in flight; ``on_lost(attempt)`` after each lost replica."""
@@ -101,16 +112,14 @@ class ReplicaPool:
                     if poll is not None:
                         poll(handle)
             except RayActorError as e:
-                self.losses += 1
-                self.down_until[k] = time.time() + _DOWN_S
+                self.lost(k)
                 tried.append(k)
                 log.warning("replica %d was lost during %s (attempt %d): %s; retrying on another replica",
                             k, method, attempt, type(e).__name__)
                 if on_lost is not None:
                     on_lost(attempt)
             finally:
-                with self._lock:
-                    self.load[k] -= 1
+                self.release(k)
         raise ApiError(503, "busy", f"{_MAX_ATTEMPTS} replicas were lost while working on this request; try again",
                        {"Retry-After": "30"})
 
@@ -232,24 +241,137 @@ class ClusterJobs(JobManager):
             log.exception("could not delete the result of job %s", job.id)
 
 
-class _NoLive:
-    """Live sessions are not relayed through the cluster gateway yet (docs/cluster.md)."""
+class RemoteSession:
+    """A live session on one replica, seen from the gateway (the interface server/live_routes.py uses): input is
+    forwarded in order, frames are pulled as the replica releases them at their send times. When the replica
+    is lost the session ends (the route sends ``closed``) and the client can open a new one at once."""
 
-    count = 0
-    max_sessions = 0
+    def __init__(self, live: "RemoteLive", k: int, handle, public: dict):
+        self.live, self.k, self.handle = live, k, handle
+        self._public = public
+        self.id = public["session_id"]
+        self.template_id = public["template_id"]
+        self.stats = dict(public.get("stats") or {})
+        self.closed = False
+        self.close_reason = ""
+        self.error = None
+        self._seq = 0
+        self._lock = threading.Lock()
 
-    def list(self):
-        return []
+    def public(self) -> dict:
+        return {**self._public, "stats": dict(self.stats), "replica": self.k}
 
-    def get(self, session_id):
-        return None
+    def _send(self, kind: str, data=None) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            seq, self._seq = self._seq, self._seq + 1
+        try:
+            self.handle.live_push.remote(self.id, seq, kind, data)     # fire and forget; ordered by seq
+        except RayActorError:
+            pass
 
-    def open(self, *a, **kw):
-        raise ApiError(503, "busy", "live sessions are not served by the Ray cluster service yet; run "
-                                    "server_LawDNet.py without --ray for live dubbing (docs/cluster.md)")
+    def push_pcm16(self, data: bytes) -> None:
+        self._send("pcm", bytes(data))
 
-    def close_all(self):
-        pass
+    def end_utterance(self) -> None:
+        self._send("end")
+
+    def close(self, reason: str = "closed", wait: bool = False) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed, self.close_reason = True, reason
+        try:
+            self.handle.live_close.remote(self.id, reason)
+        except RayActorError:
+            pass
+        self.live._closed(self)
+
+    async def frames(self):
+        from types import SimpleNamespace
+
+        while not self.closed:
+            try:
+                out = await self.handle.live_pull.remote(self.id, 0.25)
+            except RayActorError:
+                self.live.pool.lost(self.k)
+                self.error = "replica lost"
+                self.close("the replica serving this session was lost; open a new session")
+                return
+            self.stats = out["stats"] or self.stats
+            for head, jpeg, audio in out["frames"]:
+                yield SimpleNamespace(audio=audio, **head), SimpleNamespace(jpeg=jpeg)
+            if out["closed"]:
+                if out["error"]:
+                    self.error = "failed on its replica"
+                self.close(out["reason"] or "ended")
+                return
+
+
+class RemoteLive:
+    """Live sessions of the cluster: each opened on the least busy replica that has a free slot, and kept there
+    for its lifetime (``--max_sessions`` per replica)."""
+
+    def __init__(self, pool: ReplicaPool, metrics=None):
+        self.pool, self.metrics = pool, metrics
+        self.max_sessions = 0
+        self._lock = threading.Lock()
+        self.sessions: dict = {}
+
+    def open(self, template_id: str, sample_rate: int = 16000, kind: str = "ws", jpeg: bool = True):
+        if kind != "ws":
+            raise ApiError(503, "busy", "WebRTC live sessions are not relayed by the Ray cluster service yet; use "
+                                        "the WebSocket (/v1/live/ws) or a server without --ray (docs/cluster.md)")
+        last = ApiError(503, "busy", "no replica is available for a live session; try again later",
+                        {"Retry-After": "10"})
+        tried: list = []
+        for _ in range(len(self.pool.handles)):
+            k = self.pool._pick(tried)
+            tried.append(k)
+            try:
+                out = ray.get(self.pool.handles[k].live_open.remote(template_id, sample_rate), timeout=120)
+            except (RayActorError, GetTimeoutError):
+                self.pool.lost(k)
+                self.pool.release(k)
+                continue
+            if out["status"] != "ok":
+                self.pool.release(k)
+                last = ApiError(out["http_status"], out["error"], out["detail"], out.get("headers"))
+                if out["error"] == "busy":
+                    continue            # this replica's sessions are all taken: try another one
+                raise last
+            s = RemoteSession(self, k, self.pool.handles[k], out["public"])
+            with self._lock:
+                self.sessions[s.id] = s
+            if self.metrics is not None:
+                self.metrics.inc("live_sessions_total")
+            return s
+        raise last
+
+    def _closed(self, s: RemoteSession) -> None:
+        with self._lock:
+            if self.sessions.pop(s.id, None) is None:
+                return
+        self.pool.release(s.k)
+
+    def get(self, session_id: str):
+        with self._lock:
+            return self.sessions.get(session_id)
+
+    def list(self) -> list:
+        with self._lock:
+            return [s.public() for s in self.sessions.values()]
+
+    @property
+    def count(self) -> int:
+        return len(self.sessions)
+
+    def close_all(self) -> None:
+        with self._lock:
+            live = list(self.sessions.values())
+        for s in live:
+            s.close("the server is shutting down")
 
 
 class ClusterService:
@@ -276,8 +398,10 @@ class ClusterService:
         self.jobs = ClusterJobs(self._render, self.storage, max_active=n * config.max_active_jobs,
                                 max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
                                 on_finish=self._release_template, results=self.results)
-        self.live = _NoLive()
+        self.live = RemoteLive(self.pool, self.metrics)
+        self.live.max_sessions = n * config.max_sessions
         g = self.metrics.gauges
+        g["live_sessions"] = lambda: self.live.count
         g["queue_depth"] = lambda: self.jobs.queued
         g["jobs_running"] = lambda: self.jobs.running
         g["replicas"] = lambda: len(self.pool.handles)
@@ -355,6 +479,7 @@ class ClusterService:
 
     def close(self, grace_s: float) -> dict:
         self.closing = True
+        self.live.close_all()
         out = self.jobs.shutdown(grace_s)
         self.storage.sweep_tmp()
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 
 from server.config import ServerConfig, from_dict
@@ -55,10 +56,12 @@ def connect(address: str, **init_kw) -> None:
 
     if ray.is_initialized():
         return
+    # Ray's workers import this repository from the same path on every node (docs/cluster.md)
+    env = {"env_vars": {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}}
     if address == "local":
-        ray.init(namespace="lawdnet", include_dashboard=False, **init_kw)
+        ray.init(namespace="lawdnet", include_dashboard=False, runtime_env=env, **init_kw)
     else:
-        ray.init(address=address, namespace="lawdnet", **init_kw)
+        ray.init(address=address, namespace="lawdnet", runtime_env=env, **init_kw)
 
 
 def start(cfg: ServerConfig, wait: bool = True):

@@ -49,6 +49,7 @@ class ReplicaWorker:
         self.store = ObjectStore(cfg.store_url) if cfg.store_url else None     # templates (object-storage mode)
         self.results = ObjectStore(cfg.store_url or cfg.data_dir)              # finished results, both modes
         self._jobs: dict = {}
+        self._live: dict = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ queries
@@ -154,5 +155,109 @@ class ReplicaWorker:
         self.svc.jobs.cancel(job, reason)
         return True
 
+    # ------------------------------------------------------------------ live sessions (relayed by the gateway)
+    def live_open(self, template_id: str, sample_rate: int) -> dict:
+        """Open a live session here; its frames are pumped at their send times into a relay the gateway pulls."""
+        try:
+            self._local_template(template_id)
+            session = self.svc.live.open(template_id, int(sample_rate), "ws")
+        except ApiError as e:
+            return _error(e)
+        relay = _LiveRelay(session)
+        with self._lock:
+            self._live[session.id] = relay
+        relay.start(on_end=lambda: self._live.pop(session.id, None))
+        return {"status": "ok", "public": session.public()}
+
+    def live_push(self, session_id: str, seq: int, kind: str, data=None) -> None:
+        relay = self._live.get(session_id)
+        if relay is not None:
+            relay.push(int(seq), kind, data)
+
+    def live_pull(self, session_id: str, wait_s: float = 0.25) -> dict:
+        relay = self._live.get(session_id)
+        if relay is None:
+            return {"frames": [], "closed": True, "reason": "no such session on this replica", "stats": {},
+                    "error": True}
+        return relay.pull(float(wait_s))
+
+    def live_close(self, session_id: str, reason: str) -> None:
+        relay = self._live.get(session_id)
+        if relay is not None:
+            relay.session.close(reason)
+
+    def live_sessions(self) -> list[str]:
+        return list(self._live)
+
     def close(self, grace_s: float = 5.0) -> dict:
         return self.svc.close(grace_s)
+
+
+class _LiveRelay:
+    """One live session's frames, taken at their send times by an event loop of its own and kept until the
+    gateway pulls them; its input (PCM chunks, utterance ends) is applied in the gateway's order (``seq``)."""
+
+    MAX_QUEUED = 250          # 10 s of frames nobody pulled: the client (or the gateway) is gone or too slow
+
+    def __init__(self, session):
+        self.session = session
+        self._cond = threading.Condition()
+        self._frames: list = []
+        self._done = False
+        self._next = 0
+        self._pending: dict = {}
+
+    def start(self, on_end) -> None:
+        import asyncio
+
+        def pump():
+            async def run():
+                async for slot, pic in self.session.frames():
+                    head = {"k": slot.k, "speech": slot.speech, "audio_pos": slot.audio_pos,
+                            "template_index": slot.template_index, "dropped": slot.dropped}
+                    with self._cond:
+                        self._frames.append((head, pic.jpeg, slot.audio))
+                        self._cond.notify_all()
+                        if len(self._frames) > self.MAX_QUEUED:
+                            self.session.close("the client does not read the stream fast enough")
+
+            try:
+                asyncio.run(run())
+            except Exception:
+                log.exception("live relay of session %s failed", self.session.id)
+                self.session.close("internal error")
+            finally:
+                with self._cond:
+                    self._done = True
+                    self._cond.notify_all()
+
+        self._on_end = on_end
+        threading.Thread(target=pump, name=f"lawdnet-relay-{self.session.id[:8]}", daemon=True).start()
+
+    def push(self, seq: int, kind: str, data) -> None:
+        with self._cond:
+            self._pending[seq] = (kind, data)
+            ready = []
+            while self._next in self._pending:
+                ready.append(self._pending.pop(self._next))
+                self._next += 1
+        for kind, data in ready:
+            try:
+                if kind == "pcm":
+                    self.session.push_pcm16(data)
+                elif kind == "end":
+                    self.session.end_utterance()
+            except ApiError:
+                pass              # e.g. too much audio ahead: dropped, as the session itself would refuse it
+
+    def pull(self, wait_s: float) -> dict:
+        with self._cond:
+            if not self._frames and not self._done:
+                self._cond.wait(wait_s)
+            frames, self._frames = self._frames, []
+            done = self._done and not frames
+        s = self.session
+        if done:
+            self._on_end()
+        return {"frames": frames, "closed": done, "reason": s.close_reason, "stats": dict(s.stats),
+                "error": s.error is not None}

@@ -135,3 +135,16 @@ def test_local_batch_resumes_and_reports_bad_rows(tmp_path):
     with open(out / "summary.csv") as f:
         assert [r["status"] for r in csv.DictReader(f)] == [ALREADY, FAILED, ALREADY]
     assert np.isfinite(summary["frames_per_second"])
+
+
+def test_cluster_flags_parse_without_ray(tmp_path):
+    import server_LawDNet
+
+    ckpt = tmp_path / "m.pth"
+    ckpt.write_bytes(b"x")
+    cfg = server_LawDNet.config_from_args(["--checkpoint", str(ckpt), "--ray", "auto", "--replicas", "3",
+                                           "--gpus_per_replica", "1", "--store_url", "s3://bucket/lawdnet",
+                                           "--device", "cuda"])
+    assert (cfg.ray, cfg.replicas, cfg.gpus_per_replica, cfg.store_url, cfg.inference.device) == \
+        ("auto", 3, 1.0, "s3://bucket/lawdnet", "cuda")
+    assert server_LawDNet.config_from_args(["--checkpoint", str(ckpt)]).ray == ""

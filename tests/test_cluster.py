@@ -77,6 +77,14 @@ def _replica(k):
     return ray.get_actor(replica_name(k), namespace=NAMESPACE)
 
 
+def _ask(k, method, default):
+    """A replica's answer, or ``default`` while it restarts."""
+    try:
+        return ray.get(getattr(_replica(k), method).remote(), timeout=30)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return default
+
+
 @pytest.fixture(scope="class")   # torn down after TestService: the batch test needs the CPUs
 def service(cluster, assets):
     from ray import serve
@@ -126,6 +134,47 @@ class TestService:
         # the template is on the shared data_dir, listed through the gateway
         assert [t["template_id"] for t in service["client"].list_templates()] == [tid]
 
+    def test_live_session_on_one_replica_closed_when_it_dies(self, assets, service):
+        import asyncio
+
+        import websockets
+
+        from server.live_routes import unpack_frame
+
+        url = service["url"].replace("http://", "ws://") + f"/v1/live/ws?template_id={service['tid']}"
+        pcm = (np.clip(load_audio(assets["audios"][2], 16000), -1, 1) * 32767).astype("<i2").tobytes()
+
+        async def session(kill: bool):
+            async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
+                ready = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                assert ready["type"] == "ready", ready
+                sid = ready["session_id"]
+                owner = [k for k in range(2) if sid in _ask(k, "live_sessions", [])]
+                assert len(owner) == 1                     # one replica holds it for its lifetime
+                for i in range(0, len(pcm), 3200):
+                    await ws.send(pcm[i:i + 3200])
+                got = []
+                while len(got) < 15:
+                    msg = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(msg, bytes):
+                        got.append(unpack_frame(msg)[0]["k"])
+                assert got == list(range(15))               # every frame, in order, through the relay
+                if not kill:
+                    await ws.send(json.dumps({"type": "close"}))
+                    return owner[0]
+                os.kill(ray.get(_replica(owner[0]).info.remote())["pid"], signal.SIGKILL)
+                end = time.time() + 60
+                while True:
+                    msg = await asyncio.wait_for(ws.recv(), max(1.0, end - time.time()))
+                    if isinstance(msg, str):
+                        closed = json.loads(msg)
+                        break
+                assert closed["type"] == "closed" and "lost" in closed["reason"], closed
+                return owner[0]
+
+        killed = asyncio.run(session(kill=True))
+        assert asyncio.run(session(kill=False)) != killed          # a new session at once, on the other replica
+
     def test_replica_killed_mid_job_completes_and_restart_serves_results(self, assets, service, tmp_path):
         from server import ray_serve
 
@@ -134,7 +183,7 @@ class TestService:
         end = time.time() + 120
         while True:                      # wait until it renders, then SIGKILL the replica that has it
             st = c.job(job_id)
-            running = {k: ray.get(_replica(k).running_jobs.remote()) for k in range(2)}
+            running = {k: _ask(k, "running_jobs", []) for k in range(2)}
             owner = [k for k, ids in running.items() if job_id in ids]
             if st["frames_done"] >= 10 and owner:
                 break
