@@ -19,6 +19,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from inference.batch import BatchOptions, Row, TemplateCache, describe_error, run_row
+from utils.errors import UserError
 
 log = logging.getLogger("lawdnet.batch")
 _MAX_LOSSES = 3          # a row whose worker died this many times fails (it may be what kills them)
@@ -58,10 +59,14 @@ def connect(address: str) -> None:
         return
     # Ray's workers import this repository from the same path on every node (docs/cluster.md)
     env = {"env_vars": {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}}
-    if address == "local":
-        ray.init(include_dashboard=False, runtime_env=env)
-    else:
-        ray.init(address=address, runtime_env=env)
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, runtime_env=env)
+        else:
+            ray.init(address=address, runtime_env=env)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"--ray {address}: cannot join the Ray cluster ({str(e).strip().splitlines()[0]}); start "
+                        f"it with `ray start --head` (docs/cluster.md) or use --ray local") from None
 
 
 def run_ray(rows: list[Row], opts: BatchOptions, on_result) -> None:

@@ -14,6 +14,7 @@ import os
 import time
 
 from server.config import ServerConfig, from_dict
+from utils.errors import UserError
 
 log = logging.getLogger("lawdnet.server")
 APP_NAME = "lawdnet"
@@ -58,10 +59,14 @@ def connect(address: str, **init_kw) -> None:
         return
     # Ray's workers import this repository from the same path on every node (docs/cluster.md)
     env = {"env_vars": {"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}}
-    if address == "local":
-        ray.init(namespace="lawdnet", include_dashboard=False, runtime_env=env, **init_kw)
-    else:
-        ray.init(address=address, namespace="lawdnet", runtime_env=env, **init_kw)
+    try:
+        if address == "local":
+            ray.init(namespace="lawdnet", include_dashboard=False, runtime_env=env, **init_kw)
+        else:
+            ray.init(address=address, namespace="lawdnet", runtime_env=env, **init_kw)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UserError(f"--ray {address}: cannot join the Ray cluster ({str(e).strip().splitlines()[0]}); start "
+                        f"it with `ray start --head` (docs/cluster.md) or use --ray local") from None
 
 
 def start(cfg: ServerConfig, wait: bool = True):
