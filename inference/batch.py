@@ -20,6 +20,9 @@ Without ``--ray`` everything runs in this process with one model. With ``--ray``
 ``HOST:PORT``) templates are analysed as Ray tasks and rows are dubbed by ``--workers`` Ray actors, each with one
 model (inference/batch_ray.py, imported only then); ``DIR`` and the inputs must then be on a filesystem every node
 mounts at the same path. A worker that dies mid-row has its row redone by another one.
+
+The model, torch and Ray are imported inside functions, so that a mistake in the command or the manifest is
+reported at once.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 from config.config import InferenceConfig, add_arguments, from_args
 from utils.atomic import TMP_PREFIX, atomic_write

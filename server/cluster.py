@@ -21,6 +21,7 @@ It holds no model. Templates, dubs and jobs go to ``--replicas`` model replicas,
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -379,8 +380,6 @@ class ClusterService:
     close)."""
 
     def __init__(self, config: ServerConfig):
-        import dataclasses
-
         self.config = config
         self.storage = Storage(config.data_dir, work_name="gateway")
         self.storage.sweep_tmp()

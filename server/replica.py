@@ -36,7 +36,7 @@ def _error(e: ApiError) -> dict:
 
 class ReplicaWorker:
     def __init__(self, config: dict, index: int):
-        from server.service import DubService
+        from server.service import DubService   # here: the gateway imports this module and never loads torch
 
         cfg = from_dict(config)
         if not cfg.inference.threads and cfg.cpus_per_replica >= 1:   # the cores Ray reserved for this replica
