@@ -201,6 +201,11 @@ class ClusterJobs(JobManager):
         outcome = getattr(job, "remote_outcome", None)
         if outcome and status == FAILED:     # the replica's own answer (422 audio_too_long, 404, ...)
             error, detail, http_status = outcome["error"], outcome["detail"], int(outcome["http_status"])
+        if status != SUCCEEDED:           # e.g. cancelled just after its replica published the mp4
+            try:
+                self.results.delete_result(job.id)
+            except Exception:
+                log.exception("could not delete the result of job %s", job.id)
         super()._finish(job, status, error, detail, http_status)
         if job.is_async:
             try:
@@ -438,11 +443,9 @@ class ClusterService:
     def _render(self, job: Job) -> dict:
         with open(job.input_path, "rb") as f:
             data = f.read()
-        state = {"cancel_sent": False}
 
         def poll(handle):
-            if job.cancel_event.is_set() and not state["cancel_sent"]:
-                state["cancel_sent"] = True
+            if job.cancel_event.is_set():     # sent at every poll: the replica may not have registered the job yet
                 handle.cancel.remote(job.id, job.detail or "cancelled")
             try:
                 p = ray.get(handle.progress.remote(job.id), timeout=2.0)
@@ -457,7 +460,15 @@ class ClusterService:
             job.check_cancel()
 
         job.frames_total = job.audio.num_frames if job.audio is not None else 0
-        out = self.pool.run("render", job.id, job.template_id, data, poll=poll, on_lost=lost)
+        deadline = time.time() + 300
+        while True:
+            out = self.pool.run("render", job.id, job.template_id, data, poll=poll, on_lost=lost)
+            # a replica whose own job slots are full (after another one was lost) or that is stopping: try again
+            if out.get("error") not in ("queue_full", "shutting_down") or time.time() > deadline:
+                break
+            job.check_cancel()
+            time.sleep(1.0)
+        job.check_cancel()                # cancelled while the result was on its way
         if out["status"] == CANCELLED:
             raise JobCancelled(out.get("detail") or "cancelled")
         if out["status"] != SUCCEEDED:

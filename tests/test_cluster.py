@@ -175,6 +175,17 @@ class TestService:
         killed = asyncio.run(session(kill=True))
         assert asyncio.run(session(kill=False)) != killed          # a new session at once, on the other replica
 
+    def test_cancel_reaches_the_replica(self, assets, service):
+        c = service["client"]
+        job_id = c.submit(service["tid"], assets["long"])["job_id"]
+        end = time.time() + 120
+        while c.job(job_id)["frames_done"] < 5:
+            assert time.time() < end
+            time.sleep(0.2)
+        assert c.delete_job(job_id)["status"] == "cancelled"
+        assert all(job_id not in _ask(k, "running_jobs", []) for k in range(2))
+        assert not os.path.exists(assets["root"] / "shared" / "results" / job_id)
+
     def test_replica_killed_mid_job_completes_and_restart_serves_results(self, assets, service, tmp_path):
         from server import ray_serve
 
