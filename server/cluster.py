@@ -12,8 +12,9 @@ It holds no model. Templates, dubs and jobs go to ``--replicas`` model replicas,
   ``data_dir`` or ``--store_url``) with the job's record (job.json), so a restarted gateway still serves it;
 * a template upload is analysed by one replica and committed to shared storage (or published to the object
   store), so every replica can use it;
-* ``/metrics`` adds the replicas' model counters to the gateway's request counters.
-
+* an accepted async job keeps its audio under ``results/<job_id>/`` until it ends: a gateway that stops (or
+  dies) before it finished hands it over, and the next gateway resumes it from frame 0 under the same id;
+* ``/metrics`` adds the replicas' model counters to the gateway's request counters;
 * a live session (WebSocket) is opened on one replica and stays there; the gateway relays its audio in and its
   frames out (``RemoteLive``); if that replica dies the session ends with ``closed`` and a new one opens on
   another replica. WebRTC sessions are not relayed yet (503).
@@ -197,7 +198,56 @@ class ClusterJobs(JobManager):
         self.results = results
         super().__init__(*a, **kw)
 
+    def submit(self, job: Job, loop=None) -> None:
+        super().submit(job, loop)
+        if job.is_async and not getattr(job, "resumed", False):
+            try:      # kept until the job ends, so that a restarted gateway resumes it
+                self.results.put_pending(job.id, job.input_path, {
+                    "template_id": job.template_id, "created": job.created, "audio_seconds": job.audio_seconds,
+                    "frames_total": job.audio.num_frames if job.audio is not None else job.frames_total})
+            except Exception:
+                log.exception("could not record pending job %s", job.id)
+
+    def cancel(self, job: Job, reason: str = "cancelled") -> None:
+        if self.closed and job.is_async and reason.startswith("the server shut down"):
+            job.handed_over = True        # the gateway stops: the next one resumes this job (pending.json)
+        super().cancel(job, reason)
+
+    def resume(self, templates) -> int:
+        """Accept again the async jobs a previous gateway accepted and never finished; returns how many."""
+        n = 0
+        for job_id, rec in self.results.pending_jobs():
+            work = self.storage.new_work_dir("job")
+            job = Job(id=job_id, template_id=rec.get("template_id", ""), work_dir=work,
+                      input_path=os.path.join(work, "audio.upload"), output_path=os.path.join(work, "output.mp4"),
+                      audio_seconds=float(rec.get("audio_seconds") or 0.0), is_async=True,
+                      frames_total=int(rec.get("frames_total") or 0), created=rec.get("created") or time.time())
+            job.resumed = True
+            try:
+                self.results.fetch_input(job_id, job.input_path)
+                templates.acquire(job.template_id)
+            except Exception as e:   # its template was deleted meanwhile, or its input is gone
+                self.storage.remove(work)
+                self.results.put_record(job_id, {**job.public(), "status": FAILED, "error": "template_not_found"
+                                                 if isinstance(e, ApiError) else "internal_error",
+                                                 "detail": str(e), "http_status": 404 if isinstance(e, ApiError)
+                                                 else 500, "stats": {}})
+                self.results.drop_pending(job_id)
+                continue
+            try:
+                self.submit(job)
+            except ApiError:
+                templates.release(job.template_id)
+                self.storage.remove(work)
+                log.warning("job %s not resumed now (no free slot); a later restart resumes it", job_id)
+                continue
+            n += 1
+        return n
+
     def _finish(self, job: Job, status: str, error: str, detail: str, http_status: int) -> None:
+        if getattr(job, "handed_over", False):
+            super()._finish(job, status, error, detail, http_status)     # only this gateway's copy ends
+            return
         outcome = getattr(job, "remote_outcome", None)
         if outcome and status == FAILED:     # the replica's own answer (422 audio_too_long, 404, ...)
             error, detail, http_status = outcome["error"], outcome["detail"], int(outcome["http_status"])
@@ -211,6 +261,7 @@ class ClusterJobs(JobManager):
             try:
                 self.results.put_record(job.id, {**job.public(), "http_status": job.http_status,
                                                  "stats": job.stats})
+                self.results.drop_pending(job.id)
             except Exception:
                 log.exception("could not record job %s", job.id)
 
@@ -239,7 +290,7 @@ class ClusterJobs(JobManager):
 
     def forget(self, job: Job) -> None:
         super().forget(job)
-        if self.closed and job.is_async and job.status == SUCCEEDED:
+        if self.closed and job.is_async and (job.status == SUCCEEDED or getattr(job, "handed_over", False)):
             return        # the gateway stops (shutdown, redeploy): finished results outlive it for the next one
         try:
             self.results.delete_result(job.id)
@@ -402,6 +453,9 @@ class ClusterService:
         self.jobs = ClusterJobs(self._render, self.storage, max_active=n * config.max_active_jobs,
                                 max_queue=config.max_queue, result_ttl_s=config.result_ttl_s, metrics=self.metrics,
                                 on_finish=self._release_template, results=self.results)
+        resumed = self.jobs.resume(self.templates)
+        if resumed:
+            log.info("resumed %d async job(s) accepted by the previous gateway", resumed)
         self.live = RemoteLive(self.pool, self.metrics)
         self.live.max_sessions = n * config.max_sessions
         g = self.metrics.gauges
@@ -459,7 +513,7 @@ class ClusterService:
             job.stats = {**job.stats, "replicas_lost": attempt}
             job.check_cancel()
 
-        job.frames_total = job.audio.num_frames if job.audio is not None else 0
+        job.frames_total = job.audio.num_frames if job.audio is not None else job.frames_total   # resumed: no audio
         deadline = time.time() + 300
         while True:
             out = self.pool.run("render", job.id, job.template_id, data, poll=poll, on_lost=lost)

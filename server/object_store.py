@@ -14,6 +14,7 @@ Layout under the URL::
 
     templates/<template_id>/video, cache/<landmark cache file>, meta.json     (meta.json last: marks it complete)
     results/<job_id>/output.mp4, job.json                                     (job.json last)
+    results/<job_id>/input, pending.json        an accepted async job until it finishes (resumed after a restart)
 
 This module imports neither Ray nor anything of the one-machine path beyond server.storage.
 """
@@ -141,6 +142,40 @@ class ObjectStore:
         key = self._key("results", job_id, "job.json")
         self.fs.makedirs(posixpath.dirname(key), exist_ok=True)
         self._write_json(key, record)
+
+    def put_pending(self, job_id: str, input_file: str, record: dict) -> None:
+        """An accepted async job's input and settings, until it finishes: a restarted gateway resumes it."""
+        self._put(input_file, self._key("results", job_id, "input"))
+        self.fs.makedirs(self._key("results", job_id), exist_ok=True)
+        self._write_json(self._key("results", job_id, "pending.json"), record)
+
+    def pending_jobs(self) -> list[tuple[str, dict]]:
+        """(job id, record) of accepted async jobs that never finished (oldest first)."""
+        from server.storage import valid_id
+
+        try:
+            entries = self.fs.ls(self._key("results"), detail=False)
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            job_id = posixpath.basename(e.rstrip("/"))
+            if not valid_id(job_id) or self.fs.exists(self._key("results", job_id, "job.json")):
+                continue
+            rec = self._read_json(self._key("results", job_id, "pending.json"))
+            if rec is not None and self.fs.exists(self._key("results", job_id, "input")):
+                out.append((job_id, rec))
+        return sorted(out, key=lambda x: x[1].get("created", 0))
+
+    def fetch_input(self, job_id: str, local_path: str) -> None:
+        with atomic_write(local_path) as f, self.fs.open(self._key("results", job_id, "input"), "rb") as src:
+            f.write(src.read())
+
+    def drop_pending(self, job_id: str) -> None:
+        for name in ("pending.json", "input"):
+            key = self._key("results", job_id, name)
+            if self.fs.exists(key):
+                self.fs.rm(key)
 
     def result_record(self, job_id: str) -> Optional[dict]:
         return self._read_json(self._key("results", job_id, "job.json"))

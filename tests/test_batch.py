@@ -80,6 +80,17 @@ def test_object_store_templates_and_results(tmp_path):
     assert (tmp_path / "fetched.mp4").read_bytes() == b"mp4" * 100
     store.delete_result("job1")
     assert store.result_record("job1") is None
+    # an accepted async job until it ends: listed for the next gateway, then dropped
+    jid = "cd" * 12
+    out.write_bytes(b"pcm")
+    store.put_pending(jid, str(out), {"template_id": tid, "created": 1.0})
+    assert store.pending_jobs() == [(jid, {"template_id": tid, "created": 1.0})]
+    store.fetch_input(jid, str(tmp_path / "in.wav"))
+    assert (tmp_path / "in.wav").read_bytes() == b"pcm"
+    store.put_record(jid, {"status": "succeeded"})
+    assert store.pending_jobs() == []                      # finished: not resumed even before the drop
+    store.drop_pending(jid)
+    store.delete_result(jid)
     # a shared folder is a store too (what the shared-path mode uses for results): moved in, served in place
     shared = ObjectStore(str(tmp_path / "shared"))
     out.write_bytes(b"x" * 10)

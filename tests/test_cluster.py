@@ -94,7 +94,7 @@ def service(cluster, assets):
     cfg = from_dict(checkpoint=assets["ckpt"], device="cpu", data_dir=str(assets["root"] / "shared"),
                     host="127.0.0.1", port=_free_port(), replicas=2, cpus_per_replica=1, batch_size=8,
                     max_batch_frames=32, max_template_seconds=10.0, template_face_search_seconds=2.0,
-                    shutdown_grace_s=5).validate()
+                    shutdown_grace_s=1).validate()
     try:
         ray_serve.start(cfg)
         url = f"http://127.0.0.1:{cfg.port}"
@@ -229,12 +229,21 @@ class TestService:
                 pass
             assert time.time() < end, "the killed replica did not come back"
             time.sleep(0.5)
-        # a restarted gateway still serves the finished result and the stored template
+        # a restarted gateway still serves the finished result and the stored template, and finishes the async
+        # job the stopped one had accepted (its grace, 1 s, is too short for it)
+        import dataclasses
+
+        import httpx
         from ray import serve
 
+        pending = c.submit(tid, assets["long"])["job_id"]
+        while c.job(pending)["frames_done"] < 5:
+            assert time.time() < end + 240
+            time.sleep(0.2)
         serve.delete(ray_serve.APP_NAME)
-        ray_serve.start(service["cfg"])
-        c2 = LawDNetClient(service["url"], retries=0, timeout=300)
+        assert json.load(open(assets["root"] / "shared" / "results" / pending / "pending.json"))["template_id"] == tid
+        ray_serve.start(dataclasses.replace(service["cfg"], api_key="k3y"))    # now with an API key
+        c2 = LawDNetClient(service["url"], api_key="k3y", retries=0, timeout=300)
         end = time.time() + 120
         while True:
             try:
@@ -249,7 +258,15 @@ class TestService:
         c2.download(job_id, out2)
         assert probe(out2).num_frames == expect
         assert [t["template_id"] for t in c2.list_templates()] == [tid]
+        end = time.time() + 180
+        while (st := c2.job(pending))["status"] != "succeeded":
+            assert st["status"] in ("queued", "running") and time.time() < end, st
+            time.sleep(0.3)
+        c2.download(pending, tmp_path / "resumed.mp4")
+        assert probe(tmp_path / "resumed.mp4").num_frames == expect
         c2.close()
+        r = httpx.get(f"{service['url']}/v1/jobs/{job_id}", timeout=30)     # the key is enforced as on one machine
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
 
 
 def test_batch_on_ray_six_rows_two_errors_and_rerun_does_nothing(cluster, assets, tmp_path):
