@@ -286,6 +286,14 @@ def run_batch(manifest, opts: BatchOptions) -> list[Row]:
         bar.set_postfix_str(f"{frames['n'] / max(1e-9, time.perf_counter() - t0):.1f} frames/s")
 
     try:
+        ready = []
+        for r in todo:                    # missing files, bad output names: reported before any model is loaded
+            try:
+                check_row(r)
+                ready.append(r)
+            except Exception as e:
+                on_result(r, {"ok": False, "error": describe_error(e)})
+        todo = ready
         if todo:
             todo = _group_by_template(todo)
             if opts.ray:
