@@ -55,6 +55,10 @@ def serve(config: ServerConfig) -> None:
 
 def main(argv=None) -> None:
     cfg = config_from_args(argv)
+    if cfg.ray:   # a Ray cluster (docs/cluster.md); Ray is imported only here
+        from server.ray_serve import serve_on_ray
+
+        return serve_on_ray(cfg)
     try:
         serve(cfg)
     except OSError as e:  # port in use, permission denied

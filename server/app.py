@@ -110,8 +110,10 @@ def _flag(value, name: str) -> bool:
     raise ApiError(400, "bad_request", f"{name} must be true or false, got {value!r}")
 
 
-def create_app(config) -> FastAPI:
-    """The ASGI app for ``config`` (a ServerConfig or a dict of its fields). The model loads at start-up."""
+def create_app(config, service_factory=None) -> FastAPI:
+    """The ASGI app for ``config`` (a ServerConfig or a dict of its fields). The model loads at start-up.
+    ``service_factory(cfg)`` builds the service behind the routes (default ``DubService``; the Ray gateway's
+    in server/cluster.py)."""
     cfg = config if isinstance(config, ServerConfig) else from_dict(config)
     cfg.validate()
     state: dict = {"service": None}
@@ -120,9 +122,9 @@ def create_app(config) -> FastAPI:
     async def lifespan(app: FastAPI):
         from server.service import DubService
 
-        svc = await run_in_threadpool(DubService, cfg)
+        svc = await run_in_threadpool(service_factory or DubService, cfg)
         state["service"] = app.state.service = svc
-        log.info("model loaded on %s; serving", svc.dubber.device)
+        log.info("model loaded (%s); serving", svc.describe().get("device"))
         try:
             yield
         finally:

@@ -45,6 +45,14 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0       # on shutdown, seconds running jobs get to finish before they are cancelled
     template_memory: int = 8             # prepared templates kept in memory (the rest reload from disk cache)
     log_level: str = "info"              # debug | info | warning | error
+    # a Ray cluster (docs/cluster.md); unset: one machine, and Ray is never imported
+    ray: str = ""                        # Ray address: auto (the cluster `ray start` joined), local, or HOST:PORT
+    replicas: int = 2                    # --ray: model replicas (each one model, batcher and job slots)
+    gpus_per_replica: float = 0.0        # --ray: GPUs each replica reserves (1 on a GPU cluster; 0 = CPU)
+    cpus_per_replica: float = 1.0        # --ray: CPU cores each replica reserves (also its --threads when unset)
+    # --ray: templates and results in S3-compatible object storage (fsspec URL, e.g. s3://bucket/lawdnet) instead
+    # of data_dir on a filesystem every node mounts at the same path
+    store_url: str = ""
     # how every dub is made (device, batch_size, mouth size / front-end of official checkpoints, threads, ...);
     # its cache_dir is always the server's own (data_dir)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
@@ -74,6 +82,8 @@ class ServerConfig:
                 raise UserError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise UserError(f"--max_queue must be >= 0, got {self.max_queue}")
+        if int(self.replicas) < 1 or self.gpus_per_replica < 0 or self.cpus_per_replica < 0:
+            raise UserError("--replicas must be >= 1 and --gpus_per_replica / --cpus_per_replica >= 0")
         if not 0 <= int(self.port) < 65536:
             raise UserError(f"--port must be 0-65535, got {self.port}")
         return self

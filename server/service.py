@@ -20,9 +20,9 @@ log = logging.getLogger("lawdnet.server")
 
 
 class DubService:
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, storage: Storage = None):
         self.config = config
-        self.storage = Storage(config.data_dir)
+        self.storage = storage or Storage(config.data_dir)
         swept = self.storage.sweep_tmp()
         if swept:
             log.warning("removed %d work folder(s) left by a previous run", swept)

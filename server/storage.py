@@ -29,11 +29,12 @@ def valid_id(value: str) -> bool:
 
 
 class Storage:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, work_name: str = ""):
+        """``work_name``: a process of a cluster sharing ``data_dir`` keeps (and sweeps) only tmp/<work_name>/."""
         self.root = os.path.abspath(os.fspath(data_dir))
         self.templates = os.path.join(self.root, "templates")
         self.cache = os.path.join(self.root, "cache")
-        self.tmp = os.path.join(self.root, "tmp")
+        self.tmp = os.path.join(self.root, "tmp", work_name) if work_name else os.path.join(self.root, "tmp")
         for d in (self.templates, self.cache, self.tmp):
             os.makedirs(d, exist_ok=True)
 
