@@ -52,12 +52,13 @@ def assets(tmp_path_factory):
     speech, sr, _ = synthesize_speech("Good morning. Open the door. Two birds. One.")
     long_audio = np.concatenate([speech] * 3)          # ~8 s: long enough to be killed mid-job
     save_wav(root / "long.wav", long_audio, sr)
+    save_wav(root / "longer.wav", np.concatenate([long_audio] * 4), sr)   # ~32 s: outlasts a 1 s shutdown grace
     faceless = str(root / "faceless.mp4")              # a grey video: no face anywhere
     with VideoWriter(faceless, 25, preset="veryfast") as w:
         for _ in range(20):
             w.write(np.full((128, 128, 3), 120, np.uint8))
     return {"root": root, "ckpt": ckpt, "video": video, "audios": audios, "long": str(root / "long.wav"),
-            "faceless": faceless}
+            "longer": str(root / "longer.wav"), "faceless": faceless}
 
 
 @pytest.fixture(scope="module")
@@ -237,12 +238,18 @@ class TestService:
         import httpx
         from ray import serve
 
-        pending = c.submit(tid, assets["long"])["job_id"]
+        pending = c.submit(tid, assets["longer"])["job_id"]
         while c.job(pending)["frames_done"] < 5:
             assert time.time() < end + 240
             time.sleep(0.2)
         serve.delete(ray_serve.APP_NAME)
-        assert json.load(open(assets["root"] / "shared" / "results" / pending / "pending.json"))["template_id"] == tid
+        folder = assets["root"] / "shared" / "results" / pending
+        # handed over for the next gateway (pending.json), unless a fast machine finished it within the grace
+        handed_over = (folder / "pending.json").exists()
+        if handed_over:
+            assert json.load(open(folder / "pending.json"))["template_id"] == tid
+        else:
+            assert json.load(open(folder / "job.json"))["status"] == "succeeded"
         ray_serve.start(dataclasses.replace(service["cfg"], api_key="k3y"))    # now with an API key
         c2 = LawDNetClient(service["url"], api_key="k3y", retries=0, timeout=300)
         end = time.time() + 120
@@ -264,7 +271,8 @@ class TestService:
             assert st["status"] in ("queued", "running") and time.time() < end, st
             time.sleep(0.3)
         c2.download(pending, tmp_path / "resumed.mp4")
-        assert probe(tmp_path / "resumed.mp4").num_frames == expect
+        assert probe(tmp_path / "resumed.mp4").num_frames == num_video_frames(len(load_audio(assets["longer"],
+                                                                                            16000)), 16000)
         c2.close()
         r = httpx.get(f"{service['url']}/v1/jobs/{job_id}", timeout=30)     # the key is enforced as on one machine
         assert r.status_code == 401 and r.json()["error"] == "unauthorized"
