@@ -39,3 +39,32 @@ class SeamMeter:
 
     def score(self) -> float:
         return self.sum_on / self.sum_beside if self.sum_beside > 0 else float("nan")
+
+
+class EdgeRing:
+    """The paste edge (``regions.ring``: a band along the blend mask's edge): ``edge_de_mean`` / ``edge_de_p99``,
+    CIEDE2000 of the video against the reference there (a band of another colour along the jaw), and
+    ``edge_grad_ratio``, the mean gradient magnitude there over the reference's (about 1 without a seam; a
+    visible edge gives clearly more)."""
+
+    def __init__(self, suffix: str = ""):
+        from evaluation.colour import Histogram
+
+        self.suffix = suffix
+        self.hist = Histogram()
+        self.grad = self.grad_ref = 0.0
+
+    def add(self, pair) -> None:
+        from evaluation.colour import delta_e
+
+        m = pair.regions.ring
+        if not m.any():
+            return
+        self.hist.add(delta_e(pair.lab[m], pair.ref_lab[m]))
+        self.grad += float(gradient_magnitude(pair.frame)[m].mean())
+        self.grad_ref += float(gradient_magnitude(pair.ref)[m].mean())
+
+    def result(self) -> dict:
+        s = self.suffix
+        return {f"edge_de_mean{s}": self.hist.mean(), f"edge_de_p99{s}": self.hist.percentile(99),
+                f"edge_grad_ratio{s}": self.grad / self.grad_ref if self.grad_ref > 0 else float("nan")}

@@ -1,0 +1,66 @@
+"""Colour difference (CIEDE2000) between a video and a reference on the still skin (``regions.still``): mean and
+99th percentile over every pixel of every compared frame. A ΔE about 1 is invisible, above 3 it is seen; a high
+99th percentile with a low mean is a blotch or a band. Percentiles come from a fixed histogram (streaming)."""
+from __future__ import annotations
+
+import numpy as np
+
+BIN = 0.02
+BINS = 5000               # 0-100 ΔE
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) -> CIELAB float64 (D65)."""
+    from skimage.color import rgb2lab
+
+    return rgb2lab(np.asarray(rgb))
+
+
+def delta_e(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
+    from skimage.color import deltaE_ciede2000
+
+    return deltaE_ciede2000(lab1, lab2)
+
+
+class Histogram:
+    """Streaming mean and percentiles of non-negative values (resolution ``BIN``, values above the range count
+    in the last bin)."""
+
+    def __init__(self):
+        self.counts = np.zeros(BINS, np.int64)
+        self.total = 0.0
+        self.n = 0
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, np.float64).ravel()
+        if v.size:
+            self.counts += np.bincount(np.minimum((v / BIN).astype(np.int64), BINS - 1), minlength=BINS)
+            self.total += float(v.sum())
+            self.n += v.size
+
+    def mean(self) -> float:
+        return self.total / self.n if self.n else float("nan")
+
+    def percentile(self, q: float) -> float:
+        if not self.n:
+            return float("nan")
+        c = np.cumsum(self.counts)
+        k = int(np.searchsorted(c, q / 100.0 * self.n))
+        return (k + 0.5) * BIN
+
+
+class StillSkinColour:
+    """``skin_de_mean`` / ``skin_de_p99``: CIEDE2000 of the video against the reference on the still skin."""
+
+    def __init__(self, suffix: str = ""):
+        self.suffix = suffix
+        self.hist = Histogram()
+
+    def add(self, pair) -> None:
+        m = pair.regions.still
+        if m.any():
+            self.hist.add(delta_e(pair.lab[m], pair.ref_lab[m]))
+
+    def result(self) -> dict:
+        s = self.suffix
+        return {f"skin_de_mean{s}": self.hist.mean(), f"skin_de_p99{s}": self.hist.percentile(99)}
