@@ -85,10 +85,11 @@ def main(argv=None) -> dict:
     if min(opts.frame_steps, opts.clip_steps, opts.syncnet_steps) < 0:
         raise UserError("--frame_steps/--clip_steps/--syncnet_steps must be >= 0")
     res = run_demo(opts)
+    from demo.report import bar_line
+
     bar = res["quality_bar"]
     print(f"report: {os.path.join(os.path.abspath(opts.output_dir), 'report.html')}")
-    print(f"openness r {bar['corr']}, mouth PSNR {bar['psnr_mouth']} dB vs baselines {bar['baseline_psnr_mouth']}"
-          f" -> quality bar {'met' if bar['passed'] else 'not met'}")
+    print(bar_line(bar))
     if not bar["passed"]:
         print("warning: the quality bar was not met: this model is not a useful one (more --minutes train longer)",
               file=sys.stderr)

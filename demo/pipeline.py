@@ -116,7 +116,10 @@ def _invalidate(out: str, settings: dict, log) -> None:
 
 
 def _summary_mean(items: list[dict]) -> dict:
-    keys = ("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr", "own_lse_c", "own_lse_d")
+    from demo.metrics import KEPT
+
+    keys = tuple(dict.fromkeys(("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr", "own_lse_c",
+                                "own_lse_d") + KEPT))
     out = {}
     for row in ("dubbed", "template", "silence", "ground_truth"):
         vals = {}
@@ -332,7 +335,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                 say(f"evaluating {os.path.basename(path)}")
                 # every video is scored against the held-out speech (the silence baseline's own track is silent)
                 vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev,
-                                                  syncnet=sync_eval, audio=h.video)
+                                                  syncnet=sync_eval, audio=h.video, template=it["paths"]["template"])
             it["videos"] = vids
     with budget.step(STEPS[7]):
         first = items[0]

@@ -140,3 +140,29 @@ def test_histogram_percentiles():
     h = Histogram()
     h.add(np.linspace(0, 10, 10001))
     assert h.mean() == pytest.approx(5.0) and h.percentile(99) == pytest.approx(9.9, abs=0.03)
+
+
+def _summary(skin=(3.43, 14.4), sharp=0.45, silence=0.0):
+    """The demo's summary with the figures issue 25 measured on the demo (dubbed) and its baselines."""
+    return {"mean": {
+        "dubbed": {"openness_corr": 0.873, "psnr_mouth": 21.6, "skin_de_mean": skin[0], "skin_de_p99": skin[1],
+                   "mouth_sharpness": sharp, "open_in_silence": silence},
+        "template": {"openness_corr": 0.1, "psnr_mouth": 18.3, "skin_de_mean": 1.41, "skin_de_p99": 5.4,
+                     "mouth_sharpness": 1.01, "open_in_silence": 0.0},
+        "silence": {"openness_corr": 0.0, "psnr_mouth": 17.2, "skin_de_mean": 3.34, "skin_de_p99": 13.6},
+        "ground_truth": {"openness_corr": 0.95, "psnr_mouth": 40.0, "open_in_silence": 0.05}}}
+
+
+def test_quality_bar_fails_a_cast_blurred_dub_and_passes_a_clean_one():
+    from demo.report import bar_line, quality_bar
+
+    bar = quality_bar(_summary())
+    assert not bar["passed"] and bar["corr_ok"] and bar["psnr_ok"]
+    assert bar["failed"] == ["still-skin ΔE mean", "still-skin ΔE p99", "mouth sharpness / truth's"]
+    line = bar_line(bar)
+    assert line.startswith("quality bar NOT met: still-skin ΔE mean 3.43 (needs <= 1.91)") and "0.45" in line
+    assert quality_bar(_summary(skin=(1.6, 6.0), sharp=0.8))["passed"]
+    assert quality_bar(_summary(skin=(1.6, 6.0), sharp=0.8, silence=0.2))["failed"] == ["mouth open in silence"]
+    s = _summary(skin=(1.6, 6.0), sharp=0.8)
+    del s["mean"]["dubbed"]["mouth_sharpness"]          # not measured: not met
+    assert quality_bar(s)["failed"] == ["mouth sharpness / truth's"]
