@@ -19,6 +19,7 @@ from typing import Any, Optional
 WARP_MODES = ("official", "corrected")
 AUDIO_FEATURES = ("mel", "deepspeech", "deepspeech2", "hubert")
 AMP_DTYPES = ("fp16", "bf16")         # GPU autocast dtypes
+BLEND_MASKS = ("landmarks", "box")    # paste-back weights (inference/dubber.py)
 # Feature width of each audio front-end (hubert depends on the model; 768 for base, 1024 for large).
 AUDIO_FEATURE_DIMS = {"mel": 80, "deepspeech": 29, "deepspeech2": 29, "hubert": 768}
 
@@ -171,6 +172,8 @@ class InferenceConfig:
     crf: int = 18                            # x264 quality of the output (lower = better)
     preset: str = "fast"                     # x264 preset
     queue_batches: int = 3                   # batches in flight between decode, model and encode
+    color_match: bool = True                 # match the generated crop's colours to the template's before paste-back
+    blend_mask: str = "landmarks"            # paste-back weight: landmarks (lips and jaw only) | box (the mouth box)
 
     def validate(self) -> "InferenceConfig":
         """Cheap checks, so a typo fails before a model or a video is loaded (UserError)."""
@@ -188,6 +191,8 @@ class InferenceConfig:
             raise UserError(f"--threads must be >= 0 (0 or unset = all cores), got {self.threads}")
         if not 0 <= int(self.crf) <= 51:
             raise UserError(f"--crf must be 0-51, got {self.crf}")
+        if self.blend_mask not in BLEND_MASKS:
+            raise UserError(f"--blend_mask must be one of {', '.join(BLEND_MASKS)}, got {self.blend_mask!r}")
         if int(self.queue_batches) < 1:
             raise UserError(f"--queue_batches must be >= 1, got {self.queue_batches}")
         from config.profile import get_profile
