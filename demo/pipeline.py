@@ -243,6 +243,12 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         else:
             data = speaker.make_synthetic_speaker(os.path.join(out, "data"), opts.speaker, say)
     gt_frames = sum(_num_frames(h.video) for h in data.heldout)
+    if opts.data and trains:
+        have = speaker.speech_seconds(data.train_dir)
+        if have < speaker.MIN_SPEECH_S:
+            say(f"warning: the training footage has {have:.0f} s of speech; a model of a mouth needs at least "
+                f"{speaker.MIN_SPEECH_S:.0f} s (more videos of the person, or a shorter --holdout_s): expect a "
+                f"blurred mouth")
 
     def reserve():
         """Seconds the steps after training will take: planning figures x this machine's measured slowdown."""
@@ -282,6 +288,9 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
 
             validator = Validator(data.heldout[0].video, os.path.join(out, "validation"), sync_info["path"], dev,
                                   opts.select_by, log=say, inference=opts.inference)
+        # your videos: no step cap (the caps are tuned for the synthetic demo's 18 short videos): train until the
+        # budget is spent or validation stops improving
+        check = validator.early_stop if validator else None
         common = dict(device=dev, seed=opts.seed, log=say, progress=opts.progress, model_overrides=overrides,
                       audio_feature=feature, warp_mode=warp_mode, val_every=opts.val_every if validates else 0)
         secs = budget.share(SHARES["frame"] / (SHARES["frame"] + SHARES["clip"]), reserve())
@@ -289,15 +298,17 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         with budget.step(STEPS[3], what + (f"{opts.frame_steps} steps" if opts.frame_steps else f"about {secs:.0f} s")):
             stage_info["tiny"] = training.train_stage_timed(
                 "tiny", index, models, "demo", secs, model, init_from=opts.init_from, max_steps=opts.frame_steps,
-                cap_steps=model.frame_steps_cap, adv_warmup_steps=model.adv_warmup_steps if opts.init_from else None,
-                validate=(lambda p, k: validator(p, "tiny", k)) if validator else None, **common)
+                cap_steps=0 if opts.data else model.frame_steps_cap,
+                adv_warmup_steps=model.adv_warmup_steps if opts.init_from else None,
+                validate=(lambda p, k: check(p, "tiny", k)) if validator else None, **common)
         secs = budget.share(1.0, reserve())
         frame_model = validator.best_path if validator and validator.best else stage_info["tiny"]["final"]
         with budget.step(STEPS[4], f"{opts.clip_steps} steps" if opts.clip_steps else f"about {secs:.0f} s"):
             stage_info["tiny_clip"] = training.train_stage_timed(
                 "tiny_clip", index, models, "demo", secs, model, init_from=frame_model,
-                syncnet_path=sync_info["path"], max_steps=opts.clip_steps, cap_steps=model.clip_steps_cap,
-                validate=(lambda p, k: validator(p, "tiny_clip", k)) if validator else None, **common)
+                syncnet_path=sync_info["path"], max_steps=opts.clip_steps,
+                cap_steps=0 if opts.data else model.clip_steps_cap,
+                validate=(lambda p, k: check(p, "tiny_clip", k)) if validator else None, **common)
         checkpoint = stage_info["tiny_clip"]["final"]
         if validator and validator.best:
             checkpoint = validator.best_path
