@@ -363,7 +363,10 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         picks = figures.pick_frames(gt0)
         sbs = figures.side_by_side([("input (template)", data.template), ("generated", first["paths"]["dubbed"]),
                                     ("ground truth", first["gt_video"])], picks,
-                                   os.path.join(out, "side_by_side.png"), box=box, gt_openness=gt0)
+                                   os.path.join(out, "side_by_side.png"), box=box, gt_openness=gt0,
+                                   notes={"input (template)": _notes(first["videos"].get("template")),
+                                          "generated": _notes(first["videos"]["dubbed"]),
+                                          "ground truth": ["(the reference of the figures)"]})
         if opts.save_picture:
             os.makedirs(os.path.dirname(os.path.abspath(opts.save_picture)), exist_ok=True)
             shutil.copyfile(sbs, opts.save_picture)
@@ -395,6 +398,16 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
     report.write_metrics(os.path.join(out, "metrics.json"), metrics._finite_tree(result))
     say(f"report: {os.path.join(out, 'report.html')} (total {budget.elapsed() / 60:.1f} min)")
     return result
+
+
+def _notes(v: dict | None) -> list[str]:
+    """A video's appearance figures against the truth, for the side-by-side picture."""
+    if not v:
+        return []
+    f = lambda k, spec: "n/a" if v.get(k) is None else spec.format(v[k])  # noqa: E731
+    return [f"skin dE {f('skin_de_mean', '{:.2f}')} (p99 {f('skin_de_p99', '{:.1f}')})",
+            f"edge dE p99 {f('edge_de_p99', '{:.1f}')}, sharp {f('mouth_sharpness', '{:.2f}')}",
+            f"openness r {f('openness_corr', '{:+.2f}')}, PSNR mouth {f('psnr_mouth', '{:.1f}')}"]
 
 
 def _strip(videos: dict) -> dict:

@@ -167,7 +167,10 @@ td:first-child,th:first-child{{text-align:left}}.note{{background:#fff3cd;border
 <p>Files: <a href="{html.escape(a['dubbed_mp4'])}">{html.escape(a['dubbed_mp4'])}</a>,
 template baseline <a href="{html.escape(a['template_mp4'])}">{html.escape(a['template_mp4'])}</a>,
 silence baseline <a href="{html.escape(a['silence_mp4'])}">{html.escape(a['silence_mp4'])}</a>.</p>
-<h2>Frames side by side</h2><img src="{html.escape(a['side_by_side_png'])}" style="max-width:100%">
+<h2>Frames side by side</h2>
+<p>Template | dub | ground truth, the lower face at its native resolution (each pixel shown 2x2, no smoothing),
+with each video's figures against the ground truth above its column.</p>
+<img src="{html.escape(a['side_by_side_png'])}" style="max-width:100%">
 <h2>Mouth openness over time</h2><img src="{html.escape(a['openness_png'])}" style="max-width:100%">
 <h2>Metrics (mean over {len(data['heldout'])} held-out sentence(s))</h2>
 {h_table(header, rows)}
