@@ -174,6 +174,7 @@ class InferenceConfig:
     queue_batches: int = 3                   # batches in flight between decode, model and encode
     color_match: bool = True                 # match the generated crop's colours to the template's before paste-back
     blend_mask: str = "landmarks"            # paste-back weight: landmarks (lips and jaw only) | box (the mouth box)
+    sharpen: float = 0.7                     # unsharp amount on the generated crop against resampling blur (0: off)
 
     def validate(self) -> "InferenceConfig":
         """Cheap checks, so a typo fails before a model or a video is loaded (UserError)."""
@@ -191,6 +192,8 @@ class InferenceConfig:
             raise UserError(f"--threads must be >= 0 (0 or unset = all cores), got {self.threads}")
         if not 0 <= int(self.crf) <= 51:
             raise UserError(f"--crf must be 0-51, got {self.crf}")
+        if not 0 <= float(self.sharpen) <= 3:
+            raise UserError(f"--sharpen must be 0-3 (0 = off), got {self.sharpen}")
         if self.blend_mask not in BLEND_MASKS:
             raise UserError(f"--blend_mask must be one of {', '.join(BLEND_MASKS)}, got {self.blend_mask!r}")
         if int(self.queue_batches) < 1:

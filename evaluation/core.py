@@ -25,7 +25,8 @@ def _padded_crop(aligner, frame, M, pad):
 
 
 def evaluate(generated, reference=None, audio=None, template=None, syncnet_v2: Optional[str] = None,
-             syncnet: Optional[str] = None, syncnet_audio_feature: Optional[str] = None, syncnet_audio_model_path: str = "",
+             syncnet: Optional[str] = None, syncnet_audio_feature: Optional[str] = None,
+             syncnet_audio_model_path: str = "",
              mouth_size: int = 128, device: str = "cpu", vshift: int = 15, progress: bool = True,
              detector=None) -> dict:
     """Metrics of ``generated`` (a video). ``reference``: ground-truth video for PSNR/SSIM (reconstruction

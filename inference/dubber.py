@@ -23,7 +23,7 @@ import torch
 
 from config.config import InferenceConfig
 from inference.frames import chunk_frames, iter_schedule
-from inference.harmonize import harmonize
+from inference.harmonize import harmonize, sharpen
 from inference.overlap import Background, Consumer, StageTimer
 from inference.reference_cache import ReferenceFeatureCache
 from inference.references import reference_sets
@@ -438,9 +438,11 @@ class Dubber:
             torch.cuda.synchronize(dev)
         timer.add("model", time.perf_counter() - t0)
         out = out[:n]
-        if template_crops is not None:                  # colours of the template, before any paste-back
+        if template_crops is not None or self.cfg.sharpen:   # colours of the template, then detail, before paste-back
             t0 = time.perf_counter()
-            out = harmonize(out.float(), template_crops, mask_dev)
+            if template_crops is not None:
+                out = harmonize(out.float(), template_crops, mask_dev)
+            out = sharpen(out, float(self.cfg.sharpen))
             timer.add("colour", time.perf_counter() - t0)
         result = [None] * len(idx)
         if self.cuda:

@@ -46,6 +46,19 @@ def test_harmonize_takes_a_cast_out_and_leaves_a_clean_crop_alone(face_crop):
     assert err < 0.1 * (gen - src).abs()[0][:, inside].mean()
 
 
+def test_sharpen_restores_detail_and_leaves_flat_areas(face_crop):
+    from evaluation.sharpness import laplacian_variance
+    from inference.harmonize import sharpen
+
+    src = face_crop[0]
+    assert sharpen(src, 0.0) is src
+    img = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+    blurred = torch.from_numpy(cv2.GaussianBlur(img(src), (0, 0), 0.8)).permute(2, 0, 1)[None].float() / 255
+    assert laplacian_variance(img(sharpen(blurred, 0.7))) > 1.5 * laplacian_variance(img(blurred))
+    flat = torch.full((1, 3, 20, 16), 0.5)
+    assert torch.allclose(sharpen(flat, 0.7), flat, atol=1e-6)
+
+
 def test_speech_mask_is_lips_and_jaw_only(face_crop):
     _, _, lm = face_crop
     src = face_crop[0]
@@ -85,7 +98,7 @@ def _dub(work, cfg, tmp_path, name):
 
 def test_dub_changes_only_what_speech_moves_and_render_frames_matches(dub_work, tmp_path):
     cfg = InferenceConfig(device="cpu", batch_size=4, cache_dir=str(tmp_path / "cache"), preset="ultrafast")
-    assert cfg.color_match and cfg.blend_mask == "landmarks"          # on by default
+    assert cfg.color_match and cfg.blend_mask == "landmarks" and cfg.sharpen > 0     # on by default
     dubber, prepared, seen = _dub(dub_work, cfg, tmp_path, "on")
     lm = prepared.template.landmarks
     changed = []
@@ -107,7 +120,8 @@ def test_dub_changes_only_what_speech_moves_and_render_frames_matches(dub_work, 
         assert np.abs(g.astype(int) - seen[k][2].astype(int)).max() <= 1
     # --no-color_match and --blend_mask box change the output (the old paste covers the nose and cheeks)
     _, _, off = _dub(dub_work, InferenceConfig(device="cpu", batch_size=4, cache_dir=str(tmp_path / "cache"),
-                                               preset="ultrafast", color_match=False, blend_mask="box"), tmp_path,
+                                               preset="ultrafast", color_match=False, blend_mask="box", sharpen=0),
+                     tmp_path,
                      "off")
     k = ks[0]
     keep = ~speech_region(lm[seen[k][0]], seen[k][1].shape[:2], margin=0.03)
