@@ -31,8 +31,9 @@ ROWS = [
     ("mouth_jitter", "mouth-crop jitter (0-255)", "lower"), ("mouth_jitter_ratio", "  jitter / reference's", "~1"),
     ("seam_paste", "seam score, paste border", "~1"), ("seam_crop", "seam score, crop border", "~1"),
     ("skin_de_mean", "still skin CIEDE2000 vs ref, mean", "lower"), ("skin_de_p99", "  99th percentile", "lower"),
+    ("lower_de_mean", "lower-face median colour CIEDE2000 vs ref", "lower"),
     ("edge_de_mean", "paste edge CIEDE2000 vs ref, mean", "lower"), ("edge_de_p99", "  99th percentile", "lower"),
-    ("edge_grad_ratio", "paste edge gradient / ref's", "~1"),
+    ("edge_step", "paste edge step in the difference to ref", "~0"),
     ("mouth_sharpness", "mouth sharpness / ref's", "~1"),
     ("skin_flicker_excess", "still skin flicker beyond ref", "~0"),
     ("skin_de_mean_tpl", "still skin CIEDE2000 vs template", "lower"),
@@ -46,12 +47,12 @@ ROWS = [
 
 
 def format_table(res: dict) -> str:
-    lines = [f"{'metric':38s} {'value':>12s}  better", "-" * 56]
+    lines = [f"{'metric':42s} {'value':>12s}  better", "-" * 56]
     for key, label, better in ROWS:
         if key in res:
             v = res[key]
             s = f"{v:12.4f}" if isinstance(v, float) and math.isfinite(v) else f"{v!s:>12s}"
-            lines.append(f"{label:38s} {s}  {better}")
+            lines.append(f"{label:42s} {s}  {better}")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "
            ("av_corr", "opening vs audio r", "{:+.3f}"), ("own_lse_c", "LSE-C (demo SyncNet)", "{:.3f}"),
            ("own_lse_d", "LSE-D (demo SyncNet)", "{:.3f}"),
            ("skin_de_mean", "still-skin ΔE vs truth", "{:.2f}"), ("skin_de_p99", "its p99", "{:.1f}"),
+           ("lower_de_mean", "lower-face ΔE", "{:.2f}"),
            ("edge_de_p99", "paste-edge ΔE p99", "{:.1f}"), ("mouth_sharpness", "mouth sharpness / truth", "{:.2f}"),
            ("skin_flicker_excess", "skin flicker excess", "{:.2f}"),
            ("open_in_silence", "open in silence", "{:.2f}"),
@@ -49,12 +50,16 @@ def metrics_table(summary: dict) -> list[list[str]]:
 # these of the template baseline's (mean, 99th percentile), this much of the truth's mouth sharpness, and an open
 # mouth in silence no more often than the truth's own (+ this share of the silent frames)
 SKIN_DE_MEAN_TOL, SKIN_DE_P99_TOL, MIN_SHARPNESS, SILENCE_TOL = 0.5, 2.0, 0.75, 0.02
+# ours: the lower face's median colour (chin, beside the mouth) and the paste edge within these of the template
+# baseline's (its own mouth shape already differs from the truth's there)
+LOWER_DE_TOL, EDGE_DE_P99_TOL = 1.0, 5.0
 
 
 def quality_bar(summary: dict, min_corr: float = 0.6, baselines=("template", "silence")) -> dict:
     """The project's bar on held-out sentences: openness r >= min_corr; mouth PSNR above both baselines (in
     reconstruction the template is the ground truth, so only the silence baseline counts); still-skin colour
-    difference within SKIN_DE_MEAN_TOL / SKIN_DE_P99_TOL of the template baseline's; mouth sharpness >=
+    difference within SKIN_DE_MEAN_TOL / SKIN_DE_P99_TOL of the template baseline's, the lower face's colour and
+    the paste edge within LOWER_DE_TOL / EDGE_DE_P99_TOL of it; mouth sharpness >=
     MIN_SHARPNESS of the truth's; mouth open in silence no more often than the truth's. ``checks`` lists each
     (name, value, limit, ok); ``failed`` the names of those not met (a figure that could not be measured fails)."""
     m = summary["mean"]
@@ -75,6 +80,9 @@ def quality_bar(summary: dict, min_corr: float = 0.6, baselines=("template", "si
               ("still-skin ΔE mean", d.get("skin_de_mean"), limit(tpl.get("skin_de_mean", 0.0), SKIN_DE_MEAN_TOL),
                "<="),
               ("still-skin ΔE p99", d.get("skin_de_p99"), limit(tpl.get("skin_de_p99", 0.0), SKIN_DE_P99_TOL), "<="),
+              ("lower-face ΔE (median colour)", d.get("lower_de_mean"),
+               limit(tpl.get("lower_de_mean", 0.0), LOWER_DE_TOL), "<="),
+              ("paste-edge ΔE p99", d.get("edge_de_p99"), limit(tpl.get("edge_de_p99", 0.0), EDGE_DE_P99_TOL), "<="),
               ("mouth sharpness / truth's", d.get("mouth_sharpness"), MIN_SHARPNESS, ">="),
               ("mouth open in silence", d.get("open_in_silence"), limit(truth.get("open_in_silence"), SILENCE_TOL),
                "<=")]
@@ -183,8 +191,9 @@ confidence (higher is better) and distance (lower is better) computed with the S
 video scored against the held-out speech (the silence baseline too); n/a when no SyncNet was trained or given.
 What a viewer sees (<code>evaluation/appearance.py</code>, regions from dlib landmarks): still-skin ΔE is the
 CIEDE2000 colour difference on the skin speech does not move (cheeks, nose, eyes), mean and 99th percentile
-(about 1 is invisible, above 3 is seen: casts, blotches); paste-edge ΔE p99 is the same on a band along the blend
-mask's edge (seams); mouth sharpness is the Laplacian variance of the mouth box over the truth's (or the
+(about 1 is invisible, above 3 is seen: casts, blotches); lower-face ΔE compares the median colour of the chin
+and the cheeks beside the mouth (a cast of the generated face); paste-edge ΔE p99 is the same on the blend mask's
+feathered edge (seams); mouth sharpness is the Laplacian variance of the mouth box over the truth's (or the
 template's); skin flicker excess is the frame-to-frame colour change of the still skin beyond the truth's; open
 in silence is the share of the speech's silent frames with the mouth open above the truth's closed level.</p>
 <h3>Per sentence</h3>{h_table(header, per)}

@@ -13,12 +13,12 @@ from utils.errors import UserError
 
 
 def default_meters(suffix: str) -> list:
-    from evaluation.colour import StillSkinColour
+    from evaluation.colour import LowerFaceCast, StillSkinColour
     from evaluation.flicker import SkinFlicker
     from evaluation.seam import EdgeRing
     from evaluation.sharpness import MouthSharpness
 
-    return [StillSkinColour(suffix), EdgeRing(suffix), MouthSharpness(suffix), SkinFlicker(suffix)]
+    return [StillSkinColour(suffix), LowerFaceCast(suffix), EdgeRing(suffix), MouthSharpness(suffix), SkinFlicker(suffix)]
 
 
 class Comparison:

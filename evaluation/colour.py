@@ -64,3 +64,26 @@ class StillSkinColour:
     def result(self) -> dict:
         s = self.suffix
         return {f"skin_de_mean{s}": self.hist.mean(), f"skin_de_p99{s}": self.hist.percentile(99)}
+
+
+class LowerFaceCast:
+    """``lower_de_mean`` / ``lower_de_max``: CIEDE2000 between the median Lab colour of the lower face (chin and
+    the cheeks beside the mouth, ``regions.lower``) in the video and in the reference, per frame; mean and
+    maximum over frames. A green-yellow or pink face around a well-timed mouth scores high; a jaw that opens
+    differently moves few pixels and barely moves the median."""
+
+    def __init__(self, suffix: str = ""):
+        self.suffix = suffix
+        self.values = []
+
+    def add(self, pair) -> None:
+        m = pair.regions.lower
+        if m.sum() >= 20:
+            a = np.median(pair.lab[m], axis=0)
+            b = np.median(pair.ref_lab[m], axis=0)
+            self.values.append(float(delta_e(a[None], b[None])[0]))
+
+    def result(self) -> dict:
+        s, v = self.suffix, self.values
+        return {f"lower_de_mean{s}": float(np.mean(v)) if v else float("nan"),
+                f"lower_de_max{s}": float(np.max(v)) if v else float("nan")}

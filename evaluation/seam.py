@@ -42,17 +42,18 @@ class SeamMeter:
 
 
 class EdgeRing:
-    """The paste edge (``regions.ring``: a band along the blend mask's edge): ``edge_de_mean`` / ``edge_de_p99``,
+    """The paste edge (``regions.ring``: the blend mask's feathered edge): ``edge_de_mean`` / ``edge_de_p99``,
     CIEDE2000 of the video against the reference there (a band of another colour along the jaw), and
-    ``edge_grad_ratio``, the mean gradient magnitude there over the reference's (about 1 without a seam; a
-    visible edge gives clearly more)."""
+    ``edge_step``, the mean gradient magnitude (Sobel, L* units) of the lightness *difference* video - reference
+    there: 0 for an untouched frame, small for a smooth change, large for a seam (a step in the difference)."""
 
     def __init__(self, suffix: str = ""):
         from evaluation.colour import Histogram
 
         self.suffix = suffix
         self.hist = Histogram()
-        self.grad = self.grad_ref = 0.0
+        self.step = 0.0
+        self.n = 0
 
     def add(self, pair) -> None:
         from evaluation.colour import delta_e
@@ -61,10 +62,11 @@ class EdgeRing:
         if not m.any():
             return
         self.hist.add(delta_e(pair.lab[m], pair.ref_lab[m]))
-        self.grad += float(gradient_magnitude(pair.frame)[m].mean())
-        self.grad_ref += float(gradient_magnitude(pair.ref)[m].mean())
+        diff = (pair.lab[..., 0] - pair.ref_lab[..., 0]).astype(np.float32)
+        self.step += float(gradient_magnitude(diff)[m].mean()) / 8.0     # Sobel 3x3 sums 8 px-differences
+        self.n += 1
 
     def result(self) -> dict:
         s = self.suffix
         return {f"edge_de_mean{s}": self.hist.mean(), f"edge_de_p99{s}": self.hist.percentile(99),
-                f"edge_grad_ratio{s}": self.grad / self.grad_ref if self.grad_ref > 0 else float("nan")}
+                f"edge_step{s}": self.step / self.n if self.n else float("nan")}
