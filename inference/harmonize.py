@@ -6,7 +6,8 @@ frame. ``harmonize`` fits, per frame and channel, a smooth multiplicative gain f
 crop onto the template's crop on the pixels the model was asked to copy (source mask below ``COPY_LEVEL``) and
 applies it to the whole crop: a normalised convolution (local means of template and output over the copied
 pixels, Gaussian ``SIGMA`` crop widths, on a coarse grid) interpolates the gain smoothly into the mouth region,
-so a cast that varies over the face is taken out where it is and the mouth's own detail is kept.
+so a cast that varies over the face is taken out where it is and the mouth's own detail is kept. Dark template
+pixels (below ``DARK``) are left out of the fit: a ratio of two near-black values says nothing about a cast.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 COPY_LEVEL = 0.05     # source-mask weight below which a pixel was given to the model to copy
-SIGMA = 0.2           # Gaussian of the local means, in crop widths
+SIGMA = 0.35          # Gaussian of the local means, in crop widths
 GRID = 24             # the local means are taken on a grid about this many cells across
 GAIN_RANGE = (0.6, 1.6)
-EPS = 4.0 / 255       # keeps the gain of dark pixels (hair, the mouth cavity) near 1
+EPS = 0.05            # keeps the gain of dark pixels (the mouth cavity) near 1
+DARK = (0.12, 0.3)    # template luma below the first gives a pixel no say in the fit, above the second a full one
 FLOOR = 1e-3          # weight of the frame-wide means where no copied pixel is near
 
 
@@ -39,7 +41,11 @@ def harmonize(out: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> to
     n, c, H, W = out.shape
     dt = torch.float32
     o, s = out.to(dt), source.to(dt)
-    w = (mask.to(dt) < COPY_LEVEL).to(dt).expand(n, 1, H, W)
+    # the copied pixels, dark ones (collar, hair, shadows) left out: their ratios are noise and turned a dark
+    # collar under the chin into a pink chin
+    luma = (0.299 * s[:, 0:1] + 0.587 * s[:, 1:2] + 0.114 * s[:, 2:3])
+    bright = ((luma - DARK[0]) / (DARK[1] - DARK[0])).clamp(0.0, 1.0)
+    w = (mask.to(dt) < COPY_LEVEL).to(dt) * bright
     f = max(1, min(H, W) // GRID)
     pool = lambda x: F.avg_pool2d(x, f, ceil_mode=True) if f > 1 else x  # noqa: E731
     pw, ps, po = pool(w), pool(w * s), pool(w * o)

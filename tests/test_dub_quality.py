@@ -38,7 +38,7 @@ def test_harmonize_takes_a_cast_out_and_leaves_a_clean_crop_alone(face_crop):
     inside = (mask[0, 0] > 0.95)
     err_before = (gen - src).abs()[0][:, inside].mean()
     err_after = (fixed - src).abs()[0][:, inside].mean()
-    assert err_after < 0.35 * err_before                  # in the mouth region too, where nothing was copied
+    assert err_after < 0.5 * err_before                   # in the mouth region too, where nothing was copied
     assert (fixed - src).abs()[0][:, mask[0, 0] < 0.05].mean() < 0.01
     # a uniform cast goes almost entirely
     gen = (src * torch.tensor([1.1, 0.92, 0.95]).view(1, 3, 1, 1)).clamp(0, 1)
