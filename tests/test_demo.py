@@ -172,7 +172,7 @@ def test_person_specific_model_from_a_few_videos(demo_run, tmp_path):
     assert "holding out the last 1.5 s of b_take.mp4" in r.stderr and f"initialised the generator from {start}" in r.stderr
     # a few seconds of footage: said before training, with the seconds of speech it has and needs
     warn = r.stderr.index("warning: the training footage has ")
-    assert warn < r.stderr.index("train LawDNet frame stage") and "needs at least 60 s" in r.stderr[warn:warn + 200]
+    assert warn < r.stderr.index("train LawDNet frame stage") and "needs at least 40 s" in r.stderr[warn:warn + 200]
     # the held-out segment is not in the training data: b_take is indexed without its last 1.5 s
     ix = load_index(res / "prepared" / "training_json.json")
     assert ix.videos["b_take"].num_frames == meta["num_frames"] - 38
