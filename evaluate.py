@@ -47,7 +47,7 @@ ROWS = [
 
 
 def format_table(res: dict) -> str:
-    lines = [f"{'metric':42s} {'value':>12s}  better", "-" * 56]
+    lines = [f"{'metric':42s} {'value':>12s}  better", "-" * 62]
     for key, label, better in ROWS:
         if key in res:
             v = res[key]
