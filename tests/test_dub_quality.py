@@ -96,6 +96,7 @@ def _dub(work, cfg, tmp_path, name):
     return dubber, prepared, seen
 
 
+@pytest.mark.slow
 def test_dub_changes_only_what_speech_moves_and_render_frames_matches(dub_work, tmp_path):
     cfg = InferenceConfig(device="cpu", batch_size=4, cache_dir=str(tmp_path / "cache"), preset="ultrafast")
     assert cfg.color_match and cfg.blend_mask == "landmarks" and cfg.sharpen > 0     # on by default
