@@ -50,7 +50,7 @@ _HELP = {
 _RUN_SKIP = ("speaker", "model", "inference", "min_corr")
 _SPEAKER_FLAGS = ("train_sentences", "heldout_sentences", "speeds", "size")
 _MODEL_FLAGS = ("mouth_region_size", "batch_size", "lr", "warp_mode", "sync_weight")
-_INFERENCE_FLAGS = ("audio_feature", "audio_model_path")
+_INFERENCE_FLAGS = ("audio_feature", "audio_model_path", "color_match", "blend_mask", "sharpen")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, DemoOptions, skip=_RUN_SKIP, help=_HELP)
     add_arguments(p.add_argument_group("synthetic data"), SpeakerSpec, only=_SPEAKER_FLAGS, help=_HELP)
     add_arguments(p.add_argument_group("model and training"), TinyModel, only=_MODEL_FLAGS, help=_HELP)
-    add_arguments(p.add_argument_group("official checkpoints and audio front-ends"), InferenceConfig,
+    add_arguments(p.add_argument_group("official checkpoints, audio front-ends, paste-back"), InferenceConfig,
                   only=_INFERENCE_FLAGS, help=_HELP)
     return p
 
@@ -85,10 +85,11 @@ def main(argv=None) -> dict:
     if min(opts.frame_steps, opts.clip_steps, opts.syncnet_steps) < 0:
         raise UserError("--frame_steps/--clip_steps/--syncnet_steps must be >= 0")
     res = run_demo(opts)
+    from demo.report import bar_line
+
     bar = res["quality_bar"]
     print(f"report: {os.path.join(os.path.abspath(opts.output_dir), 'report.html')}")
-    print(f"openness r {bar['corr']}, mouth PSNR {bar['psnr_mouth']} dB vs baselines {bar['baseline_psnr_mouth']}"
-          f" -> quality bar {'met' if bar['passed'] else 'not met'}")
+    print(bar_line(bar))
     if not bar["passed"]:
         print("warning: the quality bar was not met: this model is not a useful one (more --minutes train longer)",
               file=sys.stderr)

@@ -4,8 +4,9 @@
         [--syncnet_v2 syncnet_v2.model] [--syncnet our_syncnet.pth] [--json metrics.json] [--device cpu|cuda:N]
 
 Metrics: PSNR/SSIM (full frame and aligned mouth crop; needs --reference), LSE-D/LSE-C (syncnet_python's
-syncnet_v2.model and/or our SyncNet), mouth opening vs audio energy correlation and motion in silence,
-mouth-crop jitter, paste-back seam scores, frame accounting. Function API: ``evaluation.evaluate``.
+syncnet_v2.model and/or our SyncNet), mouth opening vs audio energy correlation, motion in silence and the
+share of silent frames with an open mouth, mouth-crop jitter, paste-back seam scores, frame accounting; against
+--reference and --template: still-skin colour difference (CIEDE2000), the paste edge, mouth sharpness, flicker. Function API: ``evaluation.evaluate``.
 """
 from __future__ import annotations
 
@@ -29,17 +30,29 @@ ROWS = [
     ("silence_opening", "mouth opening in silence", "lower"),
     ("mouth_jitter", "mouth-crop jitter (0-255)", "lower"), ("mouth_jitter_ratio", "  jitter / reference's", "~1"),
     ("seam_paste", "seam score, paste border", "~1"), ("seam_crop", "seam score, crop border", "~1"),
+    ("skin_de_mean", "still skin CIEDE2000 vs ref, mean", "lower"), ("skin_de_p99", "  99th percentile", "lower"),
+    ("lower_de_mean", "lower-face median colour CIEDE2000 vs ref", "lower"),
+    ("edge_de_mean", "paste edge CIEDE2000 vs ref, mean", "lower"), ("edge_de_p99", "  99th percentile", "lower"),
+    ("edge_step", "paste edge step in the difference to ref", "~0"),
+    ("mouth_sharpness", "mouth sharpness / ref's", "~1"),
+    ("skin_flicker_excess", "still skin flicker beyond ref", "~0"),
+    ("skin_de_mean_tpl", "still skin CIEDE2000 vs template", "lower"),
+    ("skin_de_p99_tpl", "  99th percentile", "lower"),
+    ("edge_de_p99_tpl", "paste edge CIEDE2000 vs template p99", "lower"),
+    ("mouth_sharpness_tpl", "mouth sharpness / template's", "~1"),
+    ("skin_flicker_excess_tpl", "still skin flicker beyond template", "~0"),
+    ("open_in_silence", "mouth open in silence (fraction)", "lower"),
     ("frames", "frames", "-"), ("audio_frames", "audio frames", "-"), ("face_frames", "frames with a face", "-"),
 ]
 
 
 def format_table(res: dict) -> str:
-    lines = [f"{'metric':34s} {'value':>12s}  better", "-" * 56]
+    lines = [f"{'metric':42s} {'value':>12s}  better", "-" * 62]
     for key, label, better in ROWS:
         if key in res:
             v = res[key]
             s = f"{v:12.4f}" if isinstance(v, float) and math.isfinite(v) else f"{v!s:>12s}"
-            lines.append(f"{label:34s} {s}  {better}")
+            lines.append(f"{label:42s} {s}  {better}")
     return "\n".join(lines)
 
 
@@ -55,6 +68,8 @@ def main(argv=None) -> dict:
     p.add_argument("--generated", required=True)
     p.add_argument("--reference", default=None, help="ground-truth video (reconstruction setting)")
     p.add_argument("--audio", default=None, help="driving audio (default: the generated video's track)")
+    p.add_argument("--template", default=None, help="the template video that was dubbed (appearance metrics "
+                   "against it: still-skin colour, paste edge, mouth sharpness, flicker)")
     p.add_argument("--syncnet_v2", default=None, help="syncnet_python's syncnet_v2.model")
     p.add_argument("--syncnet", default=None, help="our SyncNet checkpoint (models/syncnet.py)")
     p.add_argument("--syncnet_audio_feature", default=None)
@@ -65,7 +80,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="", help="write the metrics here (default: <generated>.metrics.json)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    res = evaluate(args.generated, reference=args.reference, audio=args.audio, syncnet_v2=args.syncnet_v2,
+    res = evaluate(args.generated, reference=args.reference, audio=args.audio, template=args.template,
+                   syncnet_v2=args.syncnet_v2,
                    syncnet=args.syncnet, syncnet_audio_feature=args.syncnet_audio_feature,
                    syncnet_audio_model_path=args.syncnet_audio_model_path, mouth_size=args.mouth_size,
                    device=args.device, vshift=args.vshift, progress=not args.quiet)

@@ -12,7 +12,8 @@ and runs the documented person-specific command on it:
 (demo.run_demo, the same code). The held-out segment is never trained on; during training it is dubbed with its
 own speech every --val_every steps and the best checkpoint (mouth PSNR) makes the final videos. Prints the
 held-out figures of that model against the two baselines (the template's original mouth; the model driven by
-silence) and the validation history. Re-running reuses what is done.
+silence), with the appearance metrics (still-skin colour, paste edge, mouth sharpness, open mouth in silence), the
+quality bar, how much of the budget training used, and the validation history. Re-running reuses what is done.
 """
 import argparse
 import json
@@ -29,19 +30,27 @@ ROWS = (("dubbed", "LawDNet (best checkpoint) + held-out speech"), ("template", 
         ("silence", "LawDNet + silence"), ("ground_truth", "held-out footage (measurement ceiling)"))
 
 
-def format_tables(res: dict, video_seconds: float, holdout_s: float) -> str:
+def format_tables(res: dict, video_seconds: float, holdout_s: float, budget_min: float = 0.0) -> str:
+    from demo.report import bar_line
+
+    train_s = sum(v for k, v in res["timings"].items() if k.startswith("train"))
+
     def f(v, spec):
         return "n/a" if v is None else spec.format(v)
 
     lines = [f"one video of {video_seconds:.1f} s, the last {holdout_s:.1f} s held out", "",
-             "| video | openness r vs truth | PSNR mouth (dB) | SSIM mouth | opening vs audio r | LSE-C | LSE-D |",
-             "|---|---|---|---|---|---|---|"]
+             "| video | openness r vs truth | PSNR mouth (dB) | SSIM mouth | opening vs audio r | LSE-C | LSE-D | "
+             "still-skin ΔE mean | p99 | paste-edge ΔE p99 | mouth sharpness | open in silence |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, title in ROWS:
         v = res["mean"].get(key)
         if v is not None:
             lines.append(f"| {title} | {f(v.get('openness_corr'), '{:+.3f}')} | {f(v.get('psnr_mouth'), '{:.2f}')} | "
                          f"{f(v.get('ssim_mouth'), '{:.3f}')} | {f(v.get('av_corr'), '{:+.3f}')} | "
-                         f"{f(v.get('own_lse_c'), '{:.3f}')} | {f(v.get('own_lse_d'), '{:.3f}')} |")
+                         f"{f(v.get('own_lse_c'), '{:.3f}')} | {f(v.get('own_lse_d'), '{:.3f}')} | "
+                         f"{f(v.get('skin_de_mean'), '{:.2f}')} | {f(v.get('skin_de_p99'), '{:.1f}')} | "
+                         f"{f(v.get('edge_de_p99'), '{:.1f}')} | {f(v.get('mouth_sharpness'), '{:.2f}')} | "
+                         f"{f(v.get('open_in_silence'), '{:.2f}')} |")
     lines += ["", "validation on the held-out segment during training (reconstruction):", "",
               "| stage | step | PSNR mouth | SSIM mouth | opening vs audio r | LSE-C | LSE-D | best so far |",
               "|---|---|---|---|---|---|---|---|"]
@@ -57,7 +66,10 @@ def format_tables(res: dict, video_seconds: float, holdout_s: float) -> str:
     lines += ["", f"training: {json.dumps({k: v['steps'] for k, v in res['training'].items()})} steps, SyncNet "
               f"{res['syncnet']['steps']} steps (held-out accuracy {res['syncnet']['val_accuracy']:.3f}); total "
               f"{res['timings']['total'] / 60:.1f} min",
-              f"held-out openness r, mouth PSNR and SSIM above both baselines: {'YES' if above else 'NO'}"]
+              f"held-out openness r, mouth PSNR and SSIM above both baselines: {'YES' if above else 'NO'}",
+              f"training took {train_s / 60:.1f} min of the run's {res['timings']['total'] / 60:.1f} min (budget "
+              f"{budget_min:g} min; a stage ends on its time share or when validation stops improving)",
+              bar_line(res["quality_bar"])]
     return "\n".join(lines)
 
 
@@ -80,7 +92,7 @@ def main(argv=None):
     res = run_demo(DemoOptions(output_dir=os.path.join(out, "run"), minutes=a.minutes, device=a.device, data=video,
                                template=template, holdout_s=holdout_s, val_every=a.val_every,
                                progress=not a.no_progress))
-    print(format_tables(res, count_frames(video, FPS) / FPS, holdout_s))
+    print(format_tables(res, count_frames(video, FPS) / FPS, holdout_s, a.minutes))
     return res
 
 

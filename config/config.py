@@ -25,6 +25,7 @@ from utils.errors import UserError
 # The generator's local-warp modes (models/local_affine_warp.py implements them; this is their one list).
 WARP_MODES = ("official", "corrected")
 AMP_DTYPES = ("fp16", "bf16")         # GPU autocast dtypes
+BLEND_MASKS = ("landmarks", "box")    # paste-back weights (inference/dubber.py)
 
 
 @dataclass
@@ -163,6 +164,9 @@ class InferenceConfig:
     crf: int = 18                            # x264 quality of the output (lower = better)
     preset: str = "fast"                     # x264 preset
     queue_batches: int = 3                   # batches in flight between decode, model and encode
+    color_match: bool = True                 # match the generated crop's colours to the template's before paste-back
+    blend_mask: str = "landmarks"            # paste-back weight: landmarks (lips and jaw only) | box (the mouth box)
+    sharpen: float = 0.7                     # unsharp amount on the generated crop against resampling blur (0: off)
 
     def validate(self) -> "InferenceConfig":
         """Cheap checks, so a typo fails before a model or a video is loaded (UserError)."""
@@ -180,6 +184,10 @@ class InferenceConfig:
             raise UserError(f"--threads must be >= 0 (0 or unset = all cores), got {self.threads}")
         if not 0 <= int(self.crf) <= 51:
             raise UserError(f"--crf must be 0-51, got {self.crf}")
+        if not 0 <= float(self.sharpen) <= 3:
+            raise UserError(f"--sharpen must be 0-3 (0 = off), got {self.sharpen}")
+        if self.blend_mask not in BLEND_MASKS:
+            raise UserError(f"--blend_mask must be one of {', '.join(BLEND_MASKS)}, got {self.blend_mask!r}")
         if int(self.queue_batches) < 1:
             raise UserError(f"--queue_batches must be >= 1, got {self.queue_batches}")
         get_profile(self.profile)

@@ -1,4 +1,5 @@
-"""Pictures of the report: frames side by side (input | generated | ground truth) and openness over time."""
+"""Pictures of the report: frames side by side (input | generated | ground truth, native pixels, with each video's
+metrics) and openness over time."""
 from __future__ import annotations
 
 import os
@@ -45,9 +46,11 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def side_by_side(columns: list[tuple[str, str]], indices: list[int], out_png: str, box=None,
-                 gt_openness=None, scale: float = 2.0) -> str:
+                 gt_openness=None, scale: int = 2, notes: dict | None = None) -> str:
     """PNG with one row per frame index and one column per (title, video); ``box`` = (x0, y0, x1, y1) region
-    of the frame to show (the lower face), enlarged ``scale`` times."""
+    of the frame to show (the lower face) at its native resolution, each pixel shown ``scale`` x ``scale``
+    (nearest neighbour: no smoothing hides or adds blur); ``notes[title]``: lines of text (the video's metrics)
+    printed above its column."""
     import cv2
 
     frames = {title: _read(video, indices) for title, video in columns}
@@ -61,7 +64,7 @@ def side_by_side(columns: list[tuple[str, str]], indices: list[int], out_png: st
             if box is not None:
                 x0, y0, x1, y1 = box
                 f = f[y0:y1, x0:x1]
-            f = cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+            f = cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
             cap = f"{title}, frame {k}"
             if gt_openness is not None and title.startswith("ground truth") and k < len(gt_openness):
                 cap += f" (open {gt_openness[k]:.2f})"
@@ -72,12 +75,28 @@ def side_by_side(columns: list[tuple[str, str]], indices: list[int], out_png: st
             rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     if not rows:
         raise RuntimeError("no frames could be read for the side-by-side picture")
+    if notes:
+        rows.insert(0, _notes_row([(notes.get(t) or []) for t, _ in columns], rows[0].shape[1], len(columns)))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows[:-1]]
     img = np.vstack(rows)
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     cv2.imwrite(out_png, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     return out_png
+
+
+def _notes_row(texts: list[list[str]], width: int, n: int) -> np.ndarray:
+    """A white band with each column's lines of text above it."""
+    import cv2
+
+    lines = max((len(t) for t in texts), default=0)
+    band = np.full((16 * lines + 8, width, 3), 255, np.uint8)
+    col = (width + 4) // max(n, 1)
+    for c, t in enumerate(texts):
+        for i, line in enumerate(t):
+            cv2.putText(band, line, (c * col + 4, 14 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    return band
 
 
 def mouth_box_from_landmarks(landmarks: np.ndarray, frame_hw: tuple[int, int], grow: float = 1.4):

@@ -1,6 +1,7 @@
 """Quality figures of one video against the ground truth: mouth openness over time (measured with the project's
 dlib landmarks) and its correlation with the ground-truth openness, plus the evaluation package's metrics
-(PSNR/SSIM of the frame and of the aligned mouth crop, jitter, seams, opening-vs-audio correlation)."""
+(PSNR/SSIM of the frame and of the aligned mouth crop, jitter, seams, opening-vs-audio correlation, and what a
+viewer sees: still-skin colour, the paste edge, mouth sharpness, flicker, an open mouth in silence)."""
 from __future__ import annotations
 
 import math
@@ -42,10 +43,19 @@ def speech_span(gt_openness: np.ndarray, thresh: float = 0.05) -> tuple[int, int
     return (int(idx[0]), int(idx[-1]) + 1) if len(idx) >= 3 else (0, len(gt_openness))
 
 
+# evaluate(...) figures the report and the quality bar use (appearance ones against the truth and the template)
+APPEARANCE = ("skin_de_mean", "skin_de_p99", "lower_de_mean", "lower_de_max", "edge_de_mean", "edge_de_p99", "edge_step", "mouth_sharpness",
+              "skin_flicker_excess")
+KEPT = ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr", "own_lse_d", "own_lse_c",
+        "own_av_offset", "open_in_silence") + APPEARANCE + tuple(k + "_tpl" for k in APPEARANCE)
+
+
 def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=None, mouth_size: int = 64,
-                  device: str = "cpu", progress: bool = False, syncnet: str = "", audio: str | None = None) -> dict:
-    """Everything the report shows for one video: openness track + correlation, evaluate(...) metrics; with
-    ``syncnet`` (a mel SyncNet) also LSE-D/LSE-C of the video against ``audio`` (default: its own track)."""
+                  device: str = "cpu", progress: bool = False, syncnet: str = "", audio: str | None = None,
+                  template: str | None = None) -> dict:
+    """Everything the report shows for one video: openness track + correlation, evaluate(...) metrics (the
+    appearance ones against ``reference`` and ``template``); with ``syncnet`` (a mel SyncNet) also LSE-D/LSE-C of
+    the video against ``audio`` (default: its own track)."""
     from evaluation import evaluate
 
     opening, valid = measured_openness(video, detector, progress)
@@ -58,13 +68,12 @@ def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=
            "openness_std": float(opening[valid].std()) if valid.any() else 0.0,
            "face_frames": int(valid.sum())}
     try:
-        ev = evaluate(video, reference=reference, audio=audio, syncnet=syncnet or None, mouth_size=mouth_size,
-                      device=device, progress=progress, detector=detector)
+        ev = evaluate(video, reference=reference, audio=audio, template=template, syncnet=syncnet or None,
+                      mouth_size=mouth_size, device=device, progress=progress, detector=detector)
     except UserError as e:          # e.g. an untrained generator that paints no face: a result, not a crash
         print(f"warning: {e}: its figures are n/a", file=sys.stderr)
         ev = {}
-    for k in ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr", "own_lse_d",
-              "own_lse_c", "own_av_offset"):
+    for k in KEPT:
         if k in ev:
             v = ev[k]
             res[k] = float(v) if v is not None and math.isfinite(float(v)) else None

@@ -125,7 +125,10 @@ def _invalidate(out: str, settings: dict, log) -> None:
 
 
 def _summary_mean(items: list[dict]) -> dict:
-    keys = ("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr", "own_lse_c", "own_lse_d")
+    from demo.metrics import KEPT
+
+    keys = tuple(dict.fromkeys(("openness_corr", "psnr_mouth", "ssim_mouth", "psnr", "av_corr", "own_lse_c",
+                                "own_lse_d") + KEPT))
     out = {}
     for row in ("dubbed", "template", "silence", "ground_truth"):
         vals = {}
@@ -222,7 +225,9 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                              "checkpoint": os.path.abspath(opts.checkpoint) if opts.checkpoint else "",
                              "init_from": os.path.abspath(opts.init_from) if opts.init_from else "",
                              "val_every": opts.val_every if validates else 0, "select_by": opts.select_by},
-                "evaluation": {"template": os.path.abspath(opts.template) if opts.template else ""}}
+                "evaluation": {"template": os.path.abspath(opts.template) if opts.template else "",
+                               "color_match": opts.inference.color_match, "blend_mask": opts.inference.blend_mask,
+                               "sharpen": opts.inference.sharpen}}
     _invalidate(out, json.loads(json.dumps(settings)), say)
     dev = opts.device
     if not dev:
@@ -238,6 +243,12 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         else:
             data = speaker.make_synthetic_speaker(os.path.join(out, "data"), opts.speaker, say)
     gt_frames = sum(_num_frames(h.video) for h in data.heldout)
+    if opts.data and trains:
+        have = speaker.speech_seconds(data.train_dir)
+        if have < speaker.MIN_SPEECH_S:
+            say(f"warning: the training footage has {have:.0f} s of speech; a model of a mouth needs at least "
+                f"{speaker.MIN_SPEECH_S:.0f} s (more videos of the person, or a shorter --holdout_s): expect a "
+                f"blurred mouth")
 
     def reserve():
         """Seconds the steps after training will take: planning figures x this machine's measured slowdown."""
@@ -275,6 +286,9 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         if validates:
             validator = Validator(data.heldout[0].video, os.path.join(out, "validation"), sync_info["path"], dev,
                                   opts.select_by, log=say, inference=opts.inference)
+        # your videos: no step cap (the caps are tuned for the synthetic demo's 18 short videos): train until the
+        # budget is spent or validation stops improving
+        check = validator.early_stop if validator else None
         common = dict(device=dev, seed=opts.seed, log=say, progress=opts.progress, model_overrides=overrides,
                       audio_feature=feature, warp_mode=warp_mode, val_every=opts.val_every if validates else 0)
         secs = budget.share(SHARES["frame"] / (SHARES["frame"] + SHARES["clip"]), reserve())
@@ -282,15 +296,17 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         with budget.step(STEPS[3], what + (f"{opts.frame_steps} steps" if opts.frame_steps else f"about {secs:.0f} s")):
             stage_info["tiny"] = training.train_stage_timed(
                 "tiny", index, models, "demo", secs, model, init_from=opts.init_from, max_steps=opts.frame_steps,
-                cap_steps=model.frame_steps_cap, adv_warmup_steps=model.adv_warmup_steps if opts.init_from else None,
-                validate=(lambda p, k: validator(p, "tiny", k)) if validator else None, **common)
+                cap_steps=0 if opts.data else model.frame_steps_cap,
+                adv_warmup_steps=model.adv_warmup_steps if opts.init_from else None,
+                validate=(lambda p, k: check(p, "tiny", k)) if validator else None, **common)
         secs = budget.share(1.0, reserve())
         frame_model = validator.best_path if validator and validator.best else stage_info["tiny"]["final"]
         with budget.step(STEPS[4], f"{opts.clip_steps} steps" if opts.clip_steps else f"about {secs:.0f} s"):
             stage_info["tiny_clip"] = training.train_stage_timed(
                 "tiny_clip", index, models, "demo", secs, model, init_from=frame_model,
-                syncnet_path=sync_info["path"], max_steps=opts.clip_steps, cap_steps=model.clip_steps_cap,
-                validate=(lambda p, k: validator(p, "tiny_clip", k)) if validator else None, **common)
+                syncnet_path=sync_info["path"], max_steps=opts.clip_steps,
+                cap_steps=0 if opts.data else model.clip_steps_cap,
+                validate=(lambda p, k: check(p, "tiny_clip", k)) if validator else None, **common)
         checkpoint = stage_info["tiny_clip"]["final"]
         if validator and validator.best:
             checkpoint = validator.best_path
@@ -329,7 +345,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                 say(f"evaluating {os.path.basename(path)}")
                 # every video is scored against the held-out speech (the silence baseline's own track is silent)
                 vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev,
-                                                  syncnet=sync_eval, audio=h.video)
+                                                  syncnet=sync_eval, audio=h.video, template=it["paths"]["template"])
             it["videos"] = vids
     with budget.step(STEPS[7]):
         first = items[0]
@@ -345,7 +361,10 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         picks = figures.pick_frames(gt0)
         sbs = figures.side_by_side([("input (template)", data.template), ("generated", first["paths"]["dubbed"]),
                                     ("ground truth", first["gt_video"])], picks,
-                                   os.path.join(out, "side_by_side.png"), box=box, gt_openness=gt0)
+                                   os.path.join(out, "side_by_side.png"), box=box, gt_openness=gt0,
+                                   notes={"input (template)": _notes(first["videos"].get("template")),
+                                          "generated": _notes(first["videos"]["dubbed"]),
+                                          "ground truth": ["(the reference of the figures)"]})
         if opts.save_picture:
             os.makedirs(os.path.dirname(os.path.abspath(opts.save_picture)), exist_ok=True)
             shutil.copyfile(sbs, opts.save_picture)
@@ -377,6 +396,17 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
     report.write_metrics(os.path.join(out, "metrics.json"), metrics.finite_tree(result))
     say(f"report: {os.path.join(out, 'report.html')} (total {budget.elapsed() / 60:.1f} min)")
     return result
+
+
+def _notes(v: dict | None) -> list[str]:
+    """A video's appearance figures against the truth, for the side-by-side picture."""
+    if not v:
+        return []
+    f = lambda k, spec: "n/a" if v.get(k) is None else spec.format(v[k])  # noqa: E731
+    return [f"skin dE {f('skin_de_mean', '{:.2f}')} (p99 {f('skin_de_p99', '{:.1f}')}), "
+            f"lower face {f('lower_de_mean', '{:.1f}')}",
+            f"edge dE p99 {f('edge_de_p99', '{:.1f}')}, sharp {f('mouth_sharpness', '{:.2f}')}",
+            f"openness r {f('openness_corr', '{:+.2f}')}, PSNR mouth {f('psnr_mouth', '{:.1f}')}"]
 
 
 def _strip(videos: dict) -> dict:

@@ -23,6 +23,7 @@ from utils.atomic import atomic_write
 
 METRICS = ("psnr_mouth", "ssim_mouth", "av_corr", "own_lse_c", "own_lse_d")
 LOWER_IS_BETTER = {"own_lse_d"}
+PATIENCE = 3          # a stage stops when this many validations in a row did not beat the best (early stopping)
 
 
 class Validator:
@@ -55,6 +56,24 @@ class Validator:
             if best is None or self.better(h.get(self.select_by), best.get(self.select_by)):
                 best = h
         return best if best is not None and os.path.isfile(self.best_path) else None
+
+    def stale(self, stage: str) -> int:
+        """Validations of ``stage`` since the best one (all of them when the best came from another stage)."""
+        best = self.best
+        rows = [h for h in self.history if h["stage"] == stage]
+        if best is None:
+            return len(rows)
+        return len([h for h in rows if h is not best and self.history.index(h) > self.history.index(best)])
+
+    def early_stop(self, checkpoint: str, stage: str, step: int) -> str | None:
+        """Validate, then "stop" when the last PATIENCE validations of ``stage`` did not improve (the trainer's
+        on_save protocol)."""
+        self(checkpoint, stage, step)
+        if self.stale(stage) >= PATIENCE:
+            self.log(f"validation: {PATIENCE} validations of {stage} without a better {self.select_by}: "
+                     f"stopping it")
+            return "stop"
+        return None
 
     def __call__(self, checkpoint: str, stage: str, step: int) -> dict:
         from evaluation import evaluate

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from evaluation.appearance import Comparison
 from evaluation.image_metrics import psnr_from_mse, ssim
 from evaluation.lse import LipEmbedder, lse_own_syncnet, lse_syncnet_v2, sync_face_crop
-from evaluation.mouth_motion import audio_energy_db, mouth_opening, opening_energy_stats, temporal_jitter
+from evaluation.mouth_motion import (audio_energy_db, closed_mouth_level, mouth_opening, open_in_silence,
+                                     opening_energy_stats, silent_frames, temporal_jitter)
 from evaluation.seam import SeamMeter
 from evaluation.syncnet_v2 import load_syncnet_v2
 from models.syncnet import load_syncnet
@@ -26,8 +28,7 @@ from utils.face.align import PASTE_OUTER, FaceAligner
 from utils.face.geometry import mouth_box
 from utils.face.landmarks import LandmarkDetector, track_landmarks
 from utils.media.audio_io import load_audio
-from utils.media.timebase import num_video_frames
-from utils.media.timebase import FPS, SAMPLE_RATE
+from utils.media.timebase import FPS, SAMPLE_RATE, num_video_frames
 from utils.media.video_io import count_frames, iter_frames, probe
 
 
@@ -37,19 +38,24 @@ def _padded_crop(aligner, frame, M, pad):
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = None, syncnet: Optional[str] = None,
-             syncnet_audio_feature: Optional[str] = None, syncnet_audio_model_path: str = "",
+def evaluate(generated, reference=None, audio=None, template=None, syncnet_v2: Optional[str] = None,
+             syncnet: Optional[str] = None, syncnet_audio_feature: Optional[str] = None,
+             syncnet_audio_model_path: str = "",
              mouth_size: int = 128, device: str = "cpu", vshift: int = 15, progress: bool = True,
              detector=None) -> dict:
     """Metrics of ``generated`` (a video). ``reference``: ground-truth video for PSNR/SSIM (reconstruction
     setting); ``audio``: the driving speech (default: the generated video's own audio track); ``syncnet_v2``:
     syncnet_python's ``syncnet_v2.model`` for LSE-D/LSE-C; ``syncnet``: our SyncNet checkpoint for
     LSE-D/LSE-C (own), fed with ``syncnet_audio_feature`` features (default: mel for an 80-channel SyncNet).
-    ``mouth_size`` sets the aligned crop used for the mouth metrics (crop width 1.25 x mouth_size)."""
+    ``mouth_size`` sets the aligned crop used for the mouth metrics (crop width 1.25 x mouth_size). ``template``:
+    the video that was dubbed (frames in step with ``generated``); the appearance metrics (still-skin colour,
+    paste edge, mouth sharpness, flicker; evaluation/appearance.py) are computed against the reference and
+    against the template (keys ending in ``_tpl``), on regions from that video's landmarks."""
     generated = os.fspath(generated)
     info = probe(generated)
-    if reference is not None:
-        probe(reference)
+    for other in (reference, template):
+        if other is not None:
+            probe(other)
     dev = torch.device(device)
     # audio
     samples = None
@@ -80,6 +86,12 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     lm, valid = track_landmarks(iter_frames(generated, fps=FPS), detector or LandmarkDetector(), smooth=0.5,
                                 progress=progress, total=total)
     T = len(lm)
+    others = {}                 # suffix -> (path, landmarks, valid) of the videos the appearance is compared with
+    for suffix, other in (("", reference), ("_tpl", template)):
+        if other is not None:
+            olm, ovalid = track_landmarks(iter_frames(other, fps=FPS), detector or LandmarkDetector(), smooth=0.5,
+                                          progress=progress, total=count_frames(other, FPS))
+            others[suffix] = (other, olm, ovalid)
     if T == 0:
         raise UserError(f"{generated}: the video has no frames")
     if not valid.any():
@@ -100,15 +112,13 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
     res: dict = {"frames": T, "face_frames": int(valid.sum())}
     sums = {"mse": 0.0, "mse_mouth": 0.0, "ssim": 0.0, "ssim_mouth": 0.0, "n": 0, "n_mouth": 0,
             "jit": 0.0, "jit_ref": 0.0, "n_jit": 0}
-    ref_iter = iter_frames(reference, fps=FPS) if reference is not None else None
+    comparisons = {s: Comparison(path, olm, ovalid, s) for s, (path, olm, ovalid) in others.items()}
     prev = prev_ref = None
 
     for k, frame in enumerate(tqdm(iter_frames(generated, fps=FPS), total=T, desc="metrics", unit="frame",
                                    disable=not progress)):
-        ref = next(ref_iter, None) if ref_iter is not None else None
-        if ref is not None and ref.shape != frame.shape:
-            raise UserError(f"{reference}: frames are {ref.shape[1]}x{ref.shape[0]}, the generated video's are "
-                            f"{frame.shape[1]}x{frame.shape[0]}")
+        seen = {s: c.feed(k, frame) for s, c in comparisons.items()}
+        ref = seen.get("")
         if ref is not None:
             sums["mse"] += float(np.mean((frame.astype(np.float64) - ref) ** 2))
             sums["ssim"] += ssim(frame, ref)
@@ -154,12 +164,21 @@ def evaluate(generated, reference=None, audio=None, syncnet_v2: Optional[str] = 
                                      if res["mouth_jitter_ref"] > 0 else float("nan"))
     for name, meter in seams.items():
         res[name] = meter.score()
+    for c in comparisons.values():
+        res.update(c.result())
     if samples is not None:
         A = num_video_frames(len(samples), SAMPLE_RATE, FPS)
         res["audio_frames"] = A
         res["frame_count_diff"] = T - A
         # audio shorter than the video counts as silence; face-less frames are left out
-        res.update(opening_energy_stats(mouth_opening(lm)[valid], audio_energy_db(samples, T)[valid]))
+        energy = audio_energy_db(samples, T)
+        res.update(opening_energy_stats(mouth_opening(lm)[valid], energy[valid]))
+        # mouth open in silence: above the closed-mouth level of the reference (else the template, else its own)
+        silent = silent_frames(energy)
+        _, olm, ovalid = others.get("", others.get("_tpl", (None, lm, valid)))
+        n = min(len(olm), T)
+        res["closed_level"] = closed_mouth_level(mouth_opening(olm[:n])[ovalid[:n]], silent[:n][ovalid[:n]])
+        res["open_in_silence"] = open_in_silence(mouth_opening(lm)[valid], silent[valid], res["closed_level"])
         if v2 is not None:
             res.update(lse_syncnet_v2(v2, embedder.result(), samples, dev, vshift))
         if own is not None:

@@ -60,3 +60,30 @@ def opening_energy_stats(opening: np.ndarray, energy_db: np.ndarray, max_lag: in
 def temporal_jitter(prev: np.ndarray, cur: np.ndarray) -> float:
     """Mean absolute difference (0-255) between consecutive aligned mouth crops."""
     return float(np.abs(cur.astype(np.float32) - prev.astype(np.float32)).mean())
+
+
+CLOSED_MARGIN = 0.05   # opening above the closed-mouth level that counts as open (inner-lip gap / eye distance)
+
+
+def silent_frames(energy_db: np.ndarray) -> np.ndarray:
+    """(T,) bool: frames ``SILENCE_DB`` below the loud (95th percentile) level."""
+    e = np.asarray(energy_db, np.float64)
+    return e < (np.percentile(e, 95) if len(e) else 0.0) - SILENCE_DB
+
+
+def closed_mouth_level(opening: np.ndarray, silent: np.ndarray) -> float:
+    """A video's closed-mouth opening: its median opening over the silent frames (its 10th percentile when the
+    audio has no silence)."""
+    o = np.asarray(opening, np.float64)
+    s = np.asarray(silent, bool)[: len(o)]
+    return float(np.median(o[s])) if s.any() else float(np.percentile(o, 10)) if len(o) else float("nan")
+
+
+def open_in_silence(opening: np.ndarray, silent: np.ndarray, closed_level: float,
+                    margin: float = CLOSED_MARGIN) -> float:
+    """Fraction of the audio's silent frames whose mouth opening is above ``closed_level + margin`` (NaN when the
+    audio has no silence)."""
+    o = np.asarray(opening, np.float64)
+    n = min(len(o), len(silent))
+    s = np.asarray(silent, bool)[:n]
+    return float((o[:n][s] > closed_level + margin).mean()) if s.any() else float("nan")

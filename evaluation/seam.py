@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from evaluation.colour import Histogram, delta_e
+
 
 def _band(shape, box, grow: float, width: int = 1) -> np.ndarray:
     """Boolean mask of the outline of ``box`` (top, bottom, left, right in pixels) grown by ``grow`` px."""
@@ -38,3 +40,30 @@ class SeamMeter:
 
     def score(self) -> float:
         return self.sum_on / self.sum_beside if self.sum_beside > 0 else float("nan")
+
+
+class EdgeRing:
+    """The paste edge (``regions.ring``: the blend mask's feathered edge): ``edge_de_mean`` / ``edge_de_p99``,
+    CIEDE2000 of the video against the reference there (a band of another colour along the jaw), and
+    ``edge_step``, the mean gradient magnitude (Sobel, L* units) of the lightness *difference* video - reference
+    there: 0 for an untouched frame, small for a smooth change, large for a seam (a step in the difference)."""
+
+    def __init__(self, suffix: str = ""):
+        self.suffix = suffix
+        self.hist = Histogram()
+        self.step = 0.0
+        self.n = 0
+
+    def add(self, pair) -> None:
+        m = pair.regions.ring
+        if not m.any():
+            return
+        self.hist.add(delta_e(pair.lab[m], pair.ref_lab[m]))
+        diff = (pair.lab[..., 0] - pair.ref_lab[..., 0]).astype(np.float32)
+        self.step += float(gradient_magnitude(diff)[m].mean()) / 8.0     # Sobel 3x3 sums 8 px-differences
+        self.n += 1
+
+    def result(self) -> dict:
+        s = self.suffix
+        return {f"edge_de_mean{s}": self.hist.mean(), f"edge_de_p99{s}": self.hist.percentile(99),
+                f"edge_step{s}": self.step / self.n if self.n else float("nan")}

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from config.config import InferenceConfig
 from config.profile import resolve_profile
 from inference.frames import chunk_frames, iter_schedule
+from inference.harmonize import harmonize, sharpen
 from inference.overlap import Background, Consumer, StageTimer
 from inference.reference_cache import ReferenceFeatureCache
 from inference.references import reference_sets
@@ -35,7 +36,8 @@ from models import load_lawdnet, use_compiled_warp
 from utils.audio.features import get_frontend
 from utils.device import torch_device
 from utils.errors import UserError
-from utils.face.align import FaceAligner, paste_back, paste_back_torch
+from utils.face.align import FaceAligner, apply_transform, paste_back, paste_back_torch, paste_mask
+from utils.face.blend import speech_mask
 from utils.media.audio_io import decode_audio, finish_mono, resample
 from utils.media.timebase import num_video_frames
 from utils.media.formats import OUTPUT_VIDEO_EXTS
@@ -306,7 +308,7 @@ class Dubber:
                         out = gen[j]                                              # pasted on the GPU
                     else:                                                         # CPU: paste here
                         t0 = time.perf_counter()
-                        out = paste_back(frame, gen[j], template.matrices[i])
+                        out = self._paste(template, frame, gen[j], i)
                         timer.add("paste", time.perf_counter() - t0)
                 if frame_callback is not None:
                     frame_callback(k, i, frame, out, bool(tpl.valid[i]))
@@ -373,7 +375,22 @@ class Dubber:
                              self.mask.to(self.device), StageTimer(), paste_back_torch)
         if self.cuda:
             return [f if g is None else g for f, g in zip(frames, gen)]
-        return [f if g is None else paste_back(f, g, template.matrices[i]) for f, g, i in zip(frames, gen, indices)]
+        return [f if g is None else self._paste(template, f, g, i) for f, g, i in zip(frames, gen, indices)]
+
+    # ---------------------------------------------------------------- what dub and render_frames share
+    def blend_mask(self, template: PreparedTemplate, index: int) -> Optional[np.ndarray]:
+        """Paste-back weight (Hc, Wc) for template frame ``index``: with ``blend_mask`` "landmarks", the lips and
+        the jaw of that frame (utils/face/blend.py) inside the crop's feathered box, so everything speech does
+        not move stays the template's pixel for pixel; None (the box, ``paste_mask``) with "box"."""
+        if self.cfg.blend_mask == "box":
+            return None
+        M = template.matrices[index]
+        lm = apply_transform(template.template.landmarks[index], M)
+        return speech_mask(lm, self.crop_hw) * paste_mask(*self.crop_hw)
+
+    def _paste(self, template: PreparedTemplate, frame: np.ndarray, crop: np.ndarray, index: int) -> np.ndarray:
+        """CPU paste-back of a generated crop (float 0-255) into template frame ``index``."""
+        return paste_back(frame, crop, template.matrices[index], self.blend_mask(template, index))
 
     def _generate(self, ks, idx, frames, crops, sel, template, windows, mask_dev, timer, paste_torch):
         """Model outputs for the face frames of a batch: a list (None for face-less frames) of crops (CPU, float
@@ -388,6 +405,7 @@ class Dubber:
             src = self.aligner.crop_torch(fr, mats).div_(255)
         else:
             src = torch.from_numpy(np.stack([crops[j] for j in sel])).permute(0, 3, 1, 2).float().div_(255)
+        template_crops = src if self.cfg.color_match else None
         src = src * (1 - mask_dev)
         aud = windows[[ks[j] for j in sel]].to(dev)
         pad = self.batch_size - n if self.pad_batches else 0
@@ -408,10 +426,18 @@ class Dubber:
             torch.cuda.synchronize(dev)
         timer.add("model", time.perf_counter() - t0)
         out = out[:n]
+        if template_crops is not None or self.cfg.sharpen:   # colours of the template, then detail, before paste-back
+            t0 = time.perf_counter()
+            if template_crops is not None:
+                out = harmonize(out.float(), template_crops, mask_dev)
+            out = sharpen(out, float(self.cfg.sharpen))
+            timer.add("colour", time.perf_counter() - t0)
         result = [None] * len(idx)
         if self.cuda:
             t0 = time.perf_counter()
-            pasted = paste_torch(fr, out.float() * 255, mats)                # (n,3,H,W) uint8, on the device
+            masks = [self.blend_mask(template, idx[j]) for j in sel]
+            masks = None if masks[0] is None else torch.from_numpy(np.stack(masks))[:, None]
+            pasted = paste_torch(fr, out.float() * 255, mats, masks)        # (n,3,H,W) uint8, on the device
             pasted = pasted.permute(0, 2, 3, 1).contiguous().cpu().numpy()
             timer.add("paste", time.perf_counter() - t0)
             for j, p in zip(sel, pasted):

@@ -175,6 +175,9 @@ def test_person_specific_model_from_a_few_videos(demo_run, tmp_path):
              "--no_progress", "--device", "cpu")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "holding out the last 1.5 s of b_take.mp4" in r.stderr and f"initialised the generator from {start}" in r.stderr
+    # a few seconds of footage: said before training, with the seconds of speech it has and needs
+    warn = r.stderr.index("warning: the training footage has ")
+    assert warn < r.stderr.index("train LawDNet frame stage") and "needs at least 40 s" in r.stderr[warn:warn + 200]
     # the held-out segment is not in the training data: b_take is indexed without its last 1.5 s
     ix = load_index(res / "prepared" / "training_json.json")
     assert ix.videos["b_take"].num_frames == meta["num_frames"] - 38
@@ -193,6 +196,11 @@ def test_person_specific_model_from_a_few_videos(demo_run, tmp_path):
     # the report: held-out segment dubbed by the best model, the silence baseline, the validation table
     page = (res / "report.html").read_text()
     assert "Validation during training" in page and "Your videos" in page
+    # the verdict is the report's first line (a 6-step model does not meet the bar), and says what failed
+    first = (res / "report.md").read_text().splitlines()[0]
+    assert first.startswith("# LawDNet demo report: quality bar") and m["quality_bar"]["failed"]
+    assert ("NOT met" in first) != m["quality_bar"]["passed"]
+    assert m["mean"]["dubbed"]["skin_de_mean"] is not None and m["mean"]["dubbed"]["mouth_sharpness"] is not None
     assert m["mean"]["silence"]["psnr_mouth"] is not None and m["mean"]["dubbed"]["psnr_mouth"] is not None
 
 
@@ -243,3 +251,24 @@ def test_budget_plan_refuses_what_cannot_be_kept_and_warns_when_training_is_too_
     base = b.post_training_s(100)
     b.torch_slowdown = 10.0
     assert b.post_training_s(100) == pytest.approx(base + 2 * 100 * 0.02 * (10.0 - 0.5))
+
+
+def test_validation_stops_a_stage_that_stopped_improving(tmp_path):
+    """Person-specific training has no step cap: a stage ends when PATIENCE validations in a row were no better."""
+    from demo.validation import PATIENCE, Validator
+
+    class Scripted(Validator):
+        def __call__(self, checkpoint, stage, step):
+            row = {"stage": stage, "step": step, "psnr_mouth": scores[step]}
+            if self.best is None or self.better(row["psnr_mouth"], self.best["psnr_mouth"]):
+                open(self.best_path, "wb").close()
+                row["best"] = True
+            self.history.append(row)
+            return row
+
+    scores = {1: 20.0, 2: 21.0, 3: 20.5, 4: 20.9, 5: 22.0, 6: 21.0, 7: 21.5, 8: 21.9}
+    v = Scripted("held.mp4", str(tmp_path), log=lambda m: None)
+    said = [v.early_stop("c.pth", "tiny", k) for k in range(1, 9)]
+    assert PATIENCE == 3 and said == [None] * 7 + ["stop"]
+    # a new stage starts counting afresh only once it beats the best
+    assert v.early_stop("c.pth", "tiny_clip", 1) is None and v.stale("tiny_clip") == 1

@@ -52,13 +52,21 @@ def test_psnr_ssim_functions():
 
 
 def test_reconstruction_metrics_and_av_correlation(vids):
-    same = evaluate(vids["a"], reference=vids["a"], progress=False)
+    same = evaluate(vids["a"], reference=vids["a"], template=vids["a"], progress=False)
     assert same["psnr"] == math.inf and same["psnr_mouth"] == math.inf
     assert same["ssim"] == pytest.approx(1.0) and same["ssim_mouth"] == pytest.approx(1.0)
     assert same["mouth_jitter_ratio"] == pytest.approx(1.0) and same["frame_count_diff"] == 0
     assert 0.6 < same["seam_paste"] < 1.4        # no paste border in an untouched video
+    # the appearance metrics against the reference and the template (evaluation/appearance.py)
+    for s in ("", "_tpl"):
+        assert same[f"skin_de_mean{s}"] == 0.0 and same[f"edge_de_p99{s}"] < 0.05
+        assert same[f"mouth_sharpness{s}"] == pytest.approx(1.0) and same[f"skin_flicker_excess{s}"] == 0.0
+        assert same[f"appearance_frames{s}"] > 0.9 * same["frames"]
+    assert same["open_in_silence"] < 0.15       # the truth itself: mouth still closing as speech ends
     worse = evaluate(vids["noisy"], reference=vids["a"], progress=False)
     assert 15 < worse["psnr"] < 40 and worse["ssim"] < 0.9 and worse["ssim_mouth"] < 0.9
+    assert worse["skin_de_mean"] > 2 and worse["skin_flicker_excess"] > 1 and worse["mouth_sharpness"] > 1.5
+    assert "skin_de_mean_tpl" not in worse
     assert worse["mouth_jitter_ratio"] > 1.2     # frame-to-frame noise shows up as jitter
     # the synthetic mouth follows its own speech, not another sentence
     other = evaluate(vids["a"], audio=vids["b"], progress=False)

@@ -68,7 +68,8 @@ def train(cfg: TrainConfig, model: dict = None, options: RunOptions = None, disc
     """Run one stage. In a torchrun job every process calls this; alone it trains in one process.
 
     ``on_save(path, step)`` (function API only) runs on rank 0 after every numbered checkpoint is written, the
-    last one included, e.g. a validation (its time counts towards --time_limit_s).
+    last one included, e.g. a validation (its time counts towards --time_limit_s); when it returns "stop" the
+    stage ends after the next step (early stopping).
     Returns {"result_dir", "final", "global_step", "epoch", "param_hash", "history": [per-step loss dicts]}.
     """
     t_start = time.monotonic()
@@ -96,6 +97,7 @@ class StageRun:
         self.cfg, self.opts, self.info = cfg, opts, info
         self.device = info.device
         self.claim, self.on_save, self.t_start = None, None, time.monotonic()
+        self.stop_requested = False      # on_save returned "stop" (e.g. validation stopped improving)
         self.result_dir = result_folder(cfg)
         self.log(f"stage {cfg.stage}: {info.world_size} process(es) on {self.device}, results in {self.result_dir}")
         seed_everything(cfg.seed, info.rank)
@@ -315,9 +317,10 @@ class StageRun:
             if final:
                 save_checkpoint(ck, os.path.join(self.result_dir, ckpts.FINAL))
             self.log(f"saved {path}" + (" and final.pth" if final else ""))
-            if self.on_save is not None:
-                self.on_save(path, self.global_step)
+            if self.on_save is not None and self.on_save(path, self.global_step) == "stop":
+                self.stop_requested = True
         barrier(self.info)
+        self.stop_requested = bool(broadcast_object(self.stop_requested, self.info))
 
     @property
     def step_based(self):
@@ -485,7 +488,9 @@ class StageRun:
                     self.epoch += 1
                     self.step_in_epoch = 0
                 timed_out = self.out_of_time(step_s)
-                if self.finished() or timed_out:          # the final checkpoint is written below
+                if self.finished() or timed_out or self.stop_requested:   # the final checkpoint is written below
+                    if self.stop_requested:
+                        self.log(f"stopping at step {self.global_step}: asked to after the last checkpoint")
                     if timed_out:
                         self.log(f"--time_limit_s {self.opts.time_limit_s:g} reached at step {self.global_step}")
                     break
