@@ -17,6 +17,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from utils import live_protocol as proto
+
 log = logging.getLogger("lawdnet.server")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _loopback_patched = False
@@ -70,12 +72,14 @@ async def _pump(session, video, audio):
     try:
         async for slot, pic in session.frames():
             vf = av.VideoFrame.from_ndarray(pic.frame, format="rgb24")
-            vf.pts, vf.time_base = slot.k * 3600, Fraction(1, 90000)
+            vf.pts, vf.time_base = proto.video_rtp(slot.k), Fraction(1, proto.VIDEO_CLOCK)
             video.queue.put_nowait(vf)
-            pcm = (np.clip(slot.audio, -1, 1) * 32767).astype(np.int16)
+            pcm = np.frombuffer(proto.pcm16(slot.audio), "<i2")
+            half = proto.FRAME_SAMPLES // 2
             for h in range(2):
-                af = av.AudioFrame.from_ndarray(pcm[None, h * 320:(h + 1) * 320], format="s16", layout="mono")
-                af.sample_rate, af.pts, af.time_base = 16000, slot.k * 640 + h * 320, Fraction(1, 16000)
+                af = av.AudioFrame.from_ndarray(pcm[None, h * half:(h + 1) * half], format="s16", layout="mono")
+                af.sample_rate, af.time_base = proto.RATE, Fraction(1, proto.RATE)
+                af.pts = proto.audio_pts(slot.k) + h * half          # from the integer k: no drift
                 if h == 0:
                     audio.queue.put_nowait(af)
                 else:
