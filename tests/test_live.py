@@ -276,7 +276,21 @@ def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(ass
         assert loud.sum() > 10 and quiet.sum() > 10, (loud.sum(), quiet.sum())
         # frames change with the speech: the mouth moves while the sound plays and is still in silence
         assert motion[loud].mean() > 2 * motion[quiet].mean() + 0.5, (motion[loud].mean(), motion[quiet].mean())
+        # the page shows the template's preview and the live statistics
+        assert d.execute_script("return document.getElementById('preview').naturalWidth") > 0
+        assert d.execute_script("return lawdnet.stats.frames_sent") > 0
+        assert d.find_element(By.ID, "s_lat").text != "–"
+        # "stop speaking" interrupts: the speech stops (the fake microphone goes on looping speech, muted)
+        n_before = len(d.execute_script("return lawdnet.samples"))
+        t_stop = d.execute_script("return performance.now()")
         d.find_element(By.ID, "stop").click()
+        time.sleep(4)                                    # longer than the fake microphone's 1.5 s of silence
+        st = d.execute_script("return {err: lawdnet.error, ack: lawdnet.interrupted, stats: lawdnet.stats}")
+        assert st["err"] is None and st["ack"]["type"] == "interrupted", st
+        assert st["stats"]["interrupts"] == 1, st
+        after = [q for q in d.execute_script("return lawdnet.samples")[n_before:] if q["t"] > t_stop + 1000]
+        assert len(after) > 25 and max(q["level"] for q in after) < 0.001, [q["level"] for q in after][:50]
+        d.find_element(By.ID, "end").click()
         assert _wait_no_sessions(live, 40) == 0          # the browser hung up: the session ended
         # offline dub through the existing API: progress bar, then a download link
         d.find_element(By.ID, "dubfile").send_keys(assets["speech"])
@@ -287,6 +301,11 @@ def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(ass
             time.sleep(0.3)
         assert d.execute_script("return document.getElementById('progress').value") == 1
         assert int(d.execute_script("return document.getElementById('download').dataset.bytes")) > 10000
+        assert d.execute_script("return document.getElementById('result').style.display") == "block"   # playable
+        end = time.time() + 20
+        while not d.execute_script("return document.getElementById('result').readyState >= 1"):
+            assert time.time() < end, "the offline result does not load in the page"
+            time.sleep(0.2)
     finally:
         d.quit()
         shutil.rmtree(profile, ignore_errors=True)
