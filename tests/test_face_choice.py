@@ -77,3 +77,38 @@ def test_face_choice_dubs_only_the_chosen_person(two, tmp_path, capsys):
     assert stats["template_cached"]
     with pytest.raises(UserError, match="face index 2"):
         _dub(two, tmp_path, "2", "none")
+
+
+def test_server_face_field_faces_route_and_live_session(two):
+    import httpx
+    from websockets.sync.client import connect
+
+    from client_LawDNet import LawDNetClient
+    from test_server import LiveServer
+
+    srv = LiveServer(checkpoint=two["ckpt"], device="cpu", data_dir=str(two["root"] / "srv"), max_sessions=1)
+    try:
+        c = LawDNetClient(srv.url, retries=0)
+        plain = c.upload_template(two["video"])
+        assert plain["face"] == "" and any("2 faces" in w for w in plain["warnings"])
+        left = c.upload_template(two["video"], face="0")
+        assert left["face"] == "0" and left["template_id"] != plain["template_id"]
+        assert not any("faces" in w for w in left["warnings"])
+        faces = httpx.get(f"{srv.url}/v1/templates/{plain['template_id']}/faces").json()
+        assert len(faces["faces"]) == 2 and faces["dubbed"][0] > W          # the largest: the right one
+        faces = httpx.get(f"{srv.url}/v1/templates/{left['template_id']}/faces").json()
+        assert faces["dubbed"][2] < W and faces["face"] == "0"
+        r = httpx.get(f"{srv.url}/v1/templates/{plain['template_id']}/preview.jpg")
+        assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+        # a click in the page: the same video with the face at that point
+        r = httpx.post(f"{srv.url}/v1/templates/{plain['template_id']}/face", json={"face": "80,80"})
+        assert r.status_code == 201 and r.json()["face"] == "80,80"
+        r = httpx.post(f"{srv.url}/v1/templates/{plain['template_id']}/face", json={"face": "x"})
+        assert r.status_code == 400 and "face must be" in r.json()["detail"]
+        with connect(f"{srv.url.replace('http', 'ws')}/v1/live/ws?template_id={left['template_id']}") as ws:
+            ready = json.loads(ws.recv(timeout=60))
+            assert ready["type"] == "ready" and ready["face"] == "0"
+            assert ready["mouth_box"][2] <= W                                  # the live mouth is the left one
+            ws.send(json.dumps({"type": "close"}))
+    finally:
+        srv.stop()
