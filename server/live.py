@@ -151,6 +151,7 @@ class LiveSession:
         self._latencies: collections.deque = collections.deque(maxlen=LATENCIES_KEPT)
         self._interrupt: Optional[dict] = None    # the last interrupt: its time and what was seen since
         self._reset_history = False
+        self._interrupts_seen = 0                  # interrupts so far (a batch formed across one is silenced)
         self._started = False                      # t0 is final (set by the producer after its warm-up batch)
         self._rendering = -1                       # first slot of the batch being rendered (-1: none)
         self.closed = False
@@ -206,12 +207,8 @@ class LiveSession:
             self._ended = False
             self._playing = False
             self._reset_history = True
-            silenced = 0
-            for s in self._slots:            # formed, not yet sent
-                if s.speech or s.shows_speech:
-                    silenced += int(s.speech)
-                    s.audio = np.zeros(FR, np.float32)
-                    s.speech, s.audio_pos, s.interrupted, s.rerender = False, -1, True, s.shows_speech
+            silenced = self._silence(self._slots)          # formed, not yet sent
+            self._interrupts_seen += 1
             self._interrupt = {"at": now, "resume_pos": self._queue_pos, "last_speech": None, "first_idle": None}
             self.stats["interrupts"] += 1
             self.stats["samples_dropped_by_interrupt"] += queued + silenced * FR
@@ -219,6 +216,17 @@ class LiveSession:
         log.info("live session %s interrupted: %d queued samples and %d formed frames dropped", self.id, queued,
                  silenced)
         return {"samples_dropped": queued + silenced * FR, "frames_silenced": silenced}
+
+    @staticmethod
+    def _silence(slots) -> int:
+        """Interrupted: the slots' sound becomes silence, their pictures showing speech are to be rendered idle."""
+        n = 0
+        for s in slots:
+            if s.speech or s.shows_speech:
+                n += int(s.speech)
+                s.audio = np.zeros(FR, np.float32)
+                s.speech, s.audio_pos, s.interrupted, s.rerender = False, -1, True, s.shows_speech
+        return n
 
     @property
     def pushed_samples(self) -> int:
@@ -366,11 +374,15 @@ class LiveSession:
                     break
                 if self._rerender_due():
                     continue
+                seen = self._interrupts_seen
                 slots, ahead = self._form(n, b)
                 for s in slots:
                     s.template_index, s.picture = next(frames)
+                pictures = [s.picture for s in slots]     # (a slot sent before its render drops its picture)
                 windows = self._windows(slots, ahead)
                 with self._cond:
+                    if self._interrupts_seen != seen:         # interrupted while this batch was being formed
+                        self.stats["samples_dropped_by_interrupt"] += FR * self._silence(slots)
                     self._slots.extend(slots)
                     self._cond.notify_all()
                 t0 = time.monotonic()
@@ -379,7 +391,7 @@ class LiveSession:
                     self.stats["batches_skipped"] += 1
                 else:
                     self._rendering = n
-                    self._render(slots, windows)
+                    self._render(slots, windows, pictures)
                     self._load.append((time.monotonic() - t0) / max(1e-4, sum(self._cost_of(b))))
                     self.stats[f"batches_of_{b}"] += 1
                     with self._cond:

@@ -456,3 +456,22 @@ def test_client_template_prints_the_id(assets, live, capsys):
     assert capsys.readouterr().out.strip() == live["tid"]
     client_LawDNet.main(["--server", live["url"], "template", assets["video"], "--json"])
     assert json.loads(capsys.readouterr().out)["template_id"] == live["tid"]
+
+
+def test_adaptive_batch_takes_the_smallest_batch_that_keeps_up():
+    """1 frame per call on idle cores, larger batches when rendering slows down; no flapping between sizes."""
+    from types import SimpleNamespace
+
+    from server.live import LiveSession
+
+    def chooser(per_batch_ms, per_frame_ms, ratio, current):
+        fake = SimpleNamespace(adaptive=True, B=4, b=current, _cost=(per_batch_ms / 1000, per_frame_ms / 1000),
+                               _load=[ratio])
+        fake.expected_render_s = lambda b, typical=False: LiveSession.expected_render_s(fake, b, typical)
+        return LiveSession._choose_batch(fake)
+
+    assert chooser(6, 6, 1.0, 4) == 1            # idle: 12 ms of 40 -> one frame per call
+    assert chooser(6, 6, 3.0, 1) == 2            # 3x slower: 36 ms for one frame is over 70 %; 2 frames (54/80) fit
+    assert chooser(6, 6, 6.0, 2) == 4            # nothing fits: the largest batch
+    assert chooser(6, 6, 1.5, 2) == 2            # 1 frame would fit in 70 % (18/40 ms) but not in 35 %: stay
+    assert chooser(6, 6, 1.0, 2) == 1            # ... with enough room, go down
