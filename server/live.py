@@ -13,7 +13,7 @@ template keeps moving with a closed, still mouth (silence features) and nothing 
 stops: a window straddling the boundary sees silence on one side, exactly as offline with leading silence.
 
 Jitter buffer. While idle, pushed speech starts as soon as its first frame plus the generator's look-ahead (2
-frames for the 5-frame window, plus the front-end's right context) plus one input chunk of cushion is there: it
+frames for the 5-frame window, plus the front-end's right context) plus half an input chunk of cushion is there: it
 is placed in the LAST slots of the batch being formed, so it starts within one batch. While speaking, a batch
 waits (until shortly before it must be rendered) for its frames plus look-ahead; if the input falls behind, the
 missing slots become silence (an underrun, counted) and the next speech starts again as above. ``end`` marks
@@ -261,7 +261,7 @@ class LiveSession:
     def lead_for(self, b: int) -> float:
         if self.fixed_lead > 0:
             return self.fixed_lead
-        return min(max(1.5 * self.expected_render_s(b) + 0.04, 2 * FRAME_S), 2 * self.B * FRAME_S)
+        return min(max(1.5 * self.expected_render_s(b) + 0.04, 1.5 * FRAME_S), 2 * self.B * FRAME_S)
 
     @property
     def lead(self) -> float:
@@ -269,6 +269,12 @@ class LiveSession:
 
     def _jitter(self) -> int:
         return max(self._chunks) if self._chunks else FR
+
+    def _cushion(self) -> int:
+        """Samples kept queued beyond the look-ahead when speech starts: half the largest recent push. (With 40 ms
+        pushes a whole one would hold every frame back by one more push; half keeps 20 ms against jitter, and
+        the wait up to each batch's deadline absorbs more.)"""
+        return self._jitter() // 2
 
     def _take(self, n_frames: int, partial_ok: bool) -> list:
         """Pop up to ``n_frames`` frames of queued audio: [(audio, stream position, arrival of its last sample)]."""
@@ -299,7 +305,7 @@ class LiveSession:
                     break
                 if self._playing and avail >= B * FR + self.lookahead:
                     break
-                if not self._playing and (avail == 0 or avail >= B * FR + self.lookahead + self._jitter()):
+                if not self._playing and (avail == 0 or avail >= B * FR + self.lookahead + self._cushion()):
                     break
                 if now >= deadline:
                     break
@@ -312,7 +318,7 @@ class LiveSession:
                 taken = self._take(B, partial_ok=ended)
                 first = 0
             else:
-                r = -(-avail // FR) if ended else (avail - self.lookahead - self._jitter()) // FR
+                r = -(-avail // FR) if ended else (avail - self.lookahead - self._cushion()) // FR
                 taken = self._take(min(B, max(0, r)), partial_ok=ended)
                 first = B - len(taken)           # speech goes into the last slots: starts within this batch
             if not taken or (ended and not len(self._queue)):
