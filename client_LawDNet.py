@@ -269,7 +269,8 @@ class LiveStream:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         url = _ws_url(server, proto.WS_PATH, {"template_id": template_id, "sample_rate": proto.RATE})
         try:
-            self.ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None)
+            # held across calls (closed by close()); entering it says so to websockets (no legacy warning)
+            self.ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None).__enter__()
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
             raise UserError(f"cannot open a live session at {server}: {type(e).__name__}: {e}") from None
         self.frames: list = []
@@ -341,6 +342,12 @@ class LiveStream:
             pass
         self.done.wait(wait_s)
         self.ws.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def send_paced(stream: LiveStream, pcm, chunk_ms: float = 40.0, stop_after_s: Optional[float] = None,

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from client_LawDNet import LawDNetClient, stream_audio
 from config.config import InferenceConfig
 from inference.schedule import pingpong_index
-from server.live_routes import unpack_frame
+from utils.live_protocol import unpack_frame
 from test_server import LiveServer
 from utils.audio.base import make_windows
 from utils.audio.mel import MelFrontEnd
