@@ -112,3 +112,32 @@ def test_server_face_field_faces_route_and_live_session(two):
             ws.send(json.dumps({"type": "close"}))
     finally:
         srv.stop()
+
+
+def test_face_choice_after_a_cut_takes_the_face_nearest_the_chosen_position(two, tmp_path):
+    """Shot 1: small A left, large B right; shot 2 (a cut): the halves swapped. Chosen face 0 (A, on the left):
+    after the cut the face nearest that position is dubbed (the left one); the right half is never touched."""
+    swapped = tmp_path / "cut.mp4"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-i", two["video"], "-filter_complex",
+                    f"[0:v]split[x][y];[x]crop={W}:{W}:0:0[l];[y]crop={W}:{W}:{W}:0[r];[r][l]hstack[s];"
+                    f"[0:v][s]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast",
+                    "-crf", "18", "-pix_fmt", "yuv420p", str(swapped)], check=True)
+    sides = []
+
+    def seen(k, i, frame, out, has_face):
+        d = np.any(out != frame, axis=2)
+        sides.append((i, bool(d[:, :W].any()), bool(d[:, W:].any())))
+
+    from config.config import InferenceConfig
+
+    x, sr, _ = synthesize_speech("Open the door. Good morning to you, said the quick brown fox to the dog.")
+    speech = tmp_path / "long.wav"
+    save_wav(speech, x, sr)
+    generate_video_with_audio(str(swapped), str(speech), two["ckpt"], tmp_path / "o.mp4",
+                              InferenceConfig(device="cpu", cache_dir=str(two["root"] / "cache")), progress=False,
+                              frame_callback=seen, face="0")
+    from utils.media.video_io import count_frames
+
+    n1 = count_frames(two["video"], 25.0)
+    assert max(i for i, _, _ in sides) >= n1 + 5                      # the dub reached into the second shot
+    assert sides and all(left and not right for _, left, right in sides), sides
