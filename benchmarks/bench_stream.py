@@ -227,16 +227,18 @@ def run_levels(url, tid, audio, levels, work):
                      "speech_frames": sum(r["speech_frames_delivered"] for r in results),
                      "dropped": sum(r["frames_dropped"] for r in results),
                      "underruns": sum(r["server"].get("underruns", 0) for r in results),
-                     "av_offset": max(abs(r["av_offset_frames"] or 0) for r in results)})
+                     "av_offset": max(abs(r["av_offset_frames"] or 0) for r in results),
+                     "batches": {b: sum(r["server"].get(f"batches_of_{b}", 0) for r in results) for b in range(1, 17)}})
     return rows
 
 
 def format_rows(rows) -> str:
-    head = "| sessions | latency p50 (ms) | latency p95 (ms) | frames/s delivered (all sessions, incl. repeats) | speech frames | dropped | underruns | worst A/V offset (frames) |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| sessions | latency p50 (ms) | latency p95 (ms) | frames/s delivered (all sessions, incl. repeats) | speech frames | dropped | underruns | worst A/V offset (frames) | batches rendered, by size |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        sizes = ", ".join(f"{n}x{b}" for b, n in sorted(r["batches"].items()) if n)
         lines.append(f"| {r['sessions']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['frames_per_s']:.1f} | "
-                     f"{r['speech_frames']} | {r['dropped']} | {r['underruns']} | {r['av_offset']:.2f} |")
+                     f"{r['speech_frames']} | {r['dropped']} | {r['underruns']} | {r['av_offset']:.2f} | {sizes} |")
     return "\n".join(lines)
 
 
