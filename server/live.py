@@ -151,6 +151,7 @@ class LiveSession:
         self._latencies: collections.deque = collections.deque(maxlen=LATENCIES_KEPT)
         self._interrupt: Optional[dict] = None    # the last interrupt: its time and what was seen since
         self._reset_history = False
+        self._k_next = 0                           # the first slot not handed to the transport yet
         self._interrupts_seen = 0                  # interrupts so far (a batch formed across one is silenced)
         self._started = False                      # t0 is final (set by the producer after its warm-up batch)
         self._rendering = -1                       # first slot of the batch being rendered (-1: none)
@@ -198,7 +199,7 @@ class LiveSession:
         the feature windows becomes silence; the next speech starts as from idle. Returns what was dropped."""
         with self._cond:
             if self.closed:
-                return {"samples_dropped": 0, "frames_silenced": 0}
+                return {"samples_dropped": 0, "frames_silenced": 0, "k": self._k_next}
             now = time.monotonic()
             queued = len(self._queue)
             self._queue_pos += queued
@@ -212,10 +213,11 @@ class LiveSession:
             self._interrupt = {"at": now, "resume_pos": self._queue_pos, "last_speech": None, "first_idle": None}
             self.stats["interrupts"] += 1
             self.stats["samples_dropped_by_interrupt"] += queued + silenced * FR
+            k_next = self._k_next
             self._cond.notify_all()
         log.info("live session %s interrupted: %d queued samples and %d formed frames dropped", self.id, queued,
                  silenced)
-        return {"samples_dropped": queued + silenced * FR, "frames_silenced": silenced}
+        return {"samples_dropped": queued + silenced * FR, "frames_silenced": silenced, "k": k_next}
 
     @staticmethod
     def _silence(slots) -> int:
@@ -296,7 +298,9 @@ class LiveSession:
         return out
 
     def _form(self, n: int, B: int) -> tuple[list, np.ndarray]:
-        """Decide the content of slots n..n+B-1; returns (slots, tentative look-ahead audio)."""
+        """Decide the content of slots n..n+B-1; returns (slots, tentative look-ahead audio). Adaptive: a speaking
+        session whose input holds fewer than B frames with their look-ahead at the deadline forms a smaller
+        batch of those instead of an underrun (the batch size had just grown, or the input is late)."""
         deadline = self.send_time(n) - 1.3 * self.expected_render_s(B) - 0.02
         with self._cond:
             while not self.closed:
@@ -314,6 +318,10 @@ class LiveSession:
             quiet = time.monotonic() - self.last_input
             ended = self._ended or bool(avail and quiet > 1.5 * self._jitter() / RATE + 2 * FRAME_S)
             was_playing = self._playing
+            ready = (avail - self.lookahead) // FR
+            if was_playing and not ended and self.adaptive and 1 <= ready < B:
+                B = int(ready)
+                self.stats["batches_shrunk"] += 1
             if was_playing:
                 taken = self._take(B, partial_ok=ended)
                 first = 0
@@ -387,10 +395,11 @@ class LiveSession:
                 pictures = [s.picture for s in slots]     # (a slot sent before its render drops its picture)
                 windows = self._windows(slots, ahead)
                 with self._cond:
-                    if self._interrupts_seen != seen:         # interrupted while this batch was being formed
+                    if self._interrupts_seen != seen:     # interrupted while this batch was being formed
                         self.stats["samples_dropped_by_interrupt"] += FR * self._silence(slots)
                     self._slots.extend(slots)
                     self._cond.notify_all()
+                b = len(slots)                        # (a speaking session may form a smaller batch)
                 t0 = time.monotonic()
                 # a batch that cannot be ready in time (at the typical render time) is skipped to catch up
                 if t0 + self.expected_render_s(b, typical=True) > slots[-1].send_at:
@@ -516,6 +525,7 @@ class LiveSession:
                 with self._cond:
                     if self._slots and self._slots[0].k == k:
                         slot = self._slots.popleft()
+                        self._k_next = k + 1      # from here on an interrupt no longer reaches it
                 if slot is not None:
                     break
                 await asyncio.sleep(0.004)

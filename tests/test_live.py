@@ -352,8 +352,9 @@ def test_interrupt_drops_pending_speech_closes_the_mouth_and_new_speech_starts_w
         _push_realtime(ws, x, 1.2)                         # speech, cut off after 1.2 s
         ws.send(proto.control(proto.INTERRUPT))
         drain(time.monotonic() + 1.5)
-        ack, at = next((m, i) for m, i in acks if m["type"] == "interrupted")
+        ack, _ = next((m, i) for m, i in acks if m["type"] == "interrupted")
         assert ack["samples_dropped"] > 0                   # speech queued or formed but not shown was dropped
+        at = next(i for i, (h, _, _) in enumerate(got) if h["k"] == ack["k"])   # the first frame not yet sent
         after = [h for h, _, _ in got[at:]]
         assert not any(h["speech"] for h in after)          # nothing of the cut speech is heard afterwards
         assert all(not np.any(p) for h, _, p in got[at:])
