@@ -4,9 +4,9 @@ Only per-frame geometry is kept (landmarks (N,68,2), a face-found flag, the trac
 number at every scene cut), frame size and count) and the reader's warnings (truncated file, damaged packets),
 never frames. A still image is a one-frame template (a static head that speaks).
 The cache file is keyed by a SHA-256 of the video's bytes plus every setting that changes the landmarks
-(detector, smoothing, frame rate, format version, the face choice), so a changed video or setting is a different key and a
-stale cache can never be used (the original keyed its caches by file name only, docs/original.md). Cache files are
-written atomically and checked on load; a damaged one is ignored and rewritten.
+(detector, smoothing, frame rate, format version, the face choice), so a changed video or setting is a different
+key and a stale cache can never be used (the original keyed its caches by file name only, docs/original.md). Cache
+files are written atomically and checked on load; a damaged one is ignored and rewritten.
 
 Limits (the server's): ``max_seconds`` refuses a longer template from its header and again while decoding;
 ``face_search_seconds`` gives up when no face was found in that many first seconds; ``cancel`` (an Event) stops
