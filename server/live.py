@@ -250,13 +250,14 @@ class LiveSession:
         return self.expected_render_s(self.b)
 
     def _choose_batch(self) -> int:
-        """Adaptive: the smallest batch whose expected render fits in UTILISATION of its playing time (going
-        down one size needs twice the margin: no flapping between sizes)."""
+        """Adaptive: the smallest batch whose typical render (the median load of the last dozen batches) fits in
+        UTILISATION of its playing time; going down a size needs twice the margin (no flapping between sizes). A
+        single slow batch does not switch sizes: the lead, planned for the slowest, absorbs it."""
         if not self.adaptive:
             return self.B
         for b in range(1, self.B + 1):
             share = UTILISATION if b >= self.b else UTILISATION / 2
-            if self.expected_render_s(b) <= share * b * FRAME_S:
+            if self.expected_render_s(b, typical=True) <= share * b * FRAME_S:
                 return b
         return self.B
 
