@@ -57,6 +57,7 @@ FPS = float(proto.FPS)
 FRAME_S = 1.0 / FPS
 RATE = proto.RATE
 UTILISATION = 0.8                  # adaptive batch: the expected render may use this share of the batch's time
+START_MARGIN = 1.5                 # the load ratio the lead plans for until a dozen batches are measured
 LATENCIES_KEPT = 500               # per-frame latencies kept for the statistics
 _EPOCH = time.monotonic()          # the shared batch grid of every session starts here
 MAX_LAG_S = 3.0                    # a consumer this far behind the timeline ends its session
@@ -146,7 +147,7 @@ class LiveSession:
         self._last_picture: Optional[Slot] = None
         # render time model: cost(b) = a + c * b seconds (measured at warm-up) times the recent load ratio
         self._cost = (0.0, 0.5 * FRAME_S)
-        self._load: collections.deque = collections.deque([1.0], maxlen=12)
+        self._load: collections.deque = collections.deque([1.0], maxlen=12)   # measured / modelled render time
         self._arrivals: collections.deque = collections.deque()   # (stream end position, time) per push
         self._latencies: collections.deque = collections.deque(maxlen=LATENCIES_KEPT)
         self._interrupt: Optional[dict] = None    # the last interrupt: its time and what was seen since
@@ -240,9 +241,14 @@ class LiveSession:
 
     def expected_render_s(self, b: int, typical: bool = False) -> float:
         """Render time (model + JPEG) of a batch of ``b`` to plan for: the warm-up's cost model scaled by the
-        slowest (``typical``: the median) load ratio of the last dozen batches (CPU load varies)."""
+        slowest (``typical``: the median) load ratio of the last dozen batches (CPU load varies). Until a dozen
+        batches of the timeline have been measured, the slowest is taken as at least START_MARGIN (the first
+        ones also meet the sender, the client and the first JPEGs, which the warm-up did not)."""
         a, c = self._cost
-        ratio = float(np.median(self._load)) if typical else max(self._load)
+        if typical:
+            ratio = float(np.median(self._load))
+        else:
+            ratio = max(max(self._load), START_MARGIN if len(self._load) < self._load.maxlen else 0.0)
         return ratio * (a + c * b)
 
     @property

@@ -266,7 +266,7 @@ def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(ass
             st = d.execute_script("return {state: lawdnet.state, frames: lawdnet.frames, err: lawdnet.error, "
                                   "decoded: lawdnet.framesDecoded, audio: lawdnet.audioSamples}")
             assert st["err"] is None, st
-            if (st["frames"] or 0) >= 250:
+            if (st["frames"] or 0) >= 250 and (st["decoded"] or 0) >= 250:   # (decoded: polled every 0.5 s)
                 break
         assert st["state"] == "connected" and st["decoded"] >= 250 and st["audio"] > 16000, st
         s = d.execute_script("return lawdnet.samples")[25:]
