@@ -1,16 +1,20 @@
 """Client for the LawDNet dubbing server (server_LawDNet.py): CLI and function API.
 
     python client_LawDNet.py [--server http://127.0.0.1:8000] [--api_key KEY] health
-    python client_LawDNet.py template face.mp4                       # -> prints the template id
+    python client_LawDNet.py template face.mp4 [--face X,Y|INDEX]   # -> prints the template id (--json: all)
     python client_LawDNet.py dub --video face.mp4 --audio speech.wav --output out.mp4 [--async]
     python client_LawDNet.py dub --template ID --audio speech.wav --output out.mp4
     python client_LawDNet.py templates | delete-template ID | job ID
     python client_LawDNet.py stream --template ID --audio speech.wav --output received.mp4 [--stats_json s.json]
+        [--interrupt_at SECONDS]
 
 Function API: ``LawDNetClient(server, api_key).dub(template_id, audio, output)``, or in one call
 ``dub_video(server, video, audio, output)``. A busy server (503) is retried after its Retry-After.
 ``stream_audio(server, template_id, audio, output)`` sends speech to a live session paced at real time over the
-WebSocket protocol (docs/live.md) and records what comes back.
+WebSocket protocol (docs/live.md) and records what comes back; its parts (``LiveStream``, ``send_paced``,
+``Recording``, ``stream_stats``) serve other uses (benchmarks/bench_stream.py --soak). The client imports neither
+torch nor the server (the wire format is utils/live_protocol.py); the A/V offset of a recording loads the
+evaluation package when the statistics are computed.
 """
 from __future__ import annotations
 
@@ -19,24 +23,17 @@ import json
 import mimetypes
 import os
 import sys
-import threading
 import time
 from typing import Callable, Optional
-from urllib.parse import urlencode
 
 import httpx
-import numpy as np
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import connect
 
+from utils import live_protocol as proto
 from utils.atomic import atomic_write
 from utils.errors import UserError, cli_main
-from utils.media.audio_io import load_audio
-from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
-from utils.media.video_io import VideoWriter
 
-# Lazy imports below: cv2, inference.dubber, server.live_routes and evaluation.stream_sync (torch, fastapi) load
-# only for a live stream, so the HTTP client starts fast.
+# Lazy imports below: numpy, cv2, websockets, the video writer and evaluation.stream_sync load only for a live
+# stream or a recording, so the HTTP client starts fast (and never needs torch or the server stack).
 
 API_KEY_ENV = "LAWDNET_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -147,9 +144,15 @@ class LawDNetClient:
     def metrics(self) -> dict:
         return self._request("GET", "/metrics", params={"format": "json"}).json()
 
-    def upload_template(self, video_path) -> dict:
-        """Upload a template video; returns its metadata (``template_id``, frames, ...)."""
-        return self._request("POST", "/v1/templates", files={"video": os.fspath(video_path)}).json()
+    def upload_template(self, video_path, face: Optional[str] = None) -> dict:
+        """Upload a template video; returns its metadata (``template_id``, frames, ...). ``face``: the person to
+        dub when it shows several (``"x,y"`` in the first frame, or an index counted left to right)."""
+        data = {"face": str(face)} if face not in (None, "") else None
+        return self._request("POST", "/v1/templates", files={"video": os.fspath(video_path)}, data=data).json()
+
+    def interrupt(self, session_id: str) -> dict:
+        """Barge-in on a live session (WebRTC ones; a WebSocket client sends the message on its socket)."""
+        return self._request("POST", f"/v1/live/{session_id}/interrupt").json()
 
     def list_templates(self) -> list:
         return self._request("GET", "/v1/templates").json()["templates"]
@@ -215,7 +218,15 @@ def dub_video(server: str, video_path, audio_path, output_path, api_key: Optiona
         return {**out, "template_id": tid}
 
 
+# ---------------------------------------------------------------------------- live streaming
+# Four parts: the protocol (LiveStream: one WebSocket session and its receiver thread), the pacing (send_paced),
+# the recording rebuilt from the received frames (rebuild_recording / write_recording) and the statistics
+# (stream_stats); stream_audio runs them in order. The wire format is utils/live_protocol.py, shared with the
+# server: this client needs neither torch nor the server's web framework.
+
 def _ws_url(server: str, path: str, params: dict) -> str:
+    from urllib.parse import urlencode
+
     base = server.rstrip("/")
     if base.startswith("https://"):
         base = "wss://" + base[8:]
@@ -225,138 +236,286 @@ def _ws_url(server: str, path: str, params: dict) -> str:
 
 
 def _percentile(xs, q):
+    import numpy as np
+
     return float(np.percentile(xs, q)) if len(xs) else None
+
+
+def _check_output(path) -> str:
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
+        raise UserError(f"{path}: the recording must be .mp4, .m4v, .mov or .mkv")
+    return path
+
+
+class Received:
+    """One frame as it arrived: ``at`` (monotonic), ``head`` (JSON header), ``jpeg``, ``pcm`` (int16)."""
+    __slots__ = ("at", "head", "jpeg", "pcm")
+
+    def __init__(self, at, head, jpeg, pcm):
+        self.at, self.head, self.jpeg, self.pcm = at, head, jpeg, pcm
+
+
+class LiveStream:
+    """One live session over the WebSocket protocol (docs/live.md): ``send_pcm`` / ``end`` / ``interrupt`` /
+    ``close``; a receiver thread appends every frame to ``frames`` (or hands it to ``on_frame`` when
+    ``keep_frames`` is False: long runs) and every text message to ``messages``."""
+
+    def __init__(self, server: str, template_id: str, api_key: Optional[str] = None, timeout_s: float = 30.0,
+                 keep_frames: bool = True, on_frame: Optional[Callable[[Received], None]] = None):
+        import threading
+
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        url = _ws_url(server, proto.WS_PATH, {"template_id": template_id, "sample_rate": proto.RATE})
+        try:
+            # held across calls (closed by close()); entering it says so to websockets (no legacy warning)
+            self.ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None).__enter__()
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
+            raise UserError(f"cannot open a live session at {server}: {type(e).__name__}: {e}") from None
+        self.frames: list = []
+        self.messages: list = []
+        self.keep_frames, self.on_frame = keep_frames, on_frame
+        self.done = threading.Event()
+        try:
+            first = json.loads(self.ws.recv(timeout=timeout_s))
+        except Exception:
+            self.ws.close()
+            raise
+        if first.get("type") != proto.READY:
+            self.ws.close()
+            raise ApiClientError(int(first.get("status", 500)), first.get("error", "error"), first.get("detail", ""))
+        self.session = first
+        self._rx = threading.Thread(target=self._receive, name="lawdnet-live-rx", daemon=True)
+        self._rx.start()
+
+    def _receive(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for msg in self.ws:
+                if isinstance(msg, bytes):
+                    head, jpeg, pcm = proto.unpack_frame(msg)
+                    r = Received(time.monotonic(), head, jpeg, pcm)
+                    if self.keep_frames:
+                        self.frames.append(r)
+                    if self.on_frame is not None:
+                        self.on_frame(r)
+                else:
+                    self.messages.append(json.loads(msg))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.done.set()
+
+    def _send(self, data) -> float:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.ws.send(data)
+        except ConnectionClosed:
+            raise UserError("the server closed the live session: "
+                            + str((self.closed or {}).get("reason", "connection closed"))) from None
+        return time.monotonic()
+
+    def send_pcm(self, pcm: bytes) -> float:
+        """Send int16 LE mono PCM at 16 kHz; returns when it was sent (monotonic)."""
+        return self._send(pcm)
+
+    def end(self) -> float:
+        return self._send(proto.control(proto.END))
+
+    def interrupt(self) -> float:
+        """Barge-in: the server drops the speech not yet shown. Returns when it was sent (monotonic)."""
+        return self._send(proto.control(proto.INTERRUPT))
+
+    @property
+    def closed(self) -> Optional[dict]:
+        return next((m for m in self.messages if m.get("type") == proto.CLOSED), None)
+
+    def close(self, wait_s: float = 10.0) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.ws.send(proto.control(proto.CLOSE))
+        except ConnectionClosed:
+            pass
+        self.done.wait(wait_s)
+        self.ws.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def send_paced(stream: LiveStream, pcm, chunk_ms: float = 40.0, stop_after_s: Optional[float] = None,
+               t0: Optional[float] = None) -> list:
+    """Send int16 samples in chunks of ``chunk_ms`` at real time (from ``t0``, default now); stops before the
+    chunk that starts at ``stop_after_s`` seconds of audio. Returns the monotonic send time of each chunk."""
+    step = int(round(proto.RATE * chunk_ms / 1000))
+    total = len(pcm) if stop_after_s is None else min(len(pcm), int(round(stop_after_s * proto.RATE)))
+    sent = []
+    t0 = time.monotonic() if t0 is None else t0
+    for i, a in enumerate(range(0, total, step)):
+        delay = t0 + i * step / proto.RATE - time.monotonic()     # from the chunk index: no accumulated drift
+        if delay > 0:
+            time.sleep(delay)
+        sent.append(stream.send_pcm(pcm[a:min(a + step, total)].tobytes()))
+    return sent
+
+
+class Recording:
+    """The received stream in timeline order: one JPEG and 640 samples per slot (a missing slot repeats the
+    previous picture, with silence), ``repeated[i]`` for pictures not rendered for their slot."""
+
+    def __init__(self, frames: list):
+        import numpy as np
+
+        if not frames:
+            raise UserError("the server sent no frames")
+        frames = sorted(frames, key=lambda f: f.head["k"])
+        by_k = {f.head["k"]: f for f in frames}
+        self.k0, kmax = frames[0].head["k"], frames[-1].head["k"]
+        self.jpegs, audio, self.repeated, self.missing = [], [], [], 0
+        last = frames[0]
+        for k in range(self.k0, kmax + 1):
+            f = by_k.get(k)
+            self.repeated.append(f is None or f.head["dropped"])
+            if f is None:
+                self.missing += 1
+                audio.append(np.zeros(proto.FRAME_SAMPLES, "<i2"))
+            else:
+                audio.append(f.pcm)
+                last = f
+            self.jpegs.append(last.jpeg)
+        self.audio = np.concatenate(audio).astype(np.float32) / 32768.0
+
+    def write(self, output_path: str):
+        """Encode the recording (H.264 + AAC, 25 fps); returns the decoded pictures (n, H, W, 3) RGB."""
+        import cv2
+        import numpy as np
+
+        from utils.media.video_io import VideoWriter
+
+        decoded = []
+        with VideoWriter(output_path, fps=float(proto.FPS), audio=self.audio, sample_rate=proto.RATE, crf=18,
+                         preset="veryfast") as w:
+            for jpg in self.jpegs:
+                rgb = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+                decoded.append(rgb)
+                w.write(rgb)
+        return np.stack(decoded)
+
+
+def frame_latencies(frames: list, sent: list, chunk_samples: int, total: int) -> list:
+    """Per speech frame (ms): the chunk holding its last sample was sent -> the frame arrived."""
+    lat = []
+    for f in frames:
+        h = f.head
+        if not h["speech"] or h["audio_pos"] < 0 or h["audio_pos"] >= total:
+            continue
+        last_sample = min(h["audio_pos"] + h["audio_samples"], total) - 1
+        ci = min(last_sample // chunk_samples, len(sent) - 1)
+        lat.append(1000 * (f.at - sent[ci]))
+    return lat
+
+
+def interrupt_timing(frames: list, at: float) -> dict:
+    """After an interrupt sent at ``at``: when the last frame still holding speech (sound or mouth) and the first
+    idle frame arrived (ms)."""
+    last = first_idle = None
+    for f in sorted(frames, key=lambda f: f.at):
+        if f.at < at:
+            continue
+        if f.head.get("idle", not f.head["speech"]):
+            first_idle = 1000 * (f.at - at)
+            break
+        last = 1000 * (f.at - at)
+    return {"interrupt_to_last_speech_ms": round(last, 1) if last is not None else 0.0,
+            "interrupt_to_first_idle_ms": round(first_idle, 1) if first_idle is not None else None}
+
+
+def stream_stats(stream: LiveStream, rec: Recording, decoded, sent: list, chunk_ms: float, total: int,
+                 output_path: str, interrupted_at: Optional[float] = None) -> dict:
+    """Latency p50 / p95 / max, delivery, drops, A/V offset of the recording (evaluation/stream_sync.py), the
+    server's own statistics and, after an interrupt, how fast the speech stopped."""
+    import numpy as np
+
+    from evaluation.stream_sync import av_offset
+
+    step = int(round(proto.RATE * chunk_ms / 1000))
+    frames = stream.frames
+    speech = [f for f in frames if f.head["speech"]]
+    lat = frame_latencies(frames, sent, step, total)
+    sync = av_offset(decoded, rec.audio, stream.session.get("mouth_box"), repeated=rec.repeated)
+    stats = {
+        "output": output_path, "session_id": stream.session.get("session_id"), "chunk_ms": chunk_ms,
+        "first_k": rec.k0, "audio_seconds": round(total / proto.RATE, 3), "frames_received": len(frames),
+        "frames_missing": rec.missing, "speech_frames_expected": -(-total // proto.FRAME_SAMPLES),
+        "speech_frames_delivered": len(speech),
+        "frames_dropped": sum(1 for f in frames if f.head["dropped"]),
+        "speech_frames_dropped": sum(1 for f in speech if f.head["dropped"]),
+        "latency_ms": {"p50": _percentile(lat, 50), "p95": _percentile(lat, 95),
+                       "max": max(lat) if lat else None, "mean": float(np.mean(lat)) if lat else None},
+        "av_offset_frames": sync.get("offset_frames"), "av_offset_correlation": sync.get("correlation"),
+        "server": (stream.closed or {}).get("stats", {}),
+        "lookahead_ms": stream.session.get("lookahead_ms"), "batch_size": stream.session.get("batch_size"),
+    }
+    if interrupted_at is not None:
+        stats["interrupt"] = {"at_audio_s": round(total / proto.RATE, 3), **interrupt_timing(frames, interrupted_at),
+                              "ack": next((m for m in stream.messages if m.get("type") == proto.INTERRUPTED), None)}
+    return stats
 
 
 def stream_audio(server: str, template_id: str, audio_path, output_path, api_key: Optional[str] = None,
                  chunk_ms: float = 40.0, stats_json: Optional[str] = None, lead_in_s: float = 0.6,
-                 tail_s: float = 0.6, timeout_s: float = 30.0) -> dict:
+                 tail_s: float = 0.6, timeout_s: float = 30.0, interrupt_at: Optional[float] = None) -> dict:
     """Live-dub ``audio_path`` on a stored template: send it as 16 kHz PCM chunks of ``chunk_ms`` paced at real
-    time, record the returned frames + audio into ``output_path`` and return statistics.
-
-    Stats: per-frame latency (chunk that completes a frame's audio sent -> that frame received) p50 / p95 /
-    max in ms, frames delivered / dropped (not rendered in time) / missing, and the A/V offset measured on the
-    recording (evaluation/stream_sync.py; positive = picture after sound).
+    time, record the returned frames + audio into ``output_path`` and return statistics (``stream_stats``).
+    ``interrupt_at`` (seconds of audio): stop sending there and interrupt the session (barge-in); the stats then
+    say when the last speech frame and the first idle frame arrived after the interrupt.
     """
-    from inference.dubber import check_output_path
-    from server.live_routes import unpack_frame
+    import numpy as np
+
+    from utils.media.audio_io import load_audio
 
     if not 20 <= chunk_ms <= 200:
         raise UserError(f"--chunk_ms must be 20-200, got {chunk_ms:g}")
-    output_path = check_output_path(output_path)
-    samples = load_audio(os.fspath(audio_path), 16000)
+    if interrupt_at is not None and interrupt_at <= 0:
+        raise UserError(f"--interrupt_at must be > 0 s, got {interrupt_at:g}")
+    output_path = _check_output(output_path)
+    samples = load_audio(os.fspath(audio_path), proto.RATE)
     if not len(samples):
         raise UserError(f"{audio_path}: the audio is empty")
     pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = _ws_url(server, "/v1/live/ws", {"template_id": template_id, "sample_rate": SAMPLE_RATE})
+    stream = LiveStream(server, template_id, api_key, timeout_s=timeout_s)
+    interrupted_at = None
     try:
-        ws = connect(url, additional_headers=headers, open_timeout=20, max_size=None)
-    except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as e:
-        raise UserError(f"cannot open a live session at {server}: {type(e).__name__}: {e}") from None
-    frames, done = [], threading.Event()
-    info: dict = {}
-    total = len(pcm)
-    try:
-        first = json.loads(ws.recv(timeout=timeout_s))
-        if first.get("type") != "ready":
-            raise ApiClientError(int(first.get("status", 500)), first.get("error", "error"), first.get("detail", ""))
-        info["session"] = first
-
-        def receive():
-            try:
-                for msg in ws:
-                    if isinstance(msg, bytes):
-                        head, jpeg, audio = unpack_frame(msg)
-                        frames.append((time.monotonic(), head, jpeg, audio))
-                        if head["speech"] and head["audio_pos"] + head["audio_samples"] >= total:
-                            info.setdefault("last_speech_at", time.monotonic())
-                    else:
-                        m = json.loads(msg)
-                        info.setdefault("messages", []).append(m)
-                        if m.get("type") == "closed":
-                            info["closed"] = m
-            except ConnectionClosed:
-                pass
-            finally:
-                done.set()
-
-        rx = threading.Thread(target=receive, daemon=True)
-        rx.start()
         time.sleep(lead_in_s)
-        step = int(round(SAMPLE_RATE * chunk_ms / 1000))
-        sent = []
-        t0 = time.monotonic()
-        for i, a in enumerate(range(0, total, step)):
-            delay = t0 + i * step / SAMPLE_RATE - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            ws.send(pcm[a:a + step].tobytes())
-            sent.append(time.monotonic())
-        ws.send(json.dumps({"type": "end"}))
+        sent = send_paced(stream, pcm, chunk_ms, stop_after_s=interrupt_at)
+        total = min(len(pcm), int(round(interrupt_at * proto.RATE))) if interrupt_at is not None else len(pcm)
         end = time.monotonic() + timeout_s
-        while "last_speech_at" not in info and not done.is_set() and time.monotonic() < end:
-            time.sleep(0.02)
+        if interrupt_at is not None and total < len(pcm):
+            interrupted_at = stream.interrupt()
+            while not any(f.at > interrupted_at and f.head.get("idle") for f in stream.frames[-50:]) and \
+                    not stream.done.is_set() and time.monotonic() < end:
+                time.sleep(0.02)
+        else:
+            stream.end()
+            while not any(f.head["speech"] and f.head["audio_pos"] + f.head["audio_samples"] >= total
+                          for f in stream.frames[-50:]) and not stream.done.is_set() and time.monotonic() < end:
+                time.sleep(0.02)
         time.sleep(tail_s)
-        try:
-            ws.send(json.dumps({"type": "close"}))
-        except ConnectionClosed:
-            pass
-        done.wait(10)
     finally:
-        ws.close()
-    if not frames:
-        raise UserError("the server sent no frames")
-    # the recording: frames in timeline order (a missing index repeats the previous picture)
-    import cv2
-
-    frames.sort(key=lambda f: f[1]["k"])
-    k0 = frames[0][1]["k"]
-    by_k = {f[1]["k"]: f for f in frames}
-    kmax = frames[-1][1]["k"]
-    pictures, audio, repeated, missing = [], [], [], 0
-    last = frames[0]
-    for k in range(k0, kmax + 1):
-        f = by_k.get(k)
-        repeated.append(f is None or f[1]["dropped"])
-        if f is None:
-            missing += 1
-            f = last
-        last = f
-        pictures.append(f[2])
-        audio.append(f[3])
-    audio_f = np.concatenate(audio).astype(np.float32) / 32768.0
-    decoded = []
-    with VideoWriter(output_path, fps=FPS, audio=audio_f, sample_rate=SAMPLE_RATE, crf=18, preset="veryfast") as w:
-        for jpg in pictures:
-            rgb = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-            decoded.append(rgb)
-            w.write(rgb)
-    # latency of each speech frame: the chunk holding its last sample was sent -> the frame arrived
-    lat = []
-    speech = [f for f in frames if f[1]["speech"]]
-    for t_recv, head, _, _ in speech:
-        last_sample = min(head["audio_pos"] + head["audio_samples"], total) - 1
-        ci = min(last_sample // step, len(sent) - 1)
-        lat.append(1000 * (t_recv - sent[ci]))
-    from evaluation.stream_sync import av_offset
-
-    sync = av_offset(np.stack(decoded), audio_f, info["session"].get("mouth_box"), repeated=repeated)
-    expected = -(-total // FRAME_SAMPLES)
-    stats = {
-        "output": output_path, "session_id": info["session"].get("session_id"), "chunk_ms": chunk_ms,
-        "first_k": k0,
-        "audio_seconds": round(total / SAMPLE_RATE, 3), "frames_received": len(frames), "frames_missing": missing,
-        "speech_frames_expected": expected, "speech_frames_delivered": len(speech),
-        "frames_dropped": sum(1 for f in frames if f[1]["dropped"]),
-        "speech_frames_dropped": sum(1 for f in speech if f[1]["dropped"]),
-        "latency_ms": {"p50": _percentile(lat, 50), "p95": _percentile(lat, 95),
-                       "max": max(lat) if lat else None, "mean": float(np.mean(lat)) if lat else None},
-        "av_offset_frames": sync.get("offset_frames"), "av_offset_correlation": sync.get("correlation"),
-        "server": (info.get("closed") or {}).get("stats", {}),
-        "lookahead_ms": info["session"].get("lookahead_ms"), "batch_size": info["session"].get("batch_size"),
-    }
+        stream.close()
+    rec = Recording(stream.frames)
+    decoded = rec.write(output_path)
+    stats = stream_stats(stream, rec, decoded, sent, chunk_ms, total, output_path, interrupted_at)
     if stats_json:
         with atomic_write(stats_json, "w") as f:
             json.dump(stats, f, indent=1)
@@ -371,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("health", help="server status")
     t = sub.add_parser("template", help="upload a template video, print its id")
     t.add_argument("video")
+    t.add_argument("--face", default=None, help="the person to dub when the video shows several: x,y (pixels in "
+                   "the first frame) or an index counted left to right")
+    t.add_argument("--json", action="store_true", help="print the whole answer (JSON), not just the id")
     sub.add_parser("templates", help="list templates")
     d = sub.add_parser("delete-template", help="delete a template")
     d.add_argument("template_id")
@@ -389,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--output", required=True, help="recording of the returned stream (mp4)")
     st.add_argument("--stats_json", default=None, help="write latency / delivery / A/V offset statistics here")
     st.add_argument("--chunk_ms", type=float, default=40.0, help="size of each sent chunk (20-200 ms)")
+    st.add_argument("--interrupt_at", type=float, default=None,
+                    help="stop sending after this many seconds of audio and interrupt the session (barge-in)")
     return p
 
 
@@ -396,14 +560,17 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.cmd == "stream":
         out = stream_audio(args.server, args.template, args.audio, args.output, api_key=args.api_key,
-                           chunk_ms=args.chunk_ms, stats_json=args.stats_json)
+                           chunk_ms=args.chunk_ms, stats_json=args.stats_json, interrupt_at=args.interrupt_at)
         print(json.dumps(out, indent=1))
         return out
     with LawDNetClient(args.server, args.api_key) as c:
         if args.cmd == "health":
             out = c.health()
         elif args.cmd == "template":
-            out = c.upload_template(args.video)
+            out = c.upload_template(args.video, face=args.face)
+            if not args.json:              # TID=$(python client_LawDNet.py template face.mp4)
+                print(out["template_id"])
+                return out
         elif args.cmd == "templates":
             out = c.list_templates()
         elif args.cmd == "delete-template":

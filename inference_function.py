@@ -32,16 +32,19 @@ from utils.errors import UserError, cli_main, warn
 def generate_video_with_audio(video_path, audio_path, checkpoint, output_path,
                               cfg: Optional[InferenceConfig] = None, *, progress: bool = True,
                               progress_callback: Optional[Callable] = None,
-                              frame_callback: Optional[Callable] = None, infer_fn=None) -> dict:
+                              frame_callback: Optional[Callable] = None, infer_fn=None, face=None) -> dict:
     """Dub ``video_path`` with ``audio_path`` into ``output_path`` with the settings ``cfg`` (defaults when
     None); returns the statistics dict of ``Dubber.dub`` (frames, faceless_frames, fps, stage_seconds, warnings,
     ...). Bad inputs raise UserError; suspicious ones (truncated, damaged) print ``warning: ...`` lines and are
-    listed in ``warnings``."""
+    listed in ``warnings``. ``face``: which person of a template showing several to dub (``"x,y"`` in the first
+    frame with a face, or an index counted left to right; None = the largest face)."""
     from inference.dubber import Dubber, check_output_path, load_dub_audio
+    from utils.face.landmarks import parse_face
     from utils.media.video_io import probe
 
     # cheap checks first, so a typo fails before the model and the landmarks are loaded
     cfg = (cfg or InferenceConfig()).validate()
+    face = parse_face(face)
     check_output_path(output_path)
     for p, what in ((video_path, "video"), (audio_path, "audio"), (checkpoint, "checkpoint")):
         if not os.path.isfile(os.fspath(p)):
@@ -54,7 +57,7 @@ def generate_video_with_audio(video_path, audio_path, checkpoint, output_path,
     for msg in audio.warnings:
         warn(msg)
     dubber = Dubber(checkpoint, cfg, infer_fn=infer_fn, progress=progress)
-    template = dubber.prepare_template(video_path)
+    template = dubber.prepare_template(video_path, face=face)
     for msg in template.template.warnings:
         warn(msg)
     return dubber.dub(template, audio, output_path, progress_callback=progress_callback,
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="LawDNet checkpoint (ours or official)")
     p.add_argument("--output", required=True, help="output video (.mp4/.mov/.mkv)")
     add_arguments(p, InferenceConfig)
+    p.add_argument("--face", default=None, help="the person to dub when the video shows several: a point x,y "
+                   "(pixels) in the first frame where that person is, or an index counted left to right "
+                   "(0 = leftmost); default: the largest face")
     p.add_argument("--no_cache", dest="use_cache", action="store_false", default=None,
                    help="do not read or write the template cache (same as --no-use_cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -81,7 +87,7 @@ def main(argv=None) -> dict:
     cfg = from_args(InferenceConfig, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     stats = generate_video_with_audio(args.video, args.audio, args.checkpoint, args.output, cfg,
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, face=args.face)
     st = stats["stage_seconds"]
     print(f"wrote {stats['output']}: {stats['frames']} frames ({stats['video_seconds']:.2f} s) in "
           f"{stats['seconds']:.1f} s ({stats['fps']:.1f} frames/s); face-less frames passed through: "

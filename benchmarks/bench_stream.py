@@ -4,6 +4,12 @@ per-frame latency p50 / p95, frames/s delivered, dropped frames, A/V offset of t
     python benchmarks/bench_stream.py                                  # tiny model (m=64), CPU, own server
     python benchmarks/bench_stream.py --checkpoint model.pth --device cuda:0 --video face.mp4   # e.g. m = 288
     python benchmarks/bench_stream.py --features                       # live vs offline feature difference
+    python benchmarks/bench_stream.py --soak 600                       # one session, TTS-like bursts, interrupts
+
+--soak SECONDS runs one session that long: utterances of 1.5-4 s of speech sent at real time, pauses of 0.5-2 s,
+every 4th utterance cut off half-way by an interrupt. It prints per minute the speech frames, latency p50 / p95
+and dropped frames, then the A/V offset of the first and the last minute's recording, the RSS of the process
+(server + client) after the first minute and at the end, and interrupt -> first idle frame.
 
 Without --checkpoint the tiny audio-sensitive random LawDNet of models/tiny.py is used (the cost of a
 real m = 64 model, not its quality). --features measures how far streaming DeepSpeech2 / HuBERT features are
@@ -60,6 +66,140 @@ def _speech(path, seconds):
     return path
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(url, tid, seconds: float, seed: int = 0) -> dict:
+    """One live session for ``seconds``: bursts, pauses and interrupts (see the module doc); returns the results."""
+    import bisect
+    import collections
+    import gc
+    import random
+
+    import numpy as np
+
+    from client_LawDNet import LiveStream, Recording
+    from evaluation.stream_sync import av_offset
+    from utils import live_protocol as proto
+    from utils.synthetic.speech import synthesize_speech
+
+    x, sr, _ = synthesize_speech("The quick brown fox jumps over the lazy dog near the river bank. Open the door, "
+                                 "and good morning to you all. We will meet again on Thursday afternoon.")
+    from scipy.signal import resample_poly
+
+    speech = (np.clip(resample_poly(x, 16000, sr), -1, 1) * 32767).astype("<i2")
+    first_frames, last_frames = [], collections.deque(maxlen=60 * proto.FPS)
+    minutes = collections.defaultdict(lambda: {"lat": [], "dropped": 0, "frames": 0})
+    chunk_ends, chunk_sent = [], []           # cumulative pushed samples after each chunk, its send time
+    pending = collections.deque()             # interrupt times waiting for their first idle frame
+    idle_after = []
+    t_start = [None]
+
+    def on_frame(r):
+        h = r.head
+        if t_start[0] is None:
+            t_start[0] = r.at
+        m = minutes[int((r.at - t_start[0]) // 60)]
+        m["frames"] += 1
+        m["dropped"] += int(h["dropped"])
+        if h["speech"] and chunk_ends:
+            i = bisect.bisect_left(chunk_ends, h["audio_pos"] + h["audio_samples"])
+            if i < len(chunk_sent):
+                m["lat"].append(1000 * (r.at - chunk_sent[i]))
+        if pending:
+            if h.get("idle"):
+                idle_after.append(1000 * (r.at - pending.popleft()))
+        if len(first_frames) < 60 * proto.FPS:
+            first_frames.append(r)
+        else:
+            last_frames.append(r)
+
+    rng = random.Random(seed)
+    stream = LiveStream(url, tid, keep_frames=False, on_frame=on_frame)
+    pos, n_utt, n_int = 0, 0, 0
+    rss_start = None
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            length = int(rng.uniform(1.5, 4.0) * 16000)
+            a = rng.randrange(0, max(1, len(speech) - length))
+            utt = np.resize(speech[a:], length) if a + length > len(speech) else speech[a:a + length]
+            cut = n_utt % 4 == 3
+            stop = length // 2 if cut else length
+            ts = time.monotonic()
+            for i, c in enumerate(range(0, stop, 640)):
+                delay = ts + i * 0.04 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                chunk = utt[c:min(c + 640, stop)]
+                chunk_ends.append(pos + len(chunk))
+                chunk_sent.append(stream.send_pcm(chunk.tobytes()))
+                pos += len(chunk)
+            if cut:
+                pending.append(stream.interrupt())
+                n_int += 1
+            else:
+                stream.end()
+            n_utt += 1
+            time.sleep(rng.uniform(0.5, 2.0))
+            if rss_start is None and time.monotonic() - t0 > 60:
+                gc.collect()
+                rss_start = _rss_mb()
+        time.sleep(1.0)
+        gc.collect()
+        rss_end = _rss_mb()
+    finally:
+        stream.close()
+    server = (stream.closed or {}).get("stats", {})
+    box = stream.session.get("mouth_box")
+
+    def offset(frames):
+        rec = Recording(list(frames))
+        import cv2
+
+        pics = np.stack([cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for j in rec.jpegs])
+        return av_offset(pics, rec.audio, box, repeated=rec.repeated).get("offset_frames")
+
+    return {"seconds": seconds, "utterances": n_utt, "interrupts": n_int,
+            "minutes": [{"minute": k, "frames": v["frames"], "speech_frames": len(v["lat"]),
+                         "p50": float(np.percentile(v["lat"], 50)) if v["lat"] else None,
+                         "p95": float(np.percentile(v["lat"], 95)) if v["lat"] else None,
+                         "dropped": v["dropped"]} for k, v in sorted(minutes.items())],
+            "av_offset_start": offset(first_frames), "av_offset_end": offset(last_frames),
+            "rss_start_mb": rss_start if rss_start is not None else rss_end, "rss_end_mb": rss_end,
+            "interrupt_to_idle_ms": idle_after, "server": server}
+
+
+def format_soak(r) -> str:
+    import numpy as np
+
+    lines = ["| minute | frames | speech frames | latency p50 (ms) | latency p95 (ms) | dropped |",
+             "|---|---|---|---|---|---|"]
+    for m in r["minutes"]:
+        f = (lambda v: "-" if v is None else f"{v:.0f}")
+        lines.append(f"| {m['minute'] + 1} | {m['frames']} | {m['speech_frames']} | {f(m['p50'])} | {f(m['p95'])} | "
+                     f"{m['dropped']} |")
+    ia = r["interrupt_to_idle_ms"]
+    growth = 100 * (r["rss_end_mb"] / r["rss_start_mb"] - 1) if r["rss_start_mb"] else 0.0
+    s = r["server"]
+    lines += ["", "| | start | end |", "|---|---|---|",
+              f"| A/V offset (frames, + = picture after sound) | {r['av_offset_start']:+.2f} | "
+              f"{r['av_offset_end']:+.2f} |",
+              f"| RSS (MB, server + client; start = after the first minute) | {r['rss_start_mb']:.0f} | "
+              f"{r['rss_end_mb']:.0f} ({growth:+.1f} %) |",
+              "", f"{r['utterances']} utterances, {r['interrupts']} interrupts; interrupt -> first idle frame "
+              f"received: p50 {np.median(ia) if ia else float('nan'):.0f} ms, max {max(ia) if ia else float('nan'):.0f}"
+              f" ms; server: {s.get('frames_sent', 0)} frames sent, {s.get('frames_dropped', 0)} dropped, "
+              f"{s.get('frames_late', 0)} late, {s.get('underruns', 0)} underruns, "
+              f"{s.get('batches_skipped', 0)} batches skipped"]
+    return "\n".join(lines)
+
+
 def run_levels(url, tid, audio, levels, work):
     import numpy as np
 
@@ -88,16 +228,18 @@ def run_levels(url, tid, audio, levels, work):
                      "speech_frames": sum(r["speech_frames_delivered"] for r in results),
                      "dropped": sum(r["frames_dropped"] for r in results),
                      "underruns": sum(r["server"].get("underruns", 0) for r in results),
-                     "av_offset": max(abs(r["av_offset_frames"] or 0) for r in results)})
+                     "av_offset": max(abs(r["av_offset_frames"] or 0) for r in results),
+                     "batches": {b: sum(r["server"].get(f"batches_of_{b}", 0) for r in results) for b in range(1, 17)}})
     return rows
 
 
 def format_rows(rows) -> str:
-    head = "| sessions | latency p50 (ms) | latency p95 (ms) | frames/s delivered (all sessions, incl. repeats) | speech frames | dropped | underruns | worst A/V offset (frames) |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = "| sessions | latency p50 (ms) | latency p95 (ms) | frames/s delivered (all sessions, incl. repeats) | speech frames | dropped | underruns | worst A/V offset (frames) | batches rendered, by size |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        sizes = ", ".join(f"{n}x{b}" for b, n in sorted(r["batches"].items()) if n)
         lines.append(f"| {r['sessions']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['frames_per_s']:.1f} | "
-                     f"{r['speech_frames']} | {r['dropped']} | {r['underruns']} | {r['av_offset']:.2f} |")
+                     f"{r['speech_frames']} | {r['dropped']} | {r['underruns']} | {r['av_offset']:.2f} | {sizes} |")
     return "\n".join(lines)
 
 
@@ -147,7 +289,10 @@ def main(argv=None):
     p.add_argument("--audio_seconds", type=float, default=6.0)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--batch_size", type=int, default=4, help="--live_batch_size of the server")
+    p.add_argument("--no_adaptive", action="store_true", help="fixed batches of --batch_size (no adaptive batch)")
     p.add_argument("--features", action="store_true", help="print the streaming feature difference table only")
+    p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                   help="one session this long with bursts, pauses and interrupts (drift, memory, latency per minute)")
     args = p.parse_args(argv)
     if any(n < 1 or n > 16 for n in args.sessions):
         raise UserError("--sessions values must be 1-16")
@@ -170,12 +315,21 @@ def main(argv=None):
         ckpt = args.checkpoint or write_tiny_checkpoint(os.path.join(work, "tiny.pth"))
         server = _ThreadServer({"checkpoint": ckpt, "device": args.device, "data_dir": os.path.join(work, "data"),
                                 "max_sessions": max(args.sessions), "live_batch_size": args.batch_size,
+                                "live_adaptive_batch": not args.no_adaptive, "session_idle_timeout_s": 600,
                                 "max_batch_frames": max(32, args.batch_size * max(args.sessions))})
         with LawDNetClient(server.url, retries=0) as c:
             tid = c.upload_template(video)["template_id"]
+        load = os.getloadavg()[0]
+        mode = f"fixed batch {args.batch_size}" if args.no_adaptive else f"adaptive batch 1-{args.batch_size}"
+        if args.soak:
+            r = soak(server.url, tid, args.soak)
+            print(f"soak: {args.soak:.0f} s, one session, {mode}, device {args.device}, load average at start "
+                  f"{load:.2f}, at end {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+            print(format_soak(r))
+            return r
         rows = run_levels(server.url, tid, audio, args.sessions, work)
-        print(f"{args.audio_seconds:.1f} s of speech per session, 40 ms chunks, live batch {args.batch_size}, "
-              f"device {args.device}")
+        print(f"{args.audio_seconds:.1f} s of speech per session, 40 ms chunks, {mode}, device {args.device}, "
+              f"load average at start {load:.2f}, at end {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
         print(format_rows(rows))
         return rows
     finally:

@@ -209,13 +209,14 @@ class Dubber:
         self.pad_batches = cfg.cuda_graphs and self.cuda and infer_fn is None   # one graph for every batch
 
     # ---------------------------------------------------------------- template
-    def prepare_template(self, video_path, use_cache: Optional[bool] = None, detector=None,
+    def prepare_template(self, video_path, use_cache: Optional[bool] = None, detector=None, face=None,
                          **limits) -> PreparedTemplate:
-        """``use_cache``: read / write the landmark cache (default: the config's). ``limits``: ``max_seconds``,
+        """``use_cache``: read / write the landmark cache (default: the config's). ``face``: the person to dub
+        (``"x,y"`` or an index left to right; None = the largest face). ``limits``: ``max_seconds``,
         ``face_search_seconds``, ``cancel`` of ``inference.template``."""
         use_cache = self.cfg.use_cache if use_cache is None else use_cache
         t = prepare_template(video_path, cache_dir=self.cfg.cache_dir, use_cache=use_cache, detector=detector,
-                             progress=self.progress, **limits)
+                             progress=self.progress, face=face, **limits)
         matrices = self.aligner.estimate(t.landmarks, (t.height, t.width))
         sets, set_of_frame = reference_sets(t.valid, t.tracks, NUM_REFERENCES, self.cfg.reference_seed)
         crop_of = {}

@@ -1,12 +1,12 @@
-"""A template video prepared for dubbing: per-frame landmarks of the main face, cached on disk.
+"""A template video prepared for dubbing: per-frame landmarks of the main face (or the chosen one), cached on disk.
 
 Only per-frame geometry is kept (landmarks (N,68,2), a face-found flag, the track (one person in one shot, a new
 number at every scene cut), frame size and count) and the reader's warnings (truncated file, damaged packets),
 never frames. A still image is a one-frame template (a static head that speaks).
 The cache file is keyed by a SHA-256 of the video's bytes plus every setting that changes the landmarks
-(detector, smoothing, frame rate, format version), so a changed video or setting is a different key and a
-stale cache can never be used (the original keyed its caches by file name only, docs/original.md). Cache files are
-written atomically and checked on load; a damaged one is ignored and rewritten.
+(detector, smoothing, frame rate, format version, the face choice), so a changed video or setting is a different
+key and a stale cache can never be used (the original keyed its caches by file name only, docs/original.md). Cache
+files are written atomically and checked on load; a damaged one is ignored and rewritten.
 
 Limits (the server's): ``max_seconds`` refuses a longer template from its header and again while decoding;
 ``face_search_seconds`` gives up when no face was found in that many first seconds; ``cancel`` (an Event) stops
@@ -27,7 +27,7 @@ import numpy as np
 
 from utils.atomic import atomic_write
 from utils.errors import UserError
-from utils.face.landmarks import LandmarkDetector, find_predictor, track_landmarks
+from utils.face.landmarks import LandmarkDetector, find_predictor, parse_face, track_landmarks
 from utils.media.container import MediaTooLong
 from utils.media.timebase import FPS
 from utils.media.video_io import count_frames, iter_frames, probe
@@ -53,6 +53,7 @@ class Template:
     cache_file: str = ""
     seconds: float = 0.0           # time spent preparing (0 when read from the cache)
     extra: dict = field(default_factory=dict)
+    face: str = ""                 # the face choice ("x,y" or an index; "" = the largest face)
 
     @property
     def num_faceless(self) -> int:
@@ -102,7 +103,7 @@ def _cache_file(cache_dir: str, video_path: str, key: str) -> str:
     return os.path.join(cache_dir, f"{stem}-{key[:24]}.npz")
 
 
-def load_cached(cache_file: str, key: str, video_path: str) -> Optional[Template]:
+def load_cached(cache_file: str, key: str, video_path: str, face: str = "") -> Optional[Template]:
     """The cached template if the file exists and matches ``key`` exactly; None otherwise."""
     if not os.path.isfile(cache_file):
         return None
@@ -118,7 +119,8 @@ def load_cached(cache_file: str, key: str, video_path: str) -> Optional[Template
             or not np.isfinite(lm).all()):
         return None
     return Template(os.fspath(video_path), key, n, int(meta["height"]), int(meta["width"]), lm, valid, tracks,
-                    warnings=[str(w) for w in meta.get("warnings", [])], from_cache=True, cache_file=cache_file)
+                    warnings=[str(w) for w in meta.get("warnings", [])], from_cache=True, cache_file=cache_file,
+                    face=face)
 
 
 def save_cached(cache_file: str, t: Template) -> None:
@@ -130,8 +132,11 @@ def save_cached(cache_file: str, t: Template) -> None:
 
 def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: bool = True, detector=None,
                      smooth: float = 1.5, progress: bool = True, max_seconds: Optional[float] = None,
-                     face_search_seconds: Optional[float] = None, cancel=None) -> Template:
+                     face_search_seconds: Optional[float] = None, cancel=None, face=None) -> Template:
     """Landmarks of the main face of every 25 fps frame of ``video_path`` (from the cache when valid).
+
+    ``face``: which person to dub in a template showing several (``"x,y"`` in the first frame with a face, an
+    index counted left to right, or a ``FaceChoice``); None = the largest face (a warning when there are more).
 
     ``cache_dir`` None -> :func:`default_cache_dir`. Raises UserError when the file is missing, is not a video
     or still image, or shows no face in any frame; ``MediaTooLong`` past ``max_seconds``; UserError when no
@@ -139,6 +144,7 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
     the module doc).
     """
     video_path = os.fspath(video_path)
+    choice = parse_face(face)
     info = probe(video_path)  # UserError for missing / not-a-video files
     if max_seconds and info.duration > max_seconds + 0.5:
         raise MediaTooLong(f"{video_path}: the video lasts {info.duration:.1f} s; the limit is {max_seconds:g} s",
@@ -152,11 +158,13 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
                         find_predictor())
     settings = {"detector": "dlib-hog", "upsample": det_settings[0], "max_side": det_settings[1],
                 "min_face": det_settings[2], "predictor": os.path.basename(det_settings[3]), "smooth": smooth}
+    if choice is not None:         # absent without a choice: the caches written before the choice stay valid
+        settings["face"] = str(choice)
     key = hashlib.sha256((file_digest(video_path) + settings_key(**settings)).encode()).hexdigest()
     cache_file = ""
     if use_cache:
         cache_file = _cache_file(cache_dir or default_cache_dir(video_path), video_path, key)
-        cached = load_cached(cache_file, key, video_path)
+        cached = load_cached(cache_file, key, video_path, str(choice or ""))
         if cached is not None:
             return cached
     t0 = time.perf_counter()
@@ -179,13 +187,14 @@ def prepare_template(video_path, cache_dir: Optional[str] = None, use_cache: boo
 
     notes: list = []
     lm, valid, tracks = track_landmarks(iter_frames(video_path, fps=FPS, notes=notes), det, smooth=smooth,
-                                        progress=progress, total=total, on_frame=on_frame, return_tracks=True)
+                                        progress=progress, total=total, on_frame=on_frame, return_tracks=True,
+                                        face=choice, notes=notes)
     if len(lm) == 0:
         raise UserError(f"{video_path}: the video has no frames")
     if not valid.any():
         raise UserError(f"{video_path}: no face found in any of its {len(lm)} frames")
     t = Template(video_path, key, len(lm), info.height, info.width, lm.astype(np.float32), valid, tracks,
-                 warnings=notes, cache_file=cache_file, seconds=time.perf_counter() - t0)
+                 warnings=notes, cache_file=cache_file, seconds=time.perf_counter() - t0, face=str(choice or ""))
     if use_cache:
         try:
             save_cached(cache_file, t)

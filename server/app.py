@@ -193,7 +193,8 @@ def create_app(config, service_factory=None) -> FastAPI:
               responses={200: {"description": "already stored (same content)"}, 400: _ERR, 413: _ERR,
                          415: _ERR, 422: _ERR, 503: _ERR})
     async def upload_template(request: Request):
-        """Upload a template video (field ``video``); its face landmarks are analysed once and cached."""
+        """Upload a template video (field ``video``); its face landmarks are analysed once and cached. Optional
+        ``face`` (form field or query): the person to dub, ``x,y`` in the first frame or an index left to right."""
         svc = service(request)
         work = svc.storage.new_work_dir("tpl")
         cancel = threading.Event()
@@ -204,7 +205,8 @@ def create_app(config, service_factory=None) -> FastAPI:
                 raise ApiError(400, "bad_request", "multipart field 'video' (the template video file) is missing")
             if up.size == 0:
                 raise ApiError(422, "unprocessable_media", "the uploaded video is empty (0 bytes)")
-            task = asyncio.ensure_future(run_in_threadpool(svc.templates.add, up, cancel))
+            face = form.fields.get("face") or request.query_params.get("face")   # the person to dub (optional)
+            task = asyncio.ensure_future(run_in_threadpool(svc.templates.add, up, cancel, face))
             try:
                 while not task.done():
                     await asyncio.wait({task}, timeout=0.5)

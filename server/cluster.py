@@ -40,7 +40,7 @@ from server.metrics import Metrics
 from server.object_store import ObjectStore
 from server.replica import ReplicaWorker
 from server.storage import Storage, valid_id
-from server.templates import TemplateStore
+from server.templates import TemplateStore, face_choice, template_id_of
 from utils.errors import UserError
 
 log = logging.getLogger("lawdnet.server")
@@ -160,8 +160,8 @@ class ClusterTemplates(TemplateStore):
             return super().meta(template_id)
         return self.store.template_meta(template_id) if valid_id(template_id) else None
 
-    def add(self, upload, cancel=None) -> tuple[dict, bool]:
-        existing = self.meta(upload.sha256[:24])
+    def add(self, upload, cancel=None, face=None) -> tuple[dict, bool]:
+        existing = self.meta(template_id_of(upload.sha256, face_choice(face)))
         if existing is not None:
             return existing, False
         with open(upload.path, "rb") as f:
@@ -169,7 +169,7 @@ class ClusterTemplates(TemplateStore):
         with self._lock:
             self._pending += 1
         try:
-            out = self.pool.run("add_template", data, upload.sha256, upload.size)
+            out = self.pool.run("add_template", data, upload.sha256, upload.size, face)
         finally:
             with self._lock:
                 self._pending -= 1
@@ -344,6 +344,15 @@ class RemoteSession:
     def end_utterance(self) -> None:
         self._send("end")
 
+    def interrupt(self) -> dict:
+        """Barge-in, applied on the replica in order with the audio pushed before it; its counts arrive with the
+        session's statistics (``public_stats``), not in this answer."""
+        self._send("interrupt")
+        return {"relayed": True}
+
+    def public_stats(self) -> dict:
+        return dict(self.stats)
+
     def close(self, reason: str = "closed", wait: bool = False) -> None:
         with self._lock:
             if self.closed:
@@ -366,7 +375,8 @@ class RemoteSession:
                 return
             self.stats = out["stats"] or self.stats
             for head, jpeg, audio in out["frames"]:
-                yield SimpleNamespace(audio=audio, **head), SimpleNamespace(jpeg=jpeg)
+                shows_speech = head.pop("shows_speech", False)
+                yield SimpleNamespace(audio=audio, **head), SimpleNamespace(jpeg=jpeg, shows_speech=shows_speech)
             if out["closed"]:
                 if out["error"]:
                     self.error = "failed on its replica"

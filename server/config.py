@@ -35,6 +35,7 @@ class ServerConfig:
     max_sessions: int = 4                # live sessions at the same time (503 busy above)
     session_idle_timeout_s: float = 60.0 # a live session that gets no audio for this long ends
     live_batch_size: int = 4             # frames per live model call (latency: look-ahead + one batch + encode)
+    live_adaptive_batch: bool = True     # live batches of 1 frame up to live_batch_size, by the load (lower latency)
     live_lead_ms: float = 0.0            # how early a live batch is rendered before it is sent; 0 = adaptive
     live_jpeg_quality: int = 85          # JPEG quality of WebSocket live frames
     # model batching (the dub settings themselves, batch_size included, are in ``inference``)

@@ -1,19 +1,28 @@
 """Live dubbing sessions: speech pushed in as it is produced, dubbed frames with that audio sent out in real time.
 
 Timeline. Output slot k is one 25 fps frame plus its 40 ms of audio (640 samples at 16 kHz); it is sent at
-``E_k = T0 + 40 ms * k``. Slots are formed in batches of ``B`` (``--live_batch_size``) by the session's producer
-thread, ``lead`` seconds before the first slot's send time (enough to render the batch). Forming a batch decides
+``E_k = T0 + 40 ms * k`` (from the integer k, never accumulated: utils/live_protocol.py). Slots are formed in
+batches of b frames by the session's producer thread, ``lead`` seconds before the first slot's send time (enough
+to render the batch). The batch adapts to the load: b is the smallest size (1 ... ``--live_batch_size``) whose
+expected render time (a per-batch plus a per-frame cost measured at warm-up, scaled by how much slower the recent
+batches ran) fits in 80 % of its own playing time, so an idle machine renders 1-2 frames at a time (low latency)
+and a loaded one larger batches (``--no-live_adaptive_batch`` keeps b fixed). Forming a batch decides
 what each slot plays: the next 640 samples of pushed speech, or idle silence. Every slot shows the template
 frame of the ping-pong schedule (index k) rendered by the model with that slot's audio window, so the idle
 template keeps moving with a closed, still mouth (silence features) and nothing jumps when speech starts or
 stops: a window straddling the boundary sees silence on one side, exactly as offline with leading silence.
 
 Jitter buffer. While idle, pushed speech starts as soon as its first frame plus the generator's look-ahead (2
-frames for the 5-frame window, plus the front-end's right context) plus one input chunk of cushion is there: it
+frames for the 5-frame window, plus the front-end's right context) plus half an input chunk of cushion is there: it
 is placed in the LAST slots of the batch being formed, so it starts within one batch. While speaking, a batch
 waits (until shortly before it must be rendered) for its frames plus look-ahead; if the input falls behind, the
 missing slots become silence (an underrun, counted) and the next speech starts again as above. ``end`` marks
 the end of an utterance: its last frames are sent at once with silence as look-ahead.
+
+Interrupt (barge-in). ``interrupt()`` drops the queued speech, silences the slots already formed but not yet sent
+(their sound stops at once) and re-renders those that still show speech with silence features when there is time
+before they are due, so the mouth closes into the idle template within a few frames, on the same ping-pong
+schedule (no jump); speech pushed afterwards starts as from idle, within one batch.
 
 Batches of all sessions are formed on one shared 40 ms * B grid, so their model calls arrive together at the
 server's frame batcher (server/batcher.py) and are merged. Before the first slot the producer renders two idle
@@ -50,6 +59,9 @@ log = logging.getLogger("lawdnet.server")
 FRAME_S = 1.0 / FPS
 RATE = SAMPLE_RATE                  # short names in the timeline arithmetic
 FR = FRAME_SAMPLES
+UTILISATION = 0.8                  # adaptive batch: the expected render may use this share of the batch's time
+START_MARGIN = 1.5                 # the load ratio the lead plans for until a dozen batches are measured
+LATENCIES_KEPT = 500               # per-frame latencies kept for the statistics
 _EPOCH = time.monotonic()          # the shared batch grid of every session starts here
 MAX_LAG_S = 3.0                    # a consumer this far behind the timeline ends its session
 GRACE_S = 0.02                     # a frame whose render is still in flight at its send time may be this late
@@ -66,6 +78,11 @@ class Slot:
     frame: Optional[np.ndarray] = None   # RGB uint8 once rendered
     jpeg: Optional[bytes] = None
     dropped: bool = False
+    audio_in_at: float = 0.0          # when the last sample of this slot's speech was pushed (monotonic)
+    shows_speech: bool = False        # the picture is rendered from a window holding speech
+    interrupted: bool = False         # silenced by an interrupt before it was sent
+    rerender: bool = False            # ... and its picture, still showing speech, is to be rendered idle
+    picture: Optional[np.ndarray] = None  # the template frame (kept until sent: an interrupt re-renders it)
 
 
 class _Resampler:
@@ -96,7 +113,7 @@ def _grid_start(after: float, period: float) -> float:
 class LiveSession:
     def __init__(self, dubber, prepared, template_id: str, *, batch_size: int = 4, lead_s: float = 0.0,
                  sample_rate: int = RATE, jpeg_quality: int = 0, idle_timeout_s: float = 60.0,
-                 on_close=None, metrics=None, kind: str = "ws"):
+                 on_close=None, metrics=None, kind: str = "ws", adaptive: bool = True):
         if int(sample_rate) < 8000 or int(sample_rate) > 192000:
             raise ApiError(400, "bad_request", f"sample_rate must be 8000-192000 Hz, got {sample_rate}")
         self.id = new_id()
@@ -106,7 +123,9 @@ class LiveSession:
         self.dubber, self.prepared = dubber, prepared
         self.features = StreamingFeatures(dubber.frontend)
         self.half = int(dubber.window) // 2
-        self.B = max(1, int(batch_size))
+        self.B = max(1, int(batch_size))           # the largest batch
+        self.adaptive = bool(adaptive) and self.B > 1
+        self.b = self.B                             # the current batch size (adaptive: 1 ... B)
         self.lookahead = self.half * FR + self.features.right        # samples needed after a frame
         self.fixed_lead = float(lead_s)
         self.jpeg_quality = int(jpeg_quality)
@@ -126,7 +145,15 @@ class LiveSession:
         self._hist = np.zeros(keep, np.float32)    # audio played just before the next batch (silence at start)
         self._slots: collections.deque = collections.deque()
         self._last_picture: Optional[Slot] = None
-        self._render_times: collections.deque = collections.deque([self.B * FRAME_S * 0.5], maxlen=12)
+        # render time model: cost(b) = a + c * b seconds (measured at warm-up) times the recent load ratio
+        self._cost = (0.0, 0.5 * FRAME_S)
+        self._load: collections.deque = collections.deque([1.0], maxlen=12)   # measured / modelled render time
+        self._arrivals: collections.deque = collections.deque()   # (stream end position, time) per push
+        self._latencies: collections.deque = collections.deque(maxlen=LATENCIES_KEPT)
+        self._interrupt: Optional[dict] = None    # the last interrupt: its time and what was seen since
+        self._reset_history = False
+        self._k_next = 0                           # the first slot not handed to the transport yet
+        self._interrupts_seen = 0                  # interrupts so far (a batch formed across one is silenced)
         self._started = False                      # t0 is final (set by the producer after its warm-up batch)
         self._rendering = -1                       # first slot of the batch being rendered (-1: none)
         self.closed = False
@@ -157,6 +184,7 @@ class LiveSession:
             self._queue = np.concatenate([self._queue, np.clip(x, -1, 1)])
             self._chunks.append(len(x))
             self.last_input = time.monotonic()
+            self._arrivals.append((self._queue_pos + len(self._queue), self.last_input))
             self.stats["samples_in"] += len(x)
             self._cond.notify_all()
 
@@ -166,6 +194,43 @@ class LiveSession:
             self._ended = bool(len(self._queue))
             self._cond.notify_all()
 
+    def interrupt(self) -> dict:
+        """Barge-in: drop the speech pushed but not yet shown. Queued audio is discarded, formed slots not yet sent
+        become silent at once (and are re-rendered idle when there is time before they are due), the history of
+        the feature windows becomes silence; the next speech starts as from idle. Returns what was dropped."""
+        with self._cond:
+            if self.closed:
+                return {"samples_dropped": 0, "frames_silenced": 0, "k": self._k_next}
+            now = time.monotonic()
+            queued = len(self._queue)
+            self._queue_pos += queued
+            self._queue = np.zeros(0, np.float32)
+            self._arrivals.clear()
+            self._ended = False
+            self._playing = False
+            self._reset_history = True
+            silenced = self._silence(self._slots)          # formed, not yet sent
+            self._interrupts_seen += 1
+            self._interrupt = {"at": now, "resume_pos": self._queue_pos, "last_speech": None, "first_idle": None}
+            self.stats["interrupts"] += 1
+            self.stats["samples_dropped_by_interrupt"] += queued + silenced * FR
+            k_next = self._k_next
+            self._cond.notify_all()
+        log.info("live session %s interrupted: %d queued samples and %d formed frames dropped", self.id, queued,
+                 silenced)
+        return {"samples_dropped": queued + silenced * FR, "frames_silenced": silenced, "k": k_next}
+
+    @staticmethod
+    def _silence(slots) -> int:
+        """Interrupted: the slots' sound becomes silence, their pictures showing speech are to be rendered idle."""
+        n = 0
+        for s in slots:
+            if s.speech or s.shows_speech:
+                n += int(s.speech)
+                s.audio = np.zeros(FR, np.float32)
+                s.speech, s.audio_pos, s.interrupted, s.rerender = False, -1, True, s.shows_speech
+        return n
+
     @property
     def pushed_samples(self) -> int:
         return int(self.stats["samples_in"])
@@ -174,27 +239,63 @@ class LiveSession:
     def send_time(self, k: int) -> float:
         return self.t0 + k * FRAME_S
 
+    def expected_render_s(self, b: int, typical: bool = False) -> float:
+        """Render time (model + JPEG) of a batch of ``b`` to plan for: the warm-up's cost model scaled by the
+        slowest (``typical``: the median) load ratio of the last dozen batches (CPU load varies). Until a dozen
+        batches of the timeline have been measured, the slowest is taken as at least START_MARGIN (the first
+        ones also meet the sender, the client and the first JPEGs, which the warm-up did not)."""
+        a, c = self._cost
+        if typical:
+            ratio = float(np.median(self._load))
+        else:
+            ratio = max(max(self._load), START_MARGIN if len(self._load) < self._load.maxlen else 0.0)
+        return ratio * (a + c * b)
+
     @property
     def render_s(self) -> float:
-        """Render time of a batch to plan for: the slowest of the last dozen (CPU load varies)."""
-        return max(self._render_times)
+        return self.expected_render_s(self.b)
+
+    def _choose_batch(self) -> int:
+        """Adaptive: the smallest batch whose typical render (the median load of the last dozen batches) fits in
+        UTILISATION of its playing time; going down a size needs twice the margin (no flapping between sizes). A
+        single slow batch does not switch sizes: the lead, planned for the slowest, absorbs it."""
+        if not self.adaptive:
+            return self.B
+        for b in range(1, self.B + 1):
+            share = UTILISATION if b >= self.b else UTILISATION / 2
+            if self.expected_render_s(b, typical=True) <= share * b * FRAME_S:
+                return b
+        return self.B
+
+    def lead_for(self, b: int) -> float:
+        if self.fixed_lead > 0:
+            return self.fixed_lead
+        return min(max(1.25 * self.expected_render_s(b) + 0.03, 1.5 * FRAME_S), 2 * self.B * FRAME_S)
 
     @property
     def lead(self) -> float:
-        if self.fixed_lead > 0:
-            return self.fixed_lead
-        return min(max(1.5 * self.render_s + 0.04, 2 * FRAME_S), 2 * self.B * FRAME_S)
+        return self.lead_for(self.b)
 
     def _jitter(self) -> int:
         return max(self._chunks) if self._chunks else FR
 
+    def _cushion(self) -> int:
+        """Samples kept queued beyond the look-ahead when speech starts: half the largest recent push. (With 40 ms
+        pushes a whole one would hold every frame back by one more push; half keeps 20 ms against jitter, and
+        the wait up to each batch's deadline absorbs more.)"""
+        return self._jitter() // 2
+
     def _take(self, n_frames: int, partial_ok: bool) -> list:
-        """Pop up to ``n_frames`` frames of queued audio: [(audio, stream position)]."""
+        """Pop up to ``n_frames`` frames of queued audio: [(audio, stream position, arrival of its last sample)]."""
         out = []
         for _ in range(n_frames):
             if len(self._queue) >= FR or (partial_ok and len(self._queue)):
                 a = self._queue[:FR]
-                out.append((np.pad(a, (0, FR - len(a))) if len(a) < FR else a, self._queue_pos))
+                end = self._queue_pos + len(a)
+                while len(self._arrivals) > 1 and self._arrivals[0][0] < end:
+                    self._arrivals.popleft()
+                arrived = self._arrivals[0][1] if self._arrivals else time.monotonic()
+                out.append((np.pad(a, (0, FR - len(a))) if len(a) < FR else a, self._queue_pos, arrived))
                 self._queue = self._queue[FR:]
                 self._queue_pos += len(a)
             else:
@@ -203,10 +304,11 @@ class LiveSession:
             self._ended = False
         return out
 
-    def _form(self, n: int) -> tuple[list, np.ndarray]:
-        """Decide the content of slots n..n+B-1; returns (slots, tentative look-ahead audio)."""
-        B = self.B
-        deadline = self.send_time(n) - 1.3 * self.render_s - 0.02
+    def _form(self, n: int, B: int) -> tuple[list, np.ndarray]:
+        """Decide the content of slots n..n+B-1; returns (slots, tentative look-ahead audio). Adaptive: a speaking
+        session whose input holds fewer than B frames with their look-ahead at the deadline forms a smaller
+        batch of those instead of an underrun (the batch size had just grown, or the input is late)."""
+        deadline = self.send_time(n) - 1.3 * self.expected_render_s(B) - 0.02
         with self._cond:
             while not self.closed:
                 avail, now = len(self._queue), time.monotonic()
@@ -214,7 +316,7 @@ class LiveSession:
                     break
                 if self._playing and avail >= B * FR + self.lookahead:
                     break
-                if not self._playing and (avail == 0 or avail >= B * FR + self.lookahead + self._jitter()):
+                if not self._playing and (avail == 0 or avail >= B * FR + self.lookahead + self._cushion()):
                     break
                 if now >= deadline:
                     break
@@ -223,11 +325,15 @@ class LiveSession:
             quiet = time.monotonic() - self.last_input
             ended = self._ended or bool(avail and quiet > 1.5 * self._jitter() / RATE + 2 * FRAME_S)
             was_playing = self._playing
+            ready = (avail - self.lookahead) // FR
+            if was_playing and not ended and self.adaptive and 1 <= ready < B:
+                B = int(ready)
+                self.stats["batches_shrunk"] += 1
             if was_playing:
                 taken = self._take(B, partial_ok=ended)
                 first = 0
             else:
-                r = -(-avail // FR) if ended else (avail - self.lookahead - self._jitter()) // FR
+                r = -(-avail // FR) if ended else (avail - self.lookahead - self._cushion()) // FR
                 taken = self._take(min(B, max(0, r)), partial_ok=ended)
                 first = B - len(taken)           # speech goes into the last slots: starts within this batch
             if not taken or (ended and not len(self._queue)):
@@ -238,14 +344,17 @@ class LiveSession:
             else:
                 self._playing = True
             ahead = self._queue[:self.lookahead].copy()
+            if self._reset_history:            # after an interrupt the windows look back on silence
+                self._hist[:] = 0
+                self._reset_history = False
         slots = []
         j = 0
         for i in range(B):
             k = n + i
             if first <= i < first + len(taken):
-                a, pos = taken[j]
+                a, pos, arrived = taken[j]
                 j += 1
-                slots.append(Slot(k, self.send_time(k), a, True, pos))
+                slots.append(Slot(k, self.send_time(k), a, True, pos, audio_in_at=arrived))
             else:
                 slots.append(Slot(k, self.send_time(k), np.zeros(FR, np.float32), False))
         return slots, ahead
@@ -256,6 +365,9 @@ class LiveSession:
         la = np.zeros(self.lookahead, np.float32)
         la[:len(ahead)] = ahead
         signal = np.concatenate([self._hist, batch, la])
+        h0 = len(self._hist)
+        for i, s in enumerate(slots):      # does the picture show speech (any in the 5-frame window)?
+            s.shows_speech = bool(np.any(signal[max(0, h0 + (i - self.half) * FR):h0 + (i + self.half + 1) * FR]))
         if keep_history and len(self._hist):
             self._hist = np.concatenate([self._hist, batch])[-len(self._hist):]
         W = 2 * self.half + 1
@@ -271,37 +383,40 @@ class LiveSession:
             self._warm_up()
             n = 0
             while not self.closed:
-                start = self.send_time(n) - self.lead
+                self._rerender_interrupted()
+                b = self.b = self._choose_batch()
+                start = self.send_time(n) - self.lead_for(b)
                 with self._cond:
-                    while not self.closed and time.monotonic() < start:
+                    while not self.closed and time.monotonic() < start and not self._rerender_due():
                         self._cond.wait(timeout=min(0.05, start - time.monotonic()))
                 if self.closed:
                     break
-                slots, ahead = self._form(n)
-                pictures = []
+                if self._rerender_due():
+                    continue
+                seen = self._interrupts_seen
+                slots, ahead = self._form(n, b)
                 for s in slots:
-                    s.template_index, f = next(frames)
-                    pictures.append(f)
+                    s.template_index, s.picture = next(frames)
+                pictures = [s.picture for s in slots]     # (a slot sent before its render drops its picture)
                 windows = self._windows(slots, ahead)
                 with self._cond:
+                    if self._interrupts_seen != seen:     # interrupted while this batch was being formed
+                        self.stats["samples_dropped_by_interrupt"] += FR * self._silence(slots)
                     self._slots.extend(slots)
                     self._cond.notify_all()
+                b = len(slots)                        # (a speaking session may form a smaller batch)
                 t0 = time.monotonic()
                 # a batch that cannot be ready in time (at the typical render time) is skipped to catch up
-                if t0 + float(np.median(self._render_times)) > slots[-1].send_at:
+                if t0 + self.expected_render_s(b, typical=True) > slots[-1].send_at:
                     self.stats["batches_skipped"] += 1
                 else:
                     self._rendering = n
-                    out = self.dubber.render_frames(self.prepared, [s.template_index for s in slots], pictures,
-                                                    windows)
-                    jpegs = [self._jpeg(f) for f in out] if self.jpeg_quality else [None] * len(out)
-                    self._render_times.append(time.monotonic() - t0)
+                    self._render(slots, windows, pictures)
+                    self._load.append((time.monotonic() - t0) / max(1e-4, sum(self._cost_of(b))))
+                    self.stats[f"batches_of_{b}"] += 1
                     with self._cond:
-                        for s, f, j in zip(slots, out, jpegs):
-                            if not s.dropped:
-                                s.frame, s.jpeg = f, j
                         self._rendering = -1
-                n += self.B
+                n += b
         except BaseException as e:  # the session ends; the transport reports it
             if not self.closed:
                 log.exception("live session %s failed", self.id)
@@ -311,26 +426,77 @@ class LiveSession:
             self.close(self.close_reason or "ended")
             self._finish()
 
+    def _render(self, slots: list, windows: torch.Tensor, pictures: Optional[list] = None) -> None:
+        """Render the slots' template pictures with ``windows`` (and their JPEGs) and attach them to the slots."""
+        pictures = [s.picture for s in slots] if pictures is None else pictures
+        out = self.dubber.render_frames(self.prepared, [s.template_index for s in slots], pictures, windows)
+        jpegs = [self._jpeg(f) for f in out] if self.jpeg_quality else [None] * len(out)
+        with self._cond:
+            for s, f, j in zip(slots, out, jpegs):
+                if not s.dropped:
+                    s.frame, s.jpeg = f, j
+
+    def _cost_of(self, b: int) -> tuple:
+        a, c = self._cost
+        return a, c * b
+
+    def _silence_windows(self, n: int) -> torch.Tensor:
+        W = 2 * self.half + 1
+        rows = self.features.rows(np.zeros((self.features.left + n + 2 * self.half) * FR + self.features.right,
+                                           np.float32), n + 2 * self.half)
+        idx = np.arange(n)[:, None] + np.arange(W)[None, :]
+        return torch.from_numpy(np.ascontiguousarray(rows[idx].transpose(0, 2, 1)))
+
+    def _rerender_due(self) -> bool:
+        with self._cond:
+            return any(s.rerender for s in self._slots)
+
+    def _rerender_interrupted(self) -> None:
+        """After an interrupt: the formed slots that still show speech are rendered again with silence when that
+        can finish before they are due (the others keep their picture; their sound is already silent)."""
+        with self._cond:
+            marked = [s for s in self._slots if s.rerender]
+            for s in marked:
+                s.rerender = False
+            now = time.monotonic()
+            todo = [s for s in marked if not s.dropped and s.picture is not None and
+                    s.send_at - now > 1.2 * self.expected_render_s(len(marked)) + 0.005]
+            pictures = [s.picture for s in todo]
+        if not todo:
+            return
+        self._render(todo, self._silence_windows(len(todo)), pictures)
+        with self._cond:
+            for s in todo:
+                s.shows_speech = False
+        self.stats["frames_rerendered_idle"] += len(todo)
+
     def _warm_up(self) -> None:
-        """Two idle batches rendered (not sent) before the timeline starts: the first pays the one-off costs (first
-        decode, allocator, kernels), the second's time seeds the render-time estimate behind the lead. The first
-        send time is then moved later if the warm-up ran into it, so no frame of the first batch is dropped."""
+        """Idle batches rendered (not sent) before the timeline starts: the first pays the one-off costs (first
+        decode, allocator, kernels), the next ones measure the cost model behind the lead and the adaptive batch
+        (the fastest of two batches of the largest size and, when adaptive, of three of a single frame: a
+        per-batch and a per-frame cost; the load ratio then scales it). The first send time is then moved later if the warm-up ran into it, so no frame of the first batch
+        is dropped."""
         tpl = self.prepared.template
         sched = iter_schedule(tpl.path, self.B, tpl.num_frames, chunk_frames(tpl.height, tpl.width))
         idx, pics = map(list, zip(*[next(sched) for _ in range(self.B)]))
-        silence = [Slot(i, 0.0, np.zeros(FR, np.float32), False) for i in range(self.B)]
-        windows = self._windows(silence, np.zeros(0, np.float32), keep_history=False)
-        times = []
-        for _ in range(2):
+        windows = self._silence_windows(self.B)
+        times: dict = {}
+        for i, b in enumerate([self.B] * 3 + ([1] * 3 if self.adaptive else [])):
             if self.closed:
                 return
             t = time.monotonic()
-            out = self.dubber.render_frames(self.prepared, idx, pics, windows)
+            out = self.dubber.render_frames(self.prepared, idx[:b], pics[:b], windows[:b])
             for f in out if self.jpeg_quality else ():
                 self._jpeg(f)
-            times.append(time.monotonic() - t)
+            if i:                      # the first pays the one-off costs; the fastest of the rest is the cost
+                times[b] = min(times.get(b, 1e9), time.monotonic() - t)
+        if self.adaptive:
+            c = max(1e-4, (times[self.B] - times[1]) / (self.B - 1))
+            self._cost = (max(0.0, times[1] - c), c)
+        else:
+            self._cost = (0.0, times[self.B] / self.B)
         with self._cond:
-            self._render_times = collections.deque([times[-1]], maxlen=12)
+            self._load = collections.deque([1.0], maxlen=12)
             earliest = time.monotonic() + self.lead + 0.05
             if self.t0 < earliest:
                 self.t0 = _grid_start(earliest, self.B * FRAME_S)
@@ -361,6 +527,7 @@ class LiveSession:
                 with self._cond:
                     if self._slots and self._slots[0].k == k:
                         slot = self._slots.popleft()
+                        self._k_next = k + 1      # from here on an interrupt no longer reaches it
                 if slot is not None:
                     break
                 await asyncio.sleep(0.004)
@@ -377,6 +544,12 @@ class LiveSession:
                     slot.dropped = True
                 elif time.monotonic() > slot.send_at + 0.002:
                     self.stats["frames_late"] += 1
+            now = time.monotonic()
+            if slot.speech and slot.audio_in_at:
+                self._latencies.append(now - slot.audio_in_at)
+            self._note_interrupt(slot, now)
+            with self._cond:
+                slot.picture = None
             if slot.dropped:
                 self.stats["frames_dropped"] += 1
                 if self.metrics is not None:
@@ -394,6 +567,33 @@ class LiveSession:
                 self.metrics.inc("live_frames_sent_total")
             yield slot, pic
             k += 1
+
+    def _note_interrupt(self, slot: Slot, now: float) -> None:
+        """After an interrupt: when the last frame still showing (or sounding) speech and the first idle one go."""
+        it = self._interrupt
+        if it is None or it["first_idle"] is not None:
+            return
+        if slot.speech and slot.audio_pos >= it["resume_pos"]:      # new speech came first: nothing to measure
+            self._interrupt = None
+            return
+        ms = round(1000 * (now - it["at"]), 1)
+        if slot.speech or slot.shows_speech:
+            it["last_speech"] = ms
+            return
+        it["first_idle"] = ms
+        last = it["last_speech"] if it["last_speech"] is not None else 0.0
+        self.stats["interrupt_to_last_speech_ms"] = last
+        self.stats["interrupt_to_first_idle_ms"] = ms
+        self.stats["interrupt_to_first_idle_ms_max"] = max(self.stats["interrupt_to_first_idle_ms_max"], ms)
+
+    def latency_ms(self) -> dict:
+        """Server-side latency of the speech frames sent recently: last sample of the frame's audio pushed -> the
+        frame sent (look-ahead, jitter cushion, batch and lead; not the network)."""
+        lat = np.array(self._latencies) * 1000
+        if not len(lat):
+            return {"p50": None, "p95": None, "max": None, "frames": 0}
+        return {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
+                "max": round(float(lat.max()), 1), "frames": int(len(lat))}
 
     def _raw_frame(self, slot: Slot) -> np.ndarray:
         f = next(iter(iter_frames(self.prepared.template.path, fps=FPS, start_frame=slot.template_index,
@@ -427,8 +627,15 @@ class LiveSession:
         return {"session_id": self.id, "kind": self.kind, "template_id": self.template_id,
                 "created": self.created, "fps": FPS, "sample_rate": RATE, "input_sample_rate": self.sample_rate,
                 "width": int(t.width), "height": int(t.height), "batch_size": self.B,
+                "adaptive_batch": self.adaptive, "current_batch_size": self.b,
                 "lookahead_ms": round(self.lookahead / RATE * 1000, 1), "lead_ms": round(self.lead * 1000, 1),
-                "mouth_box": template_mouth_box(self.prepared), "stats": dict(self.stats)}
+                "mouth_box": template_mouth_box(self.prepared), "face": t.face, "stats": self.public_stats()}
+
+    def public_stats(self) -> dict:
+        a, c = self._cost
+        return {**dict(self.stats), "latency_ms": self.latency_ms(), "current_batch_size": self.b,
+                "render_cost_ms": {"per_batch": round(1000 * a, 1), "per_frame": round(1000 * c, 1)},
+                "load_ratio": round(max(self._load), 2)}
 
 
 def template_mouth_box(prepared) -> list:
@@ -448,11 +655,12 @@ class LiveManager:
     """All live sessions of the server: the ``max_sessions`` limit, idle timeouts, template references."""
 
     def __init__(self, dubber, templates, metrics=None, max_sessions: int = 4, idle_timeout_s: float = 60.0,
-                 batch_size: int = 4, lead_ms: float = 0.0, jpeg_quality: int = 85):
+                 batch_size: int = 4, lead_ms: float = 0.0, jpeg_quality: int = 85, adaptive_batch: bool = True):
         self.dubber, self.templates, self.metrics = dubber, templates, metrics
         self.max_sessions = int(max_sessions)
         self.idle_timeout_s = float(idle_timeout_s)
         self.batch_size, self.lead_s, self.jpeg_quality = int(batch_size), float(lead_ms) / 1000, int(jpeg_quality)
+        self.adaptive_batch = bool(adaptive_batch)
         self._lock = threading.Lock()
         self.sessions: dict[str, LiveSession] = {}
         self._closing = False
@@ -476,7 +684,7 @@ class LiveManager:
                 s = LiveSession(self.dubber, prepared, template_id, batch_size=self.batch_size, lead_s=self.lead_s,
                                 sample_rate=sample_rate, jpeg_quality=self.jpeg_quality if jpeg else 0,
                                 idle_timeout_s=self.idle_timeout_s, on_close=self._closed, metrics=self.metrics,
-                                kind=kind)
+                                kind=kind, adaptive=self.adaptive_batch)
             except BaseException:
                 self.templates.release(template_id)
                 raise

@@ -75,7 +75,7 @@ class ReplicaWorker:
         if self.store is not None and self.storage.read_template_meta(template_id) is None:
             self.store.pull_template(self.storage, template_id)
 
-    def add_template(self, data: bytes, sha256: str, size: int) -> dict:
+    def add_template(self, data: bytes, sha256: str, size: int, face=None) -> dict:
         work = self.storage.new_work_dir("tpl")
         try:
             path = os.path.join(work, "video.upload")
@@ -83,7 +83,8 @@ class ReplicaWorker:
                 f.write(data)
             del data
             try:
-                meta, created = self.svc.templates.add(UploadedFile(path=path, size=int(size), sha256=sha256))
+                meta, created = self.svc.templates.add(UploadedFile(path=path, size=int(size), sha256=sha256),
+                                                       face=face)
             except ApiError as e:
                 return _error(e)
             if self.store is not None:
@@ -217,7 +218,8 @@ class _LiveRelay:
             async def run():
                 async for slot, pic in self.session.frames():
                     head = {"k": slot.k, "speech": slot.speech, "audio_pos": slot.audio_pos,
-                            "template_index": slot.template_index, "dropped": slot.dropped}
+                            "template_index": slot.template_index, "dropped": slot.dropped,
+                            "interrupted": slot.interrupted, "shows_speech": pic.shows_speech}
                     with self._cond:
                         self._frames.append((head, pic.jpeg, slot.audio))
                         self._cond.notify_all()
@@ -250,6 +252,8 @@ class _LiveRelay:
                     self.session.push_pcm16(data)
                 elif kind == "end":
                     self.session.end_utterance()
+                elif kind == "interrupt":
+                    self.session.interrupt()
             except ApiError:
                 pass              # e.g. too much audio ahead: dropped, as the session itself would refuse it
 
@@ -262,5 +266,5 @@ class _LiveRelay:
         s = self.session
         if done:
             self._on_end()
-        return {"frames": frames, "closed": done, "reason": s.close_reason, "stats": dict(s.stats),
+        return {"frames": frames, "closed": done, "reason": s.close_reason, "stats": s.public_stats(),
                 "error": s.error is not None}

@@ -42,7 +42,8 @@ class DubService:
                                on_finish=self._release_template)
         self.live = LiveManager(self.dubber, self.templates, self.metrics, max_sessions=config.max_sessions,
                                 idle_timeout_s=config.session_idle_timeout_s, batch_size=config.live_batch_size,
-                                lead_ms=config.live_lead_ms, jpeg_quality=config.live_jpeg_quality)
+                                lead_ms=config.live_lead_ms, jpeg_quality=config.live_jpeg_quality,
+                                adaptive_batch=config.live_adaptive_batch)
         g = self.metrics.gauges
         g["live_sessions"] = lambda: self.live.count
         g["queue_depth"] = lambda: self.jobs.queued

@@ -12,6 +12,7 @@ face in its first ``face_search_seconds`` is refused there; an analysis whose cl
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import queue
 import threading
@@ -39,6 +40,24 @@ class _Hooked:
         self.hook(self.path, self.cancel)
         return self.cancel is not None and self.cancel.is_set()
 
+
+
+def face_choice(face):
+    """The parsed ``face`` field (None: no choice); ApiError 400 when it is malformed."""
+    from utils.face.landmarks import parse_face
+
+    try:
+        return parse_face(face)
+    except UserError as e:
+        raise ApiError(400, "bad_request", str(e)) from None
+
+
+def template_id_of(video_sha256: str, choice=None) -> str:
+    """A template's id: its video's content and the person chosen (``face_choice``): the same video with another
+    face is another template."""
+    if choice is None:
+        return video_sha256[:24]
+    return hashlib.sha256(f"{video_sha256}|face={choice}".encode()).hexdigest()[:24]
 
 class TemplateStore:
     def __init__(self, dubber, storage, max_analyses: int = 4, max_waiting: int = 8, memory: int = 8,
@@ -78,13 +97,21 @@ class TemplateStore:
                 raise
         return self._detectors.get()
 
-    def _prepare(self, path: str, cancel=None, limits: bool = False):
+    def _prepare(self, path: str, cancel=None, limits: bool = False, face=None):
         det = self._take_detector()
         try:
             if limits and self.analysis_hook is not None:
                 cancel = _Hooked(self.analysis_hook, path, cancel)
-            return self.dubber.prepare_template(path, use_cache=True, detector=det, cancel=cancel,
+            return self.dubber.prepare_template(path, use_cache=True, detector=det, cancel=cancel, face=face,
                                                 **(self.limits if limits else {}))
+        finally:
+            self._detectors.put(det)
+
+    def detect_faces(self, frame):
+        """Face boxes of one RGB frame (with one of the analysis detectors)."""
+        det = self._take_detector()
+        try:
+            return [box for box, _ in det.detect(frame)]
         finally:
             self._detectors.put(det)
 
@@ -102,15 +129,17 @@ class TemplateStore:
         return self._pending
 
     # ------------------------------------------------------------------ add
-    def add(self, upload, cancel=None) -> tuple[dict, bool]:
-        """Analyse and store an uploaded video or still image (blocking; call from a worker thread).
+    def add(self, upload, cancel=None, face=None) -> tuple[dict, bool]:
+        """Analyse and store an uploaded video or still image (blocking; call from a worker thread). ``face``
+        chooses the person to dub (``x,y`` / an index); the same video with another choice is another template.
 
         Returns (meta, created). Raises ApiError 422 for a file that is not a usable video / has no face / is
         too long, 503 when too many analyses are waiting; ``AnalysisCancelled`` once ``cancel`` is set.
         """
         from inference.template import AnalysisCancelled
 
-        template_id = upload.sha256[:24]
+        choice = face_choice(face)
+        template_id = template_id_of(upload.sha256, choice)
         with self._lock:
             if self._pending >= self.max_analyses + self.max_waiting:
                 raise ApiError(503, "busy", f"{self._pending} template analyses in progress; try again later",
@@ -125,7 +154,7 @@ class TemplateStore:
                 t0 = time.perf_counter()
                 names = {upload.path: "the uploaded video", os.path.basename(upload.path): "the uploaded video"}
                 try:
-                    prepared = self._prepare(upload.path, cancel=cancel, limits=True)
+                    prepared = self._prepare(upload.path, cancel=cancel, limits=True, face=choice)
                 except AnalysisCancelled:
                     if self.metrics is not None:
                         self.metrics.inc("template_analyses_cancelled_total")
@@ -140,16 +169,38 @@ class TemplateStore:
                         "faceless_frames": int(t.num_faceless), "shots": int(t.num_tracks),
                         "still": int(t.num_frames) == 1, "bytes": int(upload.size), "created": time.time(),
                         "analysis_seconds": round(time.perf_counter() - t0, 3),
-                        "warnings": [user_message(UserError(w), names) for w in t.warnings]}
+                        "warnings": [user_message(UserError(w), names) for w in t.warnings],
+                        "face": str(choice or ""), "video_sha256": upload.sha256}
                 self.storage.commit_template(template_id, upload.path, meta)
                 # reload from the final location (cache hit): the dubber reads frames from template.path
-                self._remember(template_id, self._prepare(self.storage.template_video(template_id)))
+                self._remember(template_id, self._prepare(self.storage.template_video(template_id), face=choice))
                 return meta, True
         finally:
             with self._lock:
                 self._pending -= 1
                 if not id_lock.locked():
                     self._id_locks.pop(template_id, None)
+
+    def add_face(self, template_id: str, face: str) -> tuple[dict, bool]:
+        """The stored template ``template_id``'s video with the person ``face`` chosen, as a template of its own."""
+        import shutil
+
+        from inference.template import file_digest
+        from server.uploads import UploadedFile
+
+        meta = self.meta(template_id)
+        if meta is None:
+            raise ApiError(404, "template_not_found", f"no template with id {template_id!r}")
+        src = self.storage.template_video(template_id)
+        work = self.storage.new_work_dir("face")
+        try:
+            path = os.path.join(work, "video")
+            shutil.copyfile(src, path)
+            up = UploadedFile(path=path, size=os.path.getsize(path),
+                              sha256=meta.get("video_sha256") or file_digest(path))
+            return self.add(up, face=face)
+        finally:
+            self.storage.remove(work)
 
     def _remember(self, template_id: str, prepared) -> None:
         with self._lock:
@@ -173,7 +224,8 @@ class TemplateStore:
                 self._lru.move_to_end(template_id)
         if prepared is None:
             try:
-                prepared = self._prepare(self.storage.template_video(template_id))
+                prepared = self._prepare(self.storage.template_video(template_id),
+                                         face=(self.meta(template_id) or {}).get("face") or None)
             except UserError as e:
                 self.release(template_id)
                 raise ApiError(500, "template_damaged", user_message(e, {

@@ -18,7 +18,8 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
+from utils import live_protocol as proto
+from utils.media.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
 # Lazy imports below: aiortc and aioice are optional (WebRTC only); available() tells whether they are installed.
 
@@ -74,13 +75,14 @@ async def _pump(session, video, audio):
     try:
         async for slot, pic in session.frames():
             vf = av.VideoFrame.from_ndarray(pic.frame, format="rgb24")
-            vf.pts, vf.time_base = slot.k * round(90000 / FPS), Fraction(1, 90000)
+            vf.pts, vf.time_base = proto.video_rtp(slot.k), Fraction(1, proto.VIDEO_CLOCK)
             video.queue.put_nowait(vf)
-            pcm = (np.clip(slot.audio, -1, 1) * 32767).astype(np.int16)
+            pcm = np.frombuffer(proto.pcm16(slot.audio), "<i2")
+            half = proto.FRAME_SAMPLES // 2
             for h in range(2):
-                af = av.AudioFrame.from_ndarray(pcm[None, h * HALF:(h + 1) * HALF], format="s16", layout="mono")
-                af.pts, af.time_base = slot.k * FRAME_SAMPLES + h * HALF, Fraction(1, SAMPLE_RATE)
-                af.sample_rate = SAMPLE_RATE
+                af = av.AudioFrame.from_ndarray(pcm[None, h * half:(h + 1) * half], format="s16", layout="mono")
+                af.sample_rate, af.time_base = proto.RATE, Fraction(1, proto.RATE)
+                af.pts = proto.audio_pts(slot.k) + h * half          # from the integer k: no drift
                 if h == 0:
                     audio.queue.put_nowait(af)
                 else:

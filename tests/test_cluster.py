@@ -141,7 +141,7 @@ class TestService:
 
         import websockets
 
-        from server.live_routes import unpack_frame
+        from utils.live_protocol import unpack_frame
 
         url = service["url"].replace("http://", "ws://") + f"/v1/live/ws?template_id={service['tid']}"
         pcm = (np.clip(load_audio(assets["audios"][2], 16000), -1, 1) * 32767).astype("<i2").tobytes()

@@ -17,7 +17,7 @@ from websockets.sync.client import connect
 from client_LawDNet import LawDNetClient, stream_audio
 from conftest import LiveServer, make_dubber
 from inference.schedule import pingpong_index
-from server.live_routes import unpack_frame
+from utils.live_protocol import unpack_frame
 from utils.audio.base import make_windows
 from utils.audio.mel import MelFrontEnd
 from utils.audio.streaming import StreamingFeatures, feature_difference, stream_rows
@@ -237,10 +237,10 @@ def _chrome(mic_wav, profile):
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="chromium + chromium-driver not installed (bash setup.sh as root installs them)")
 @pytest.mark.slow
 @pytest.mark.realtime
+@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                    reason="chromium + chromium-driver not installed (bash setup.sh as root installs them)")
 def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(assets, live):
     from selenium.webdriver.common.by import By
 
@@ -261,7 +261,7 @@ def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(ass
             st = d.execute_script("return {state: lawdnet.state, frames: lawdnet.frames, err: lawdnet.error, "
                                   "decoded: lawdnet.framesDecoded, audio: lawdnet.audioSamples}")
             assert st["err"] is None, st
-            if (st["frames"] or 0) >= 250:
+            if (st["frames"] or 0) >= 250 and (st["decoded"] or 0) >= 250:   # (decoded: polled every 0.5 s)
                 break
         assert st["state"] == "connected" and st["decoded"] >= 250 and st["audio"] > 16000, st
         s = d.execute_script("return lawdnet.samples")[25:]
@@ -271,7 +271,21 @@ def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(ass
         assert loud.sum() > 10 and quiet.sum() > 10, (loud.sum(), quiet.sum())
         # frames change with the speech: the mouth moves while the sound plays and is still in silence
         assert motion[loud].mean() > 2 * motion[quiet].mean() + 0.5, (motion[loud].mean(), motion[quiet].mean())
+        # the page shows the template's preview and the live statistics
+        assert d.execute_script("return document.getElementById('preview').naturalWidth") > 0
+        assert d.execute_script("return lawdnet.stats.frames_sent") > 0
+        assert d.find_element(By.ID, "s_lat").text != "–"
+        # "stop speaking" interrupts: the speech stops (the fake microphone goes on looping speech, muted)
+        n_before = len(d.execute_script("return lawdnet.samples"))
+        t_stop = d.execute_script("return performance.now()")
         d.find_element(By.ID, "stop").click()
+        time.sleep(4)                                    # longer than the fake microphone's 1.5 s of silence
+        st = d.execute_script("return {err: lawdnet.error, ack: lawdnet.interrupted, stats: lawdnet.stats}")
+        assert st["err"] is None and st["ack"]["type"] == "interrupted", st
+        assert st["stats"]["interrupts"] == 1, st
+        after = [q for q in d.execute_script("return lawdnet.samples")[n_before:] if q["t"] > t_stop + 1000]
+        assert len(after) > 25 and max(q["level"] for q in after) < 0.001, [q["level"] for q in after][:50]
+        d.find_element(By.ID, "end").click()
         assert _wait_no_sessions(live, 40) == 0          # the browser hung up: the session ended
         # offline dub through the existing API: progress bar, then a download link
         d.find_element(By.ID, "dubfile").send_keys(assets["speech"])
@@ -282,6 +296,178 @@ def test_browser_plays_live_dub_from_fake_microphone_and_runs_an_offline_dub(ass
             time.sleep(0.3)
         assert d.execute_script("return document.getElementById('progress').value") == 1
         assert int(d.execute_script("return document.getElementById('download').dataset.bytes")) > 10000
+        assert d.execute_script("return document.getElementById('result').style.display") == "block"   # playable
+        end = time.time() + 20
+        while not d.execute_script("return document.getElementById('result').readyState >= 1"):
+            assert time.time() < end, "the offline result does not load in the page"
+            time.sleep(0.2)
     finally:
         d.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- interrupt (barge-in)
+
+def _push_realtime(ws, x, seconds=None):
+    n = len(x) if seconds is None else int(seconds * 16000)
+    t0 = time.monotonic()
+    for i, a in enumerate(range(0, n, 640)):
+        delay = t0 + i * 0.04 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ws.send(x[a:min(a + 640, n)].tobytes())
+
+
+@pytest.mark.realtime
+def test_interrupt_drops_pending_speech_closes_the_mouth_and_new_speech_starts_within_a_batch(assets, live):
+    import cv2
+
+    from utils import live_protocol as proto
+
+    x = (load_audio(assets["speech"], 16000) * 32767).astype("<i2")
+    N = live["srv"].service.templates.acquire(live["tid"]).template.num_frames
+    live["srv"].service.templates.release(live["tid"])
+    with connect(f"{live['url'].replace('http', 'ws')}/v1/live/ws?template_id={live['tid']}") as ws:
+        ready = json.loads(ws.recv(timeout=30))
+        B = ready["batch_size"]
+        got, acks = [], []
+
+        def drain(until):
+            while time.monotonic() < until:
+                try:
+                    m = ws.recv(timeout=0.01)
+                except TimeoutError:
+                    continue
+                if isinstance(m, str):
+                    acks.append((json.loads(m), len(got)))
+                else:
+                    got.append(unpack_frame(m))
+
+        drain(time.monotonic() + 1.0)                      # idle frames first: the still mouth to come back to
+        _push_realtime(ws, x, 1.2)                         # speech, cut off after 1.2 s
+        ws.send(proto.control(proto.INTERRUPT))
+        drain(time.monotonic() + 1.5)
+        ack, _ = next((m, i) for m, i in acks if m["type"] == "interrupted")
+        assert ack["samples_dropped"] > 0                   # speech queued or formed but not shown was dropped
+        at = next(i for i, (h, _, _) in enumerate(got) if h["k"] == ack["k"])   # the first frame not yet sent
+        after = [h for h, _, _ in got[at:]]
+        assert not any(h["speech"] for h in after)          # nothing of the cut speech is heard afterwards
+        assert all(not np.any(p) for h, _, p in got[at:])
+        busy = [h["k"] for h in after if not h["idle"]]    # formed before the interrupt (lead <= 2 batches) + one
+        assert not busy or busy[-1] - after[0]["k"] < 3 * B, busy
+        ks = [h["k"] for h, _, _ in got]                    # no jump: every slot, on the ping-pong schedule
+        assert ks == list(range(ks[0], ks[0] + len(ks)))
+        assert [h["template_index"] for h, _, _ in got] == [pingpong_index(k, N) for k in ks]
+        pics = {}
+        for h, jpeg, _ in got:                              # idle before == idle after the interrupt
+            if h["idle"] and not h["dropped"] and h["speech"] is False:
+                img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
+                if h["k"] > after[0]["k"] + 2 * B and h["template_index"] in pics:
+                    assert np.abs(img - pics[h["template_index"]]).mean() < 1.0
+                pics.setdefault(h["template_index"], img)
+        # speech pushed after the interrupt starts within one batch, from its own first sample
+        k_at_push = got[-1][0]["k"]
+        _push_realtime(ws, x, 0.6)
+        ws.send(proto.control(proto.END))
+        first = None
+        while first is None:
+            m = ws.recv(timeout=10)
+            if isinstance(m, bytes) and unpack_frame(m)[0]["speech"]:
+                first = unpack_frame(m)[0]
+        lookahead = int(np.ceil((ready["lookahead_ms"] + 40) / 40))
+        assert first["audio_pos"] == int(1.2 * 16000)         # the stream goes on after what was pushed
+        assert first["k"] - k_at_push <= 2 * B + lookahead + B, (first, k_at_push)
+        ws.send(proto.control(proto.CLOSE))
+        closed = None
+        while closed is None:
+            m = ws.recv(timeout=10)
+            if isinstance(m, str) and json.loads(m)["type"] == "closed":
+                closed = json.loads(m)
+    st = closed["stats"]
+    assert st["interrupts"] == 1 and st["interrupt_to_first_idle_ms"] is not None
+    assert st["interrupt_to_last_speech_ms"] <= st["interrupt_to_first_idle_ms"]
+    assert _wait_no_sessions(live) == 0
+
+
+@pytest.mark.realtime
+def test_client_interrupt_at_and_http_interrupt(assets, live, tmp_path):
+    out = tmp_path / "cut.mp4"
+    stats = stream_audio(live["url"], live["tid"], assets["speech"], out, interrupt_at=1.0, tail_s=0.8)
+    it = stats["interrupt"]
+    assert it["ack"]["type"] == "interrupted" and it["interrupt_to_first_idle_ms"] is not None
+    assert it["interrupt_to_last_speech_ms"] <= it["interrupt_to_first_idle_ms"]
+    assert stats["audio_seconds"] == 1.0 and stats["server"]["interrupts"] == 1
+    assert stats["speech_frames_delivered"] <= stats["speech_frames_expected"]
+    audio = load_audio(str(out), 16000)                  # the recording is silent after the cut
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    assert len(loud) and (loud[-1] - loud[0]) / 16000 < 1.05
+    # the HTTP endpoint (WebRTC sessions use it): unknown session -> 404
+    r = httpx.post(f"{live['url']}/v1/live/{'0' * 24}/interrupt")
+    assert r.status_code == 404 and r.json()["error"] == "session_not_found"
+    assert _wait_no_sessions(live) == 0
+
+
+# ---------------------------------------------------------------------------- time base, client
+
+def test_timestamps_come_from_sample_counts_and_do_not_drift():
+    """Ten hours of slots: pts, RTP and audio positions are exact (computed from k), and a session's send times
+    are t0 + k * 40 ms without accumulated error."""
+    from server.live import FRAME_S
+    from utils import live_protocol as proto
+
+    k = 10 * 3600 * 25
+    assert proto.pts(k) == 36000.0 and proto.audio_pts(k) == k * 640 and proto.video_rtp(k) == k * 3600
+    acc = 0.0
+    for _ in range(k):             # what an accumulating clock would say
+        acc += FRAME_S
+    assert abs(acc - 36000.0) > 1e-7        # it drifts ...
+    assert all(proto.pts(j) == j / 25 for j in range(k - 1000, k + 1))   # ... the protocol's does not (exact)
+    from types import SimpleNamespace
+
+    from server.live import LiveSession
+
+    fake = SimpleNamespace(t0=1000.0)
+    assert abs(LiveSession.send_time(fake, k) - (1000.0 + 36000.0)) < 1e-9
+    head = proto.frame_header(k, speech=True, audio_pos=proto.audio_pts(k), template_index=3, dropped=False,
+                              video_bytes=0, audio_samples=640, idle=False)
+    h, _, pcm = proto.unpack_frame(proto.pack_frame(head, b"", proto.pcm16(np.zeros(640))))
+    assert h["pts"] == 36000.0 and h["audio_pos"] == k * 640 and len(pcm) == 640
+
+
+def test_client_imports_neither_torch_nor_the_server():
+    import subprocess
+    import sys
+
+    code = ("import sys, client_LawDNet; bad = [m for m in ('torch', 'fastapi', 'starlette', 'server', "
+            "'inference', 'server.live_routes') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_client_template_prints_the_id(assets, live, capsys):
+    import client_LawDNet
+
+    client_LawDNet.main(["--server", live["url"], "template", assets["video"]])
+    assert capsys.readouterr().out.strip() == live["tid"]
+    client_LawDNet.main(["--server", live["url"], "template", assets["video"], "--json"])
+    assert json.loads(capsys.readouterr().out)["template_id"] == live["tid"]
+
+
+def test_adaptive_batch_takes_the_smallest_batch_that_keeps_up():
+    """1 frame per call on idle cores, larger batches when rendering slows down; no flapping between sizes."""
+    from types import SimpleNamespace
+
+    from server.live import LiveSession
+
+    def chooser(per_batch_ms, per_frame_ms, ratio, current):
+        fake = SimpleNamespace(adaptive=True, B=4, b=current, _cost=(per_batch_ms / 1000, per_frame_ms / 1000),
+                               _load=[ratio])
+        fake.expected_render_s = lambda b, typical=False: LiveSession.expected_render_s(fake, b, typical)
+        return LiveSession._choose_batch(fake)
+
+    assert chooser(6, 6, 1.0, 4) == 1            # idle: 12 ms of 40 -> one frame per call
+    assert chooser(6, 6, 3.0, 1) == 2            # 3x slower: 36 ms for one frame is over 70 %; 2 frames (54/80) fit
+    assert chooser(6, 6, 6.0, 2) == 4            # nothing fits: the largest batch
+    assert chooser(6, 6, 1.5, 2) == 2            # 1 frame would fit in 70 % (18/40 ms) but not in 35 %: stay
+    assert chooser(6, 6, 1.0, 2) == 1            # ... with enough room, go down

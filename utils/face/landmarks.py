@@ -2,7 +2,8 @@
 
 The original pipeline used per-frame PIPNet landmarks with no temporal smoothing (crop jitter)
 and rounded the training landmarks to int32 (docs/original.md). Here every frame goes through one detector, the
-main face is tracked (a second face never takes over), landmarks stay float and are smoothed over time.
+main face is tracked (a second face never takes over), landmarks stay float and are smoothed over time. The main
+face is the largest one unless a ``FaceChoice`` (``--face x,y`` or an index counted left to right) picks another.
 """
 from __future__ import annotations
 
@@ -186,6 +187,76 @@ def _area(b: np.ndarray) -> float:
     return float(max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]))
 
 
+def _centre(b: np.ndarray) -> np.ndarray:
+    return np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], np.float64)
+
+
+class FaceChoice:
+    """Which person of a template to dub: ``point`` (x, y) in the first frame with a face (the face whose box holds
+    it, else the nearest), or ``index`` counted left to right there. Written back as ``"x,y"`` / ``"i"``."""
+
+    def __init__(self, point: Optional[tuple] = None, index: Optional[int] = None):
+        if (point is None) == (index is None):
+            raise ValueError("a FaceChoice is a point or an index")
+        self.point = None if point is None else (float(point[0]), float(point[1]))
+        self.index = None if index is None else int(index)
+
+    def __str__(self) -> str:
+        if self.index is not None:
+            return str(self.index)
+        return f"{self.point[0]:g},{self.point[1]:g}"
+
+    def __repr__(self) -> str:
+        return f"FaceChoice({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FaceChoice) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def pick(self, dets: list) -> tuple:
+        """The chosen detection among ``dets`` [(box, landmarks)] of one frame (UserError if the index is out of
+        range)."""
+        if self.index is not None:
+            order = sorted(dets, key=lambda d: _centre(d[0])[0])
+            if not 0 <= self.index < len(order):
+                raise UserError(f"face index {self.index} chosen but the first frame with a face shows "
+                                f"{len(order)} face(s) (0 = leftmost)")
+            return order[self.index]
+        x, y = self.point
+        inside = [d for d in dets if d[0][0] <= x <= d[0][2] and d[0][1] <= y <= d[0][3]]
+        if inside:
+            return min(inside, key=lambda d: _area(d[0]))
+        return min(dets, key=lambda d: float(np.hypot(*(_centre(d[0]) - (x, y)))))
+
+
+def parse_face(spec) -> Optional[FaceChoice]:
+    """``"x,y"`` (a point in pixels) or ``"i"`` (an index left to right) -> FaceChoice; None / "" -> None."""
+    if spec is None or isinstance(spec, FaceChoice):
+        return spec
+    text = str(spec).strip()
+    if not text:
+        return None
+    try:
+        if "," in text:
+            x, y = (float(v) for v in text.split(","))
+            if not (math.isfinite(x) and math.isfinite(y)) or x < 0 or y < 0:
+                raise ValueError
+            return FaceChoice(point=(x, y))
+        i = int(text)
+        if i < 0:
+            raise ValueError
+        return FaceChoice(index=i)
+    except ValueError:
+        raise UserError(f"face must be a point 'x,y' (pixels, in the first frame) or an index 0, 1, ... counted "
+                        f"left to right, got {text[:40]!r}") from None
+
+
+def _nearest(dets: list, point: np.ndarray) -> tuple:
+    return min(dets, key=lambda d: float(np.hypot(*(_centre(d[0]) - point))))
+
+
 class ShotDetector:
     """Hard cuts between consecutive frames, from 8x6 colour thumbnails (each cell the mean colour of 1/48 of the
     frame): a cut when the thumbnail changes by more than ``min_diff`` grey levels on average AND by more than
@@ -215,7 +286,8 @@ class ShotDetector:
 def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDetector] = None,
                     smooth: float = 1.5, progress: bool = True, total: Optional[int] = None,
                     min_iou: float = 0.1, min_area_ratio: float = 0.5, cuts: bool = True,
-                    on_frame: Optional[Callable[[int, bool], None]] = None, return_tracks: bool = False):
+                    on_frame: Optional[Callable[[int, bool], None]] = None, return_tracks: bool = False,
+                    face: Optional[FaceChoice] = None, notes: Optional[list] = None):
     """Landmarks of the main face over a frame sequence -> (landmarks (T,68,2) float32, valid (T,) bool)
     (plus ``tracks`` (T,) int32 with ``return_tracks``).
 
@@ -230,6 +302,11 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
     person in one shot (a new number at every cut and every re-acquisition without overlap): the frames a
     reference for that person may come from. ``on_frame(index, face_found)`` is called after every frame (it
     may raise to stop). Frames are consumed one at a time and not kept.
+
+    ``face`` (a FaceChoice) replaces "the largest face": the chosen one starts the track; a re-acquisition within a
+    shot takes the face nearest the last position (within 1.5 face widths: never the other person), and a new
+    shot the face nearest the chosen position. Without a choice, a first frame showing several faces adds a
+    note to ``notes`` (the largest is dubbed).
     """
     detector = detector or LandmarkDetector()
     if total is None and hasattr(frames, "__len__"):
@@ -242,6 +319,8 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
     prev_box: Optional[np.ndarray] = None
     prev_valid = False
     is_cut = ShotDetector() if cuts else None
+    anchor: Optional[np.ndarray] = None     # the chosen position (with ``face``)
+    warned = False
     for t, frame in enumerate(tqdm(frames, total=total, desc="landmarks", unit="frame", disable=not progress)):
         pick = None
         if is_cut is not None and is_cut(_check_frame(frame)):
@@ -256,15 +335,32 @@ def track_landmarks(frames: Iterable[np.ndarray], detector: Optional[LandmarkDet
                     pick = dets[int(np.argmax(ious))]
                     break
             if pick is None and dets:
-                big = max(dets, key=lambda d: _area(d[0]))
-                if _area(big[0]) >= min_area_ratio * _area(prev_box):
-                    pick = big
+                if face is not None:     # the chosen person, where it was last seen: never the other one
+                    near = _nearest(dets, _centre(prev_box))
+                    limit = 1.5 * max(1.0, float(prev_box[2] - prev_box[0]))
+                    cand = near if np.hypot(*(_centre(near[0]) - _centre(prev_box))) <= limit else None
+                else:
+                    big = max(dets, key=lambda d: _area(d[0]))
+                    cand = big if _area(big[0]) >= min_area_ratio * _area(prev_box) else None
+                if cand is not None:
+                    pick = cand
                     seg += 1  # re-acquired somewhere else: do not smooth across, maybe another person
                     track += 1
         else:
             dets = detector.detect(frame)
-            if dets:
+            if dets and face is not None:
+                if anchor is None:       # the first frame with faces: the choice decides
+                    pick = face.pick(dets)
+                    anchor = _centre(pick[0]) if face.point is None else np.array(face.point, np.float64)
+                else:                    # a new shot: the face nearest the chosen position
+                    pick = _nearest(dets, anchor)
+            elif dets:
                 pick = max(dets, key=lambda d: _area(d[0]))
+                if not warned and len(dets) > 1:
+                    warned = True
+                    if notes is not None:
+                        notes.append(f"the template shows {len(dets)} faces; the largest is dubbed (choose "
+                                     f"another with --face x,y or an index counted left to right)")
         if pick is None:
             lms.append(np.full((NUM_LANDMARKS, 2), np.nan, np.float32))
             valid.append(False)
