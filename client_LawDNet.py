@@ -141,6 +141,21 @@ class LawDNetClient:
     def health(self) -> dict:
         return self._request("GET", "/healthz").json()
 
+    def wait_until_up(self, timeout_s: float = 120.0, poll_s: float = 0.5) -> dict:
+        """Poll /healthz until the server answers ``ok`` (it is unreachable or still loading its model before);
+        returns the health answer. UserError after ``timeout_s``."""
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                h = self.health()
+                if h.get("status") == "ok":
+                    return h
+            except UserError:           # not listening yet, or 503 while the model loads
+                pass
+            if time.monotonic() > end:
+                raise UserError(f"{self.http.base_url} did not come up within {timeout_s:g} s")
+            time.sleep(poll_s)
+
     def metrics(self) -> dict:
         return self._request("GET", "/metrics", params={"format": "json"}).json()
 

@@ -34,8 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv=None) -> ServerConfig:
     args = build_parser().parse_args(argv)
-    if not args.checkpoint:
-        raise UserError("--checkpoint is required")
     cfg = from_args(ServerConfig, args)
     cfg.inference = from_args(InferenceConfig, args)
     return cfg.validate()

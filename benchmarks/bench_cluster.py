@@ -71,16 +71,7 @@ def bench_service(ckpt, video, audio, root, replicas, cores, requests, concurren
         ray_serve.start(cfg)
         url = f"http://127.0.0.1:{cfg.port}"
         c = LawDNetClient(url, retries=0, timeout=600)
-        end = time.time() + 300
-        while True:
-            try:
-                if c.health()["status"] == "ok":
-                    break
-            except Exception:
-                pass
-            if time.time() > end:
-                raise RuntimeError("the service did not come up")
-            time.sleep(0.5)
+        c.wait_until_up(300)
         tid = c.upload_template(video)["template_id"]
         c.dub(tid, audio, os.path.join(root, "warm.mp4"))          # warm-up: template in memory, first batch
         if replicas > 1:

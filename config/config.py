@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from config.profile import get_profile
 from utils.errors import UserError
+from utils.threads import check_threads
 
 # Lazy import below: the audio front-end registry (numpy, PyAV) loads only when an InferenceConfig is validated,
 # so every CLI's --help and option errors stay fast.
@@ -180,8 +181,7 @@ class InferenceConfig:
             raise UserError(f"--audio_feature must be one of {', '.join(AUDIO_FEATURES)}, got {self.audio_feature!r}")
         if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:
             raise UserError(f"--amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
-        if self.threads is not None and int(self.threads) < 0:
-            raise UserError(f"--threads must be >= 0 (0 or unset = all cores), got {self.threads}")
+        check_threads(self.threads)
         if not 0 <= int(self.crf) <= 51:
             raise UserError(f"--crf must be 0-51, got {self.crf}")
         if not 0 <= float(self.sharpen) <= 3:

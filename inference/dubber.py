@@ -170,7 +170,7 @@ class Dubber:
         cfg = dataclasses.replace(cfg or InferenceConfig()).validate()   # a copy: the caller's object stays as it is
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.thread_plan = plan_threads(cfg.threads or 0, self.device.type)   # decode / model / encode share cores
+        self.thread_plan = plan_threads(cfg.threads, self.device.type)   # decode / model / encode share cores
         apply_plan(self.thread_plan)
         self.model, info = load_lawdnet(os.fspath(checkpoint), device=self.device, return_info=True)
         self.info = info

@@ -101,15 +101,7 @@ def service(cluster, assets):
         ray_serve.start(cfg)
         url = f"http://127.0.0.1:{cfg.port}"
         client = LawDNetClient(url, retries=0, timeout=300)
-        end = time.time() + 120
-        while True:
-            try:
-                if client.health()["status"] == "ok":
-                    break
-            except Exception:
-                pass
-            assert time.time() < end, "the cluster service did not come up"
-            time.sleep(0.5)
+        client.wait_until_up(120)
         tid = client.upload_template(assets["video"])["template_id"]
         yield {"cfg": cfg, "url": url, "client": client, "tid": tid}
         client.close()
@@ -252,15 +244,7 @@ class TestService:
             assert json.load(open(folder / "job.json"))["status"] == "succeeded"
         ray_serve.start(dataclasses.replace(service["cfg"], api_key="k3y"))    # now with an API key
         c2 = LawDNetClient(service["url"], api_key="k3y", retries=0, timeout=300)
-        end = time.time() + 120
-        while True:
-            try:
-                if c2.health()["status"] == "ok":
-                    break
-            except Exception:
-                pass
-            assert time.time() < end
-            time.sleep(0.5)
+        c2.wait_until_up(120)
         assert c2.job(job_id)["status"] == "succeeded"
         out2 = tmp_path / "again.mp4"
         c2.download(job_id, out2)
