@@ -39,9 +39,8 @@ from utils.errors import UserError
 from utils.face.align import FaceAligner, apply_transform, paste_back, paste_back_torch, paste_mask
 from utils.face.blend import speech_mask
 from utils.media.audio_io import decode_audio, finish_mono, resample
-from utils.media.timebase import num_video_frames
 from utils.media.formats import OUTPUT_VIDEO_EXTS
-from utils.media.timebase import FPS, SAMPLE_RATE
+from utils.media.timebase import FPS, SAMPLE_RATE, num_video_frames
 from utils.media.video_io import VideoWriter, iter_frames
 from utils.threads import ThreadTuner, apply_plan, plan_threads
 
