@@ -51,6 +51,7 @@ from inference.frames import chunk_frames, iter_schedule
 from server.errors import ApiError
 from server.storage import new_id
 from utils.audio.streaming import StreamingFeatures
+from utils.heap import settle_heap
 from utils.media.timebase import FPS, FRAME_SAMPLES, SAMPLE_RATE
 from utils.media.video_io import iter_frames
 
@@ -495,6 +496,7 @@ class LiveSession:
             self._cost = (max(0.0, times[1] - c), c)
         else:
             self._cost = (0.0, times[self.B] / self.B)
+        settle_heap()                  # a full GC later would stall the timeline longer than the input buffer
         with self._cond:
             self._load = collections.deque([1.0], maxlen=12)
             earliest = time.monotonic() + self.lead + 0.05

@@ -15,6 +15,7 @@ from server.metrics import Metrics
 from server.storage import Storage
 from server.templates import TemplateStore
 from utils.errors import UserError
+from utils.heap import settle_heap
 
 log = logging.getLogger("lawdnet.server")
 
@@ -52,6 +53,7 @@ class DubService:
         g["template_analyses_pending"] = lambda: self.templates.pending
         g["templates_stored"] = lambda: len(self.storage.list_template_ids())
         self.closing = False
+        settle_heap()                  # start-up objects (torch, the model) are never walked by a later full GC
 
     def describe(self) -> dict:
         d = self.dubber
