@@ -26,6 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from utils.errors import UserError, cli_main  # noqa: E402
+from utils.face.geometry import check_mouth_region_size  # noqa: E402
 
 
 # Better help than the dataclasses' field comments, where a flag needs more words.
@@ -74,8 +75,7 @@ def main(argv=None) -> dict:
 
     a = build_parser().parse_args(argv)
     model = from_args(TinyModel, a)
-    if model.mouth_region_size < 16 or model.mouth_region_size % 8:
-        raise UserError(f"--mouth_region_size must be a multiple of 8 and >= 16, got {model.mouth_region_size}")
+    check_mouth_region_size(model.mouth_region_size)
     if model.batch_size < 1 or model.lr <= 0 or model.sync_weight < 0:
         raise UserError("--batch_size must be >= 1, --lr > 0, --sync_weight >= 0")
     # --mouth_region_size is the generator's, whether trained here or loaded (official files do not store it)

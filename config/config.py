@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from config.profile import get_profile
 from utils.errors import UserError
+from utils.face.geometry import check_mouth_region_size
 from utils.threads import check_threads
 
 # Lazy import below: the audio front-end registry (numpy, PyAV) loads only when an InferenceConfig is validated,
@@ -175,8 +176,8 @@ class InferenceConfig:
 
         if int(self.batch_size) < 1:
             raise UserError(f"--batch_size must be >= 1, got {self.batch_size}")
-        if self.mouth_region_size is not None and (self.mouth_region_size <= 0 or self.mouth_region_size % 8):
-            raise UserError(f"--mouth_region_size must be a positive multiple of 8, got {self.mouth_region_size}")
+        if self.mouth_region_size is not None:
+            check_mouth_region_size(self.mouth_region_size)
         if self.audio_feature is not None and self.audio_feature not in AUDIO_FEATURES:
             raise UserError(f"--audio_feature must be one of {', '.join(AUDIO_FEATURES)}, got {self.audio_feature!r}")
         if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:

@@ -38,6 +38,7 @@ from utils.device import torch_device
 from utils.errors import UserError
 from utils.face.align import FaceAligner, apply_transform, paste_back, paste_back_torch, paste_mask
 from utils.face.blend import speech_mask
+from utils.face.geometry import check_mouth_region_size
 from utils.media.audio_io import decode_audio, finish_mono, resample
 from utils.media.formats import OUTPUT_VIDEO_EXTS
 from utils.media.timebase import FPS, SAMPLE_RATE, num_video_frames
@@ -182,8 +183,7 @@ class Dubber:
                 raise UserError(f"{checkpoint}: trained with mouth_region_size {m}, not {cfg.mouth_region_size}")
             if cfg.audio_feature and cfg.audio_feature != feat:
                 raise UserError(f"{checkpoint}: trained with {feat!r} audio features, not {cfg.audio_feature!r}")
-        if m <= 0 or m % 8:
-            raise UserError(f"mouth_region_size must be a positive multiple of 8, got {m}")
+        check_mouth_region_size(int(m), flag=f"{checkpoint}: mouth_region_size")
         self.mouth_region_size, self.audio_feature = int(m), feat
         self.profile = resolve_profile(cfg.profile, info["profile"])
         self.amp_dtype = cfg.amp_dtype or self.profile.gpu_precision

@@ -145,6 +145,7 @@ def test_real_videos_with_a_given_checkpoint_skip_training(demo_run, tmp_path):
     (["--checkpoint", "/nonexistent/model.pth"], "file not found"),
     (["--syncnet", "/nonexistent/syncnet.pth"], "--syncnet"),
     (["--sync_weight", "-1"], "--sync_weight"),
+    (["--mouth_region_size", "48"], "--mouth_region_size must be a positive multiple of 32 (m = 48 gives a 78x60"),
 ])
 def test_bad_flags_give_one_line_error(tmp_path, args, message):
     r = _run("--output_dir", str(tmp_path / "o"), *args, timeout=120)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from config.config import WARP_MODES, ModelConfig, TrainConfig, add_arguments, from_args
 from config.experiment import load_stage
 from utils.errors import UserError
+from utils.face.geometry import check_mouth_region_size
 
 
 @dataclass
@@ -74,6 +75,7 @@ def check(cfg: TrainConfig, opts: RunOptions) -> None:
     for name in ("batch_size", "augment_num", "mouth_region_size", "keep_last", "log_every"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    check_mouth_region_size(cfg.mouth_region_size)
     for name in ("max_steps", "save_every_steps", "sync_warmup_steps", "adv_warmup_steps", "lr_warmup_steps",
                  "image_every"):
         if getattr(cfg, name) < 0:
