@@ -40,8 +40,8 @@ def format_tables(res: dict, video_seconds: float, holdout_s: float, budget_min:
 
     lines = [f"one video of {video_seconds:.1f} s, the last {holdout_s:.1f} s held out", "",
              "| video | openness r vs truth | PSNR mouth (dB) | SSIM mouth | opening vs audio r | LSE-C | LSE-D | "
-             "still-skin ΔE mean | p99 | paste-edge ΔE p99 | mouth sharpness | open in silence |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "still-skin ΔE mean | p99 | paste-edge ΔE p99 | colour fringe p99 | mouth sharpness | open in silence |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, title in ROWS:
         v = res["mean"].get(key)
         if v is not None:
@@ -49,7 +49,8 @@ def format_tables(res: dict, video_seconds: float, holdout_s: float, budget_min:
                          f"{f(v.get('ssim_mouth'), '{:.3f}')} | {f(v.get('av_corr'), '{:+.3f}')} | "
                          f"{f(v.get('own_lse_c'), '{:.3f}')} | {f(v.get('own_lse_d'), '{:.3f}')} | "
                          f"{f(v.get('skin_de_mean'), '{:.2f}')} | {f(v.get('skin_de_p99'), '{:.1f}')} | "
-                         f"{f(v.get('edge_de_p99'), '{:.1f}')} | {f(v.get('mouth_sharpness'), '{:.2f}')} | "
+                         f"{f(v.get('edge_de_p99'), '{:.1f}')} | {f(v.get('fringe_p99'), '{:.1f}')} | "
+                         f"{f(v.get('mouth_sharpness'), '{:.2f}')} | "
                          f"{f(v.get('open_in_silence'), '{:.2f}')} |")
     lines += ["", "validation on the held-out segment during training (reconstruction):", "",
               "| stage | step | PSNR mouth | SSIM mouth | opening vs audio r | LSE-C | LSE-D | best so far |",

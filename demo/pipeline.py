@@ -405,7 +405,8 @@ def _notes(v: dict | None) -> list[str]:
     f = lambda k, spec: "n/a" if v.get(k) is None else spec.format(v[k])  # noqa: E731
     return [f"skin dE {f('skin_de_mean', '{:.2f}')} (p99 {f('skin_de_p99', '{:.1f}')}), "
             f"lower face {f('lower_de_mean', '{:.1f}')}",
-            f"edge dE p99 {f('edge_de_p99', '{:.1f}')}, sharp {f('mouth_sharpness', '{:.2f}')}",
+            f"edge dE p99 {f('edge_de_p99', '{:.1f}')}, fringe p99 {f('fringe_p99', '{:.1f}')}, "
+            f"sharp {f('mouth_sharpness', '{:.2f}')}",
             f"openness r {f('openness_corr', '{:+.2f}')}, PSNR mouth {f('psnr_mouth', '{:.1f}')}"]
 
 

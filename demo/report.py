@@ -18,7 +18,8 @@ COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "
            ("own_lse_d", "LSE-D (demo SyncNet)", "{:.3f}"),
            ("skin_de_mean", "still-skin ΔE vs truth", "{:.2f}"), ("skin_de_p99", "its p99", "{:.1f}"),
            ("lower_de_mean", "lower-face ΔE", "{:.2f}"),
-           ("edge_de_p99", "paste-edge ΔE p99", "{:.1f}"), ("mouth_sharpness", "mouth sharpness / truth", "{:.2f}"),
+           ("edge_de_p99", "paste-edge ΔE p99", "{:.1f}"), ("fringe_p99", "colour fringe p99", "{:.1f}"),
+           ("mouth_sharpness", "mouth sharpness / truth", "{:.2f}"),
            ("skin_flicker_excess", "skin flicker excess", "{:.2f}"),
            ("open_in_silence", "open in silence", "{:.2f}"),
            ("skin_de_mean_tpl", "still-skin ΔE vs template", "{:.2f}"),
@@ -53,13 +54,16 @@ SKIN_DE_MEAN_TOL, SKIN_DE_P99_TOL, MIN_SHARPNESS, SILENCE_TOL = 0.5, 2.0, 0.75, 
 # ours: the lower face's median colour (chin, beside the mouth) and the paste edge within these of the template
 # baseline's (its own mouth shape already differs from the truth's there)
 LOWER_DE_TOL, EDGE_DE_P99_TOL = 1.0, 5.0
+# colours the truth has nowhere near (a green line along the jaw, evaluation/fringe.py): the 99th percentile within
+# this of the template baseline's (Δa*b*; a thin line of 5 or more is seen)
+FRINGE_P99_TOL = 2.0
 
 
 def quality_bar(summary: dict, min_corr: float = 0.6, baselines=("template", "silence")) -> dict:
     """The project's bar on held-out sentences: openness r >= min_corr; mouth PSNR above both baselines (in
     reconstruction the template is the ground truth, so only the silence baseline counts); still-skin colour
     difference within SKIN_DE_MEAN_TOL / SKIN_DE_P99_TOL of the template baseline's, the lower face's colour and
-    the paste edge within LOWER_DE_TOL / EDGE_DE_P99_TOL of it; mouth sharpness >=
+    the paste edge within LOWER_DE_TOL / EDGE_DE_P99_TOL of it, colour fringes within FRINGE_P99_TOL; mouth sharpness >=
     MIN_SHARPNESS of the truth's; mouth open in silence no more often than the truth's. ``checks`` lists each
     (name, value, limit, ok); ``failed`` the names of those not met (a figure that could not be measured fails)."""
     m = summary["mean"]
@@ -83,6 +87,7 @@ def quality_bar(summary: dict, min_corr: float = 0.6, baselines=("template", "si
               ("lower-face ΔE (median colour)", d.get("lower_de_mean"),
                limit(tpl.get("lower_de_mean", 0.0), LOWER_DE_TOL), "<="),
               ("paste-edge ΔE p99", d.get("edge_de_p99"), limit(tpl.get("edge_de_p99", 0.0), EDGE_DE_P99_TOL), "<="),
+              ("colour fringe p99", d.get("fringe_p99"), limit(tpl.get("fringe_p99", 0.0), FRINGE_P99_TOL), "<="),
               ("mouth sharpness / truth's", d.get("mouth_sharpness"), MIN_SHARPNESS, ">="),
               ("mouth open in silence", d.get("open_in_silence"), limit(truth.get("open_in_silence"), SILENCE_TOL),
                "<=")]

@@ -1,9 +1,9 @@
 """What a viewer sees, against one other video (the ground truth or the template): the appearance meters
-(still-skin colour, paste edge, mouth sharpness, still-skin flicker), fed frame by frame.
+(still-skin colour, paste edge, colour fringes, mouth sharpness, still-skin flicker), fed frame by frame.
 
-Each meter is a small class with ``add(pair)`` and ``result()`` (evaluation/colour.py, seam.py, sharpness.py,
-flicker.py); a ``Comparison`` streams the other video next to the generated one, cuts both to the face regions
-of the other video's landmarks (the regions of what the dub should look like) and feeds its meters.
+Each meter is a small class with ``add(pair)`` and ``result()`` (evaluation/colour.py, seam.py, fringe.py,
+sharpness.py, flicker.py); a ``Comparison`` streams the other video next to the generated one, cuts both to the
+face regions of the other video's landmarks (the regions of what the dub should look like) and feeds its meters.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from evaluation.colour import LowerFaceCast, StillSkinColour
 from evaluation.flicker import SkinFlicker
+from evaluation.fringe import ColourFringe
 from evaluation.regions import FramePair, face_regions
 from evaluation.seam import EdgeRing
 from evaluation.sharpness import MouthSharpness
@@ -20,7 +21,8 @@ from utils.media.video_io import iter_frames
 
 
 def default_meters(suffix: str) -> list:
-    return [StillSkinColour(suffix), LowerFaceCast(suffix), EdgeRing(suffix), MouthSharpness(suffix), SkinFlicker(suffix)]
+    return [StillSkinColour(suffix), LowerFaceCast(suffix), EdgeRing(suffix), ColourFringe(suffix),
+            MouthSharpness(suffix), SkinFlicker(suffix)]
 
 
 class Comparison:

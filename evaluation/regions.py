@@ -8,8 +8,11 @@
 - ``lower``: the skin speech moves but does not open: the hull of the lips and the lower jaw (without the
   lowered jaw) minus the lips grown by ``LIPS_MARGIN``: chin and the cheeks beside the mouth. A cast of the
   generated face shows there (its median colour is compared, so a jaw that opens differently does not count).
+- ``moved``: everything the blend mask can touch (the speech hull grown by ``GROW + FEATHER``) except the lips
+  grown by ``LIPS_MARGIN``: chin, jaw line, the cheeks beside the mouth and the collar or neck below the jaw.
+  Colour fringes along the generated jaw contour show there (evaluation/fringe.py).
 - ``mouth``: the box around the lips: sharpness is measured there.
-Each is given with the bounding box (y0, y1, x0, x1) of all three, so meters convert only that part of a frame.
+Each is given with the bounding box (y0, y1, x0, x1) of all of them, so meters convert only that part of a frame.
 """
 from __future__ import annotations
 
@@ -32,7 +35,9 @@ class FaceRegions:
     still: np.ndarray     # bool
     ring: np.ndarray      # bool
     lower: np.ndarray     # bool
+    moved: np.ndarray     # bool
     mouth: tuple          # (y0, y1, x0, x1) relative to box
+    eye_distance: float   # pixels, the unit of every margin above
 
 
 def face_regions(lm68: np.ndarray, hw: tuple[int, int]) -> FaceRegions:
@@ -62,11 +67,13 @@ def face_regions(lm68: np.ndarray, hw: tuple[int, int]) -> FaceRegions:
                        .astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
     near_lips = cv2.distanceTransform((1 - lips_in).astype(np.uint8), cv2.DIST_L2, 5) <= LIPS_MARGIN * d
     lower = (jaw > 0) & ~near_lips
+    moved = (dist <= edge) & ~near_lips
     lips = lm[48:60] - off
     g = 0.15 * d
     my0, mx0 = max(0, int(lips[:, 1].min() - g)), max(0, int(lips[:, 0].min() - g))
     my1, mx1 = min(shape[0], int(np.ceil(lips[:, 1].max() + g))), min(shape[1], int(np.ceil(lips[:, 0].max() + g)))
-    return FaceRegions((y0, y1, x0, x1), still, ring, lower, (my0, max(my1, my0 + 3), mx0, max(mx1, mx0 + 3)))
+    mouth = (my0, max(my1, my0 + 3), mx0, max(mx1, mx0 + 3))
+    return FaceRegions((y0, y1, x0, x1), still, ring, lower, moved, mouth, d)
 
 
 class FramePair:

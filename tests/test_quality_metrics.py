@@ -183,3 +183,32 @@ def test_a_cast_of_the_lower_face_is_seen_there_and_not_on_the_still_skin(face):
     assert r["lower_de_mean"] > 5 and r["lower_de_max"] == r["lower_de_mean"]
     assert _run(LowerFaceCast(), [_pair(face, frame)])["lower_de_mean"] == 0.0
     assert _run(StillSkinColour(), [_pair(face, green)])["skin_de_mean"] == 0.0
+
+
+def test_a_thin_green_line_along_the_jaw_is_a_fringe_a_moved_or_soft_jaw_is_not(face):
+    """The defect issue 25's picture showed and the region-wide figures missed: a 2 px green-cyan line along the
+    jaw contour. A jaw that moves (the chin lower, as when the mouth opens wider) or is softer than the
+    reference brings no new colour and is no fringe."""
+    from evaluation.colour import LowerFaceCast
+    from evaluation.fringe import ColourFringe
+
+    frame, lm = face
+    line = frame.copy()
+    cv2.polylines(line, [np.round(lm[3:14]).astype(np.int32)], False, (70, 170, 150), 2, cv2.LINE_AA)
+    r = _run(ColourFringe(), [_pair(face, line)])
+    assert r["fringe_p99"] > 8
+    assert _run(ColourFringe(), [_pair(face, frame)]) == {"fringe_mean": 0.0, "fringe_p99": pytest.approx(0.01)}
+    moved = _full(face, "moved")
+    assert moved.sum() > 500 and not (moved & _full(face, "still")).any()
+    d = float(np.linalg.norm(lm[36] - lm[45]))
+    down = frame.copy()                                  # the lower face shifted down by 0.15 eye distances
+    shifted = cv2.warpAffine(frame, np.float32([[1, 0, 0], [0, 1, 0.15 * d]]), frame.shape[1::-1],
+                             borderMode=cv2.BORDER_REPLICATE)
+    down[moved] = shifted[moved]
+    soft = frame.copy()
+    soft[moved] = cv2.GaussianBlur(frame, (0, 0), 2.5)[moved]
+    for ok in (down, soft):
+        assert _run(ColourFringe(), [_pair(face, ok)])["fringe_p99"] < 1.0
+    # why a meter of its own: the paste-edge ring scores the moved jaw (fine) above the green line (a defect)
+    assert _run(EdgeRing(), [_pair(face, down)])["edge_de_p99"] > _run(EdgeRing(), [_pair(face, line)])["edge_de_p99"]
+    assert _run(LowerFaceCast(), [_pair(face, line)])["lower_de_mean"] < 3       # and a median does not see it
