@@ -51,7 +51,7 @@ _HELP = {
 _RUN_SKIP = ("speaker", "model", "inference", "min_corr")
 _SPEAKER_FLAGS = ("train_sentences", "heldout_sentences", "speeds", "size")
 _MODEL_FLAGS = ("mouth_region_size", "batch_size", "lr", "warp_mode", "sync_weight")
-_INFERENCE_FLAGS = ("audio_feature", "audio_model_path", "color_match", "blend_mask", "sharpen")
+_INFERENCE_FLAGS = ("audio_feature", "audio_model_path", "color_match", "defringe", "blend_mask", "sharpen")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -167,6 +167,7 @@ class InferenceConfig:
     preset: str = "fast"                     # x264 preset
     queue_batches: int = 3                   # batches in flight between decode, model and encode
     color_match: bool = True                 # match the generated crop's colours to the template's before paste-back
+    defringe: bool = True                    # keep the crop's colours within those the template shows nearby
     blend_mask: str = "landmarks"            # paste-back weight: landmarks (lips and jaw only) | box (the mouth box)
     sharpen: float = 0.7                     # unsharp amount on the generated crop against resampling blur (0: off)
 

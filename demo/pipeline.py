@@ -226,8 +226,8 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                              "init_from": os.path.abspath(opts.init_from) if opts.init_from else "",
                              "val_every": opts.val_every if validates else 0, "select_by": opts.select_by},
                 "evaluation": {"template": os.path.abspath(opts.template) if opts.template else "",
-                               "color_match": opts.inference.color_match, "blend_mask": opts.inference.blend_mask,
-                               "sharpen": opts.inference.sharpen}}
+                               "color_match": opts.inference.color_match, "defringe": opts.inference.defringe,
+                               "blend_mask": opts.inference.blend_mask, "sharpen": opts.inference.sharpen}}
     _invalidate(out, json.loads(json.dumps(settings)), say)
     dev = opts.device
     if not dev:

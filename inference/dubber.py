@@ -26,7 +26,7 @@ from tqdm import tqdm
 from config.config import InferenceConfig
 from config.profile import resolve_profile
 from inference.frames import chunk_frames, iter_schedule
-from inference.harmonize import harmonize, sharpen
+from inference.harmonize import defringe, harmonize, sharpen
 from inference.overlap import Background, Consumer, StageTimer
 from inference.reference_cache import ReferenceFeatureCache
 from inference.references import reference_sets
@@ -405,7 +405,7 @@ class Dubber:
             src = self.aligner.crop_torch(fr, mats).div_(255)
         else:
             src = torch.from_numpy(np.stack([crops[j] for j in sel])).permute(0, 3, 1, 2).float().div_(255)
-        template_crops = src if self.cfg.color_match else None
+        template_crops = src if self.cfg.color_match or self.cfg.defringe else None
         src = src * (1 - mask_dev)
         aud = windows[[ks[j] for j in sel]].to(dev)
         pad = self.batch_size - n if self.pad_batches else 0
@@ -428,9 +428,11 @@ class Dubber:
         out = out[:n]
         if template_crops is not None or self.cfg.sharpen:   # colours of the template, then detail, before paste-back
             t0 = time.perf_counter()
-            if template_crops is not None:
+            if self.cfg.color_match:
                 out = harmonize(out.float(), template_crops, mask_dev)
             out = sharpen(out, float(self.cfg.sharpen))
+            if self.cfg.defringe:        # last: no colour the template lacks nearby, from the model or the sharpening
+                out = defringe(out, template_crops)
             timer.add("colour", time.perf_counter() - t0)
         result = [None] * len(idx)
         if self.cuda:

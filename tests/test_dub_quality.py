@@ -59,6 +59,67 @@ def test_sharpen_restores_detail_and_leaves_flat_areas(face_crop):
     assert torch.allclose(sharpen(flat, 0.7), flat, atol=1e-6)
 
 
+def _img(t):
+    return (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def _tensor(img):
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+
+
+def _novel(gen, ref, radius_px=12):
+    """evaluation.fringe's measure on a whole crop: chroma of ``gen`` the ``ref`` has nowhere near."""
+    from evaluation.colour import to_lab
+    from evaluation.fringe import novel_chroma
+
+    return novel_chroma(to_lab(_img(gen)), to_lab(_img(ref)), np.ones(gen.shape[-2:], bool), radius_px)
+
+
+def test_sharpening_the_lightness_adds_no_colour_where_the_channels_disagree():
+    """A generated edge whose channels are not equally sharp (red softer than green and blue) is already a faint
+    fringe; per-channel unsharp masking amplifies it, sharpening the lightness leaves every pixel's chroma."""
+    from inference.harmonize import _gauss_blur, sharpen
+
+    edge = np.zeros((40, 40, 3), np.uint8)
+    edge[:, :20] = (205, 150, 125)                                     # skin | dark collar
+    edge[:, 20:] = (40, 36, 36)
+    x = _tensor(np.dstack([cv2.GaussianBlur(edge[..., 0], (0, 0), 1.6),
+                           cv2.GaussianBlur(edge[..., 1:], (0, 0), 0.6)]))
+    chroma = lambda t: t - t.mean(1, keepdim=True)                    # noqa: E731
+    per_channel = (x + 0.7 * (x - _gauss_blur(x, 0.8))).clamp(0, 1)    # the old way, written out
+    assert _novel(per_channel, x, 2).max() > 3                          # a colour the edge did not have
+    out = sharpen(x, 0.7)
+    assert (chroma(out) - chroma(x)).abs().max() < 1e-5 and (out - x).abs().max() > 0.02       # it sharpens
+    assert _novel(out, x, 2).max() < 1
+
+
+def test_defringe_takes_out_a_green_line_along_the_jaw_and_keeps_moved_skin(face_crop):
+    from inference.harmonize import _luma, defringe
+
+    src, _, lm = face_crop
+    assert torch.allclose(defringe(src.clone(), src), src, atol=1e-5)              # nothing new: unchanged
+    # a 2 px line along the jaw in a colour error only (green, lightness as the face's): what the model makes
+    on = np.zeros(src.shape[-2:], np.uint8)
+    cv2.polylines(on, [np.round(lm[3:14]).astype(np.int32)], False, 1, 2)
+    on = torch.from_numpy(on.astype(bool))
+    green = torch.tensor([-0.15, (0.299 * 0.15 + 0.114 * 0.05) / 0.587, -0.05]).view(3, 1)
+    line = src.clone()
+    line[0][:, on] = (line[0][:, on] + green).clamp(0, 1)
+    fixed = defringe(line, src)
+    assert np.percentile(_novel(line, src), 99) > 8 and np.percentile(_novel(fixed, src), 99) < 1.5
+    assert (fixed - src)[0][:, on].abs().mean() < 0.25 * (line - src)[0][:, on].abs().mean()
+    assert torch.allclose(_luma(fixed), _luma(line), atol=2e-3)                      # lightness untouched
+    # a lower face moved down (a chin that drops over the collar) keeps its colours
+    d = 0.1 * src.shape[-1]
+    H = src.shape[-2]
+    moved = _img(src).copy()
+    shifted = cv2.warpAffine(moved, np.float32([[1, 0, 0], [0, 1, d]]), moved.shape[1::-1],
+                             borderMode=cv2.BORDER_REPLICATE)
+    moved[H // 2:] = shifted[H // 2:]
+    moved = _tensor(moved)
+    assert (defringe(moved, src) - moved).abs().mean() < 0.004
+
+
 def test_speech_mask_is_lips_and_jaw_only(face_crop):
     _, _, lm = face_crop
     src = face_crop[0]
@@ -143,3 +204,5 @@ def test_color_match_is_a_flag_of_every_entry_point():
 
     assert from_dict({"color_match": False}).inference.color_match is False   # the server's flat settings
     assert from_dict({}).inference.color_match is True
+    assert from_args(InferenceConfig, p.parse_args(["--no-defringe"])).defringe is False
+    assert from_dict({"defringe": False}).inference.defringe is False and from_dict({}).inference.defringe
