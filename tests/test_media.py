@@ -336,3 +336,28 @@ def test_error_lines_are_plain(tmp_path):
         with pytest.raises(UserError) as e:
             reader(tmp_path / "junk.wav")
         assert "Errno" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_full_scale_speech_through_aac_reads_back_quietly_louder_float_data_is_scaled(tmp_path):
+    """A full-scale signal written as AAC decodes with peaks a little above 1 (codec overshoot): clipped without a
+    warning. A float WAV at 1.5 x full scale is scaled to peak 1 with one warning."""
+    from utils.media.audio_io import save_wav
+
+    t = np.arange(32000) / 16000
+    x = (0.999 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)   # tone bursts
+    save_wav(str(tmp_path / "full.wav"), x, 16000)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "full.wav"), "-c:a", "aac", "-b:a", "96k",
+                    str(tmp_path / "full.m4a")], check=True)
+    from utils.media.audio_io import decode_audio
+
+    assert np.abs(decode_audio(str(tmp_path / "full.m4a")).mono()).max() > 1.0       # the codec overshoots
+    notes = []
+    y = load_audio(tmp_path / "full.m4a", 16000, notes=notes)
+    assert notes == [] and np.abs(y).max() <= 1.0
+    loud = tmp_path / "loud.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "f32le", "-ar", "16000", "-ac", "1", "-i", "-",
+                    "-c:a", "pcm_f32le", str(loud)], input=(1.5 * np.sin(2 * np.pi * 220 * t)).astype("<f4").tobytes(),
+                   check=True)
+    notes = []
+    y = load_audio(loud, 16000, notes=notes)
+    assert len(notes) == 1 and "exceed full scale (peak 1.5" in notes[0] and abs(np.abs(y).max() - 1.0) < 1e-3

@@ -196,12 +196,17 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
     return DecodedAudio(x, rate, layout, names)
 
 
+# A lossy codec (AAC, MP3) or the resampler turns full-scale input into peaks a little above 1 (our own dubs read
+# back at 1.002); that is clipped quietly. Louder than this is float data really beyond full scale: scaled, warned.
+OVERSHOOT = 1.06
+
+
 def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", notes: Optional[list] = None,
                 resampler: str = "polyphase") -> np.ndarray:
     """Mono native-rate samples -> float32 at ``sample_rate`` in [-1, 1] (louder float data scaled to peak 1)."""
     x = resample(x, rate, sample_rate, resampler)
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
-    if peak > 1.0 + 1e-3:
+    if peak > OVERSHOOT:
         warn(f"{os.path.basename(os.fspath(path))}: samples exceed full scale (peak {peak:.3f}); scaled down to "
              "peak 1.0", notes)
         x = x / peak
