@@ -23,7 +23,7 @@ DARK = (0.12, 0.3)    # template luma below the first gives a pixel no say in th
 FLOOR = 1e-3          # weight of the frame-wide means where no copied pixel is near
 
 
-def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r = max(1, int(3 * sigma + 0.5))
     t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
     k = torch.exp(-(t * t) / (2 * sigma * sigma))
@@ -50,7 +50,7 @@ def harmonize(out: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> to
     pool = lambda x: F.avg_pool2d(x, f, ceil_mode=True) if f > 1 else x  # noqa: E731
     pw, ps, po = pool(w), pool(w * s), pool(w * o)
     sig = SIGMA * W / f
-    bw, bs, bo = _gauss_blur(pw, sig), _gauss_blur(ps, sig), _gauss_blur(po, sig)
+    bw, bs, bo = gauss_blur(pw, sig), gauss_blur(ps, sig), gauss_blur(po, sig)
     total = w.sum((2, 3), keepdim=True).clamp_min(1.0)
     gs, go = (w * s).sum((2, 3), keepdim=True) / total, (w * o).sum((2, 3), keepdim=True) / total
     ms = (bs + FLOOR * gs) / (bw + FLOOR)
@@ -71,7 +71,7 @@ FRINGE_OVERLAP = 0.5  # each band also takes template pixels this far (in band w
 _R2 = 0.5 ** 0.5
 
 
-def _luma(x: torch.Tensor) -> torch.Tensor:
+def luma(x: torch.Tensor) -> torch.Tensor:
     return LUMA[0] * x[:, 0:1] + LUMA[1] * x[:, 1:2] + LUMA[2] * x[:, 2:3]
 
 
@@ -88,8 +88,8 @@ def sharpen(out: torch.Tensor, amount: float, sigma: float = SHARPEN_SIGMA) -> t
     if amount <= 0:
         return out
     x = out.float()
-    y = _luma(x)
-    return (x + amount * (y - _gauss_blur(y, sigma))).clamp(0.0, 1.0).to(out.dtype)
+    y = luma(x)
+    return (x + amount * (y - gauss_blur(y, sigma))).clamp(0.0, 1.0).to(out.dtype)
 
 
 def _local_range(x: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +130,7 @@ def defringe(out: torch.Tensor, source: torch.Tensor, radius: float = FRINGE_RAD
         """Lightness and four chroma projections: (B - Y, R - Y) and their sum and difference. Clamping all four
         bounds the colour by an octagon around the template's colours rather than a box: a box around skin
         (R - Y high, B - Y low) and grey (both ~0) would also admit the yellow-green corner neither has."""
-        y = _luma(x)
+        y = luma(x)
         cb, cr = x[:, 2:3] - y, x[:, 0:1] - y
         return y, torch.cat([cb, cr, (cb + cr) * _R2, (cr - cb) * _R2], 1)
 

@@ -78,7 +78,7 @@ def _novel(gen, ref, radius_px=12):
 def test_sharpening_the_lightness_adds_no_colour_where_the_channels_disagree():
     """A generated edge whose channels are not equally sharp (red softer than green and blue) is already a faint
     fringe; per-channel unsharp masking amplifies it, sharpening the lightness leaves every pixel's chroma."""
-    from inference.harmonize import _gauss_blur, sharpen
+    from inference.harmonize import gauss_blur, sharpen
 
     edge = np.zeros((40, 40, 3), np.uint8)
     edge[:, :20] = (205, 150, 125)                                     # skin | dark collar
@@ -86,7 +86,7 @@ def test_sharpening_the_lightness_adds_no_colour_where_the_channels_disagree():
     x = _tensor(np.dstack([cv2.GaussianBlur(edge[..., 0], (0, 0), 1.6),
                            cv2.GaussianBlur(edge[..., 1:], (0, 0), 0.6)]))
     chroma = lambda t: t - t.mean(1, keepdim=True)                    # noqa: E731
-    per_channel = (x + 0.7 * (x - _gauss_blur(x, 0.8))).clamp(0, 1)    # the old way, written out
+    per_channel = (x + 0.7 * (x - gauss_blur(x, 0.8))).clamp(0, 1)    # the old way, written out
     assert _novel(per_channel, x, 2).max() > 3                          # a colour the edge did not have
     out = sharpen(x, 0.7)
     assert (chroma(out) - chroma(x)).abs().max() < 1e-5 and (out - x).abs().max() > 0.02       # it sharpens
@@ -94,7 +94,7 @@ def test_sharpening_the_lightness_adds_no_colour_where_the_channels_disagree():
 
 
 def test_defringe_takes_out_a_green_line_along_the_jaw_and_keeps_moved_skin(face_crop):
-    from inference.harmonize import _luma, defringe
+    from inference.harmonize import luma, defringe
 
     src, _, lm = face_crop
     assert torch.allclose(defringe(src.clone(), src), src, atol=1e-5)              # nothing new: unchanged
@@ -108,7 +108,7 @@ def test_defringe_takes_out_a_green_line_along_the_jaw_and_keeps_moved_skin(face
     fixed = defringe(line, src)
     assert np.percentile(_novel(line, src), 99) > 8 and np.percentile(_novel(fixed, src), 99) < 1.5
     assert (fixed - src)[0][:, on].abs().mean() < 0.25 * (line - src)[0][:, on].abs().mean()
-    assert torch.allclose(_luma(fixed), _luma(line), atol=2e-3)                      # lightness untouched
+    assert torch.allclose(luma(fixed), luma(line), atol=2e-3)                      # lightness untouched
     # a lower face moved down (a chin that drops over the collar) keeps its colours
     d = 0.1 * src.shape[-1]
     H = src.shape[-2]

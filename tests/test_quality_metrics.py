@@ -145,13 +145,15 @@ def test_histogram_percentiles():
     assert h.mean() == pytest.approx(5.0) and h.percentile(99) == pytest.approx(9.9, abs=0.03)
 
 
-def _summary(skin=(3.43, 14.4), sharp=0.45, silence=0.0):
+def _summary(skin=(3.43, 14.4), sharp=0.45, silence=0.0, fringe=1.5):
     """The demo's summary with the figures issue 25 measured on the demo (dubbed) and its baselines."""
     return {"mean": {
         "dubbed": {"openness_corr": 0.873, "psnr_mouth": 21.6, "skin_de_mean": skin[0], "skin_de_p99": skin[1],
-                   "mouth_sharpness": sharp, "open_in_silence": silence, "lower_de_mean": 3.0, "edge_de_p99": 20.0},
+                   "mouth_sharpness": sharp, "open_in_silence": silence, "lower_de_mean": 3.0, "edge_de_p99": 20.0,
+                   "fringe_p99": fringe},
         "template": {"openness_corr": 0.1, "psnr_mouth": 18.3, "skin_de_mean": 1.41, "skin_de_p99": 5.4,
-                     "mouth_sharpness": 1.01, "open_in_silence": 0.0, "lower_de_mean": 2.5, "edge_de_p99": 18.0},
+                     "mouth_sharpness": 1.01, "open_in_silence": 0.0, "lower_de_mean": 2.5, "edge_de_p99": 18.0,
+                     "fringe_p99": 0.01},
         "silence": {"openness_corr": 0.0, "psnr_mouth": 17.2, "skin_de_mean": 3.34, "skin_de_p99": 13.6},
         "ground_truth": {"openness_corr": 0.95, "psnr_mouth": 40.0, "open_in_silence": 0.05}}}
 
@@ -166,6 +168,7 @@ def test_quality_bar_fails_a_cast_blurred_dub_and_passes_a_clean_one():
     assert line.startswith("quality bar NOT met: still-skin ΔE mean 3.43 (needs <= 1.91)") and "0.45" in line
     assert quality_bar(_summary(skin=(1.6, 6.0), sharp=0.8))["passed"]
     assert quality_bar(_summary(skin=(1.6, 6.0), sharp=0.8, silence=0.2))["failed"] == ["mouth open in silence"]
+    assert quality_bar(_summary(skin=(1.6, 6.0), sharp=0.8, fringe=4.3))["failed"] == ["colour fringe p99"]
     s = _summary(skin=(1.6, 6.0), sharp=0.8)
     del s["mean"]["dubbed"]["mouth_sharpness"]          # not measured: not met
     assert quality_bar(s)["failed"] == ["mouth sharpness / truth's"]
