@@ -53,11 +53,13 @@ def format_tables(res: dict, video_seconds: float, holdout_s: float, budget_min:
                          f"{f(v.get('mouth_sharpness'), '{:.2f}')} | "
                          f"{f(v.get('open_in_silence'), '{:.2f}')} |")
     lines += ["", "validation on the held-out segment during training (reconstruction):", "",
-              "| stage | step | PSNR mouth | SSIM mouth | opening vs audio r | LSE-C | LSE-D | best so far |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| stage | step | PSNR mouth | SSIM mouth | opening vs audio r | opening vs footage r | LSE-C | LSE-D | "
+              "best so far |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for h in res.get("validation") or []:
         lines.append(f"| {h['stage']} | {h['step']} | {f(h.get('psnr_mouth'), '{:.2f}')} | "
                      f"{f(h.get('ssim_mouth'), '{:.3f}')} | {f(h.get('av_corr'), '{:+.3f}')} | "
+                     f"{f(h.get('opening_agreement'), '{:+.3f}')} | "
                      f"{f(h.get('own_lse_c'), '{:.3f}')} | {f(h.get('own_lse_d'), '{:.3f}')} | "
                      f"{'yes' if h.get('best') else ''} |")
     m = res["mean"]
@@ -84,6 +86,7 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=40.0, help="budget of the person-specific run")
     p.add_argument("--device", default="")
     p.add_argument("--val_every", type=int, default=1000)
+    p.add_argument("--select_by", default="psnr_mouth", help="validation figure that picks the best checkpoint")
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
     out = os.path.abspath(a.out_dir)
@@ -91,7 +94,7 @@ def main(argv=None):
     video, template, holdout_s = make_one_video_speaker(os.path.join(out, "speaker"), spec,
                                                         lambda m: print(f"[bench] {m}", file=sys.stderr))
     res = run_demo(DemoOptions(output_dir=os.path.join(out, "run"), minutes=a.minutes, device=a.device, data=video,
-                               template=template, holdout_s=holdout_s, val_every=a.val_every,
+                               template=template, holdout_s=holdout_s, val_every=a.val_every, select_by=a.select_by,
                                progress=not a.no_progress))
     print(format_tables(res, count_frames(video, FPS) / FPS, holdout_s, a.minutes))
     return res

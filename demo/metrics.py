@@ -46,7 +46,8 @@ def speech_span(gt_openness: np.ndarray, thresh: float = 0.05) -> tuple[int, int
 # evaluate(...) figures the report and the quality bar use (appearance ones against the truth and the template)
 APPEARANCE = ("skin_de_mean", "skin_de_p99", "lower_de_mean", "lower_de_max", "edge_de_mean", "edge_de_p99",
               "edge_step", "fringe_mean", "fringe_p99", "mouth_sharpness", "skin_flicker_excess")
-KEPT = ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr", "own_lse_d", "own_lse_c",
+KEPT = ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste", "av_corr", "opening_agreement",
+        "own_lse_d", "own_lse_c",
         "own_av_offset", "open_in_silence") + APPEARANCE + tuple(k + "_tpl" for k in APPEARANCE)
 
 

@@ -14,7 +14,8 @@ ROWS = [("dubbed", "LawDNet, held-out speech (ours)"),
         ("ground_truth", "ground-truth video (measurement ceiling)")]
 COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "PSNR mouth (dB)", "{:.2f}"),
            ("ssim_mouth", "SSIM mouth", "{:.3f}"), ("psnr", "PSNR frame (dB)", "{:.2f}"),
-           ("av_corr", "opening vs audio r", "{:+.3f}"), ("own_lse_c", "LSE-C (demo SyncNet)", "{:.3f}"),
+           ("av_corr", "opening vs audio r", "{:+.3f}"), ("opening_agreement", "opening vs truth's r", "{:+.3f}"),
+           ("own_lse_c", "LSE-C (demo SyncNet)", "{:.3f}"),
            ("own_lse_d", "LSE-D (demo SyncNet)", "{:.3f}"),
            ("skin_de_mean", "still-skin ΔE vs truth", "{:.2f}"), ("skin_de_p99", "its p99", "{:.1f}"),
            ("lower_de_mean", "lower-face ΔE", "{:.2f}"),
@@ -24,7 +25,7 @@ COLUMNS = [("openness_corr", "openness r vs truth", "{:+.3f}"), ("psnr_mouth", "
            ("open_in_silence", "open in silence", "{:.2f}"),
            ("skin_de_mean_tpl", "still-skin ΔE vs template", "{:.2f}"),
            ("mouth_sharpness_tpl", "sharpness / template", "{:.2f}")]
-VALIDATION_COLUMNS = ("psnr_mouth", "ssim_mouth", "av_corr", "own_lse_c", "own_lse_d")
+VALIDATION_COLUMNS = ("psnr_mouth", "ssim_mouth", "av_corr", "opening_agreement", "own_lse_c", "own_lse_d")
 SYNTHETIC_NOTE = ("All data in this report are synthetic: the speaker is a landmark-warped still photo "
                   "(skimage's astronaut) whose mouth follows espeak-ng speech, rendered by utils/synthetic/. "
                   "Nothing here measures quality on real faces.")

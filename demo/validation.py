@@ -3,7 +3,8 @@
 After every ``val_every`` steps (and at the end of each stage) the checkpoint just written dubs the held-out
 segment's speech onto its own footage (reconstruction: the mouth is masked, so it has to come from the audio)
 with the project's Dubber, and ``evaluation.evaluate`` scores it against the held-out footage: mouth PSNR/SSIM,
-the correlation of mouth opening with audio energy, and LSE-C/LSE-D with the run's own SyncNet. The checkpoint
+the correlation of mouth opening with audio energy and with the footage's own opening (``opening_agreement``),
+and LSE-C/LSE-D with the run's own SyncNet. The checkpoint
 with the best ``select_by`` figure is copied to ``best.pth``; every figure goes to ``validation.json`` (a re-run
 skips checkpoints already scored).
 """
@@ -21,7 +22,7 @@ from utils.atomic import atomic_write
 # Lazy imports below: the evaluation package (torch) and the landmark detector (cv2, dlib) load only when a
 # validation runs (start-up time of demo.py).
 
-METRICS = ("psnr_mouth", "ssim_mouth", "av_corr", "own_lse_c", "own_lse_d")
+METRICS = ("psnr_mouth", "ssim_mouth", "av_corr", "opening_agreement", "own_lse_c", "own_lse_d")
 LOWER_IS_BETTER = {"own_lse_d"}
 PATIENCE = 3          # a stage stops when this many validations in a row did not beat the best (early stopping)
 

@@ -18,7 +18,7 @@ from evaluation.appearance import Comparison
 from evaluation.image_metrics import psnr_from_mse, ssim
 from evaluation.lse import LipEmbedder, lse_own_syncnet, lse_syncnet_v2, sync_face_crop
 from evaluation.mouth_motion import (audio_energy_db, closed_mouth_level, mouth_opening, open_in_silence,
-                                     opening_energy_stats, silent_frames, temporal_jitter)
+                                     opening_agreement, opening_energy_stats, silent_frames, temporal_jitter)
 from evaluation.seam import SeamMeter
 from evaluation.syncnet_v2 import load_syncnet_v2
 from models.syncnet import load_syncnet
@@ -166,6 +166,8 @@ def evaluate(generated, reference=None, audio=None, template=None, syncnet_v2: O
         res[name] = meter.score()
     for c in comparisons.values():
         res.update(c.result())
+    for suffix, (_, olm, ovalid) in others.items():
+        res["opening_agreement" + suffix] = opening_agreement(lm, valid, olm, ovalid)
     if samples is not None:
         A = num_video_frames(len(samples), SAMPLE_RATE, FPS)
         res["audio_frames"] = A

@@ -18,6 +18,22 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     return gap / np.maximum(eyes, 1e-6)
 
 
+def opening_agreement(landmarks: np.ndarray, valid: np.ndarray, ref_landmarks: np.ndarray,
+                      ref_valid: np.ndarray) -> float:
+    """Pearson r of two videos' mouth openings (``mouth_opening``) over the frames with a face in both, silences
+    included: a mouth that opens when the reference's is shut lowers it. Needs no synthetic ground truth, so it
+    scores a reconstruction of real footage (validation during training); nan for fewer than 3 frames or a
+    constant track."""
+    n = min(len(landmarks), len(ref_landmarks))
+    both = np.asarray(valid[:n], bool) & np.asarray(ref_valid[:n], bool)
+    if both.sum() < 3:
+        return float("nan")
+    a, b = mouth_opening(landmarks[:n][both]), mouth_opening(ref_landmarks[:n][both])
+    if a.std() < 1e-9 or b.std() < 1e-9:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def audio_energy_db(samples_16k: np.ndarray, num_frames: int) -> np.ndarray:
     """(num_frames,) RMS level in dBFS of each 40 ms frame (640 samples), floor -100 dB."""
     x = np.asarray(samples_16k, np.float64)

@@ -63,6 +63,7 @@ def test_reconstruction_metrics_and_av_correlation(vids):
         assert same[f"mouth_sharpness{s}"] == pytest.approx(1.0) and same[f"skin_flicker_excess{s}"] == 0.0
         assert same[f"appearance_frames{s}"] > 0.9 * same["frames"]
     assert same["open_in_silence"] < 0.15       # the truth itself: mouth still closing as speech ends
+    assert same["opening_agreement"] == pytest.approx(1.0) and same["fringe_p99"] < 0.05
     worse = evaluate(vids["noisy"], reference=vids["a"], progress=False)
     assert 15 < worse["psnr"] < 40 and worse["ssim"] < 0.9 and worse["ssim_mouth"] < 0.9
     assert worse["skin_de_mean"] > 2 and worse["skin_flicker_excess"] > 1 and worse["mouth_sharpness"] > 1.5
@@ -71,6 +72,7 @@ def test_reconstruction_metrics_and_av_correlation(vids):
     # the synthetic mouth follows its own speech, not another sentence
     other = evaluate(vids["a"], audio=vids["b"], progress=False)
     assert same["av_corr"] > 0.5 and other["av_corr"] < same["av_corr"] - 0.3
+    assert "opening_agreement" not in other                    # nothing to agree with
     assert same["silence_motion"] < 0.5 * same["speech_motion"]
 
 

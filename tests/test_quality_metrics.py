@@ -139,6 +139,28 @@ def test_open_mouth_in_silence():
     assert math.isnan(open_in_silence(truth, np.zeros(40, bool), level))
 
 
+def test_opening_agreement_sees_a_mouth_that_moves_in_silence(face):
+    from evaluation.mouth_motion import opening_agreement
+
+    _, lm = face
+    track = np.r_[np.zeros(10), np.linspace(0, 1, 10), np.ones(5), np.linspace(1, 0, 10), np.zeros(10)]
+
+    def video(opening):          # the lower lip moved down by opening x 0.3 eye distances
+        d = np.linalg.norm(lm[36] - lm[45])
+        out = np.repeat(lm[None], len(opening), 0).copy()
+        out[:, 56:59, 1] += (0.3 * d * np.asarray(opening))[:, None]
+        out[:, 65:68, 1] += (0.3 * d * np.asarray(opening))[:, None]
+        return out
+
+    ok = np.ones(len(track), bool)
+    ref = video(track)
+    assert opening_agreement(ref, ok, ref, ok) == pytest.approx(1.0)
+    babbling = track.copy()
+    babbling[:10] = np.abs(np.sin(np.arange(10)))                  # opens in the silence before speech
+    assert opening_agreement(video(babbling), ok, ref, ok) < 0.8
+    assert math.isnan(opening_agreement(video(np.zeros(len(track))), ok, ref, ok))   # never opens: undefined
+
+
 def test_histogram_percentiles():
     h = Histogram()
     h.add(np.linspace(0, 10, 10001))
