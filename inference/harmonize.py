@@ -83,8 +83,8 @@ def sharpen(out: torch.Tensor, amount: float, sigma: float = SHARPEN_SIGMA) -> t
     input and target, crop -> frame at paste-back): on the demo's held-out frames a perfect generator (the crop
     itself pasted back) keeps only 0.52 (m = 32) / 0.62 (m = 64) of the truth's mouth sharpness; amount 0.7 at
     sigma 0.8 brings that round trip back to about 1 (evaluation/sharpness.py). Lightness only: sharpening each
-    channel overshoots them by different amounts at a skin/collar edge, and clamping at black turns the
-    overshoot cyan (a coloured line along the jaw: evaluation/fringe.py)."""
+    channel amplifies wherever the model's channels disagree (a red edge softer than the green one) into a
+    coloured line along the jaw (evaluation/fringe.py)."""
     if amount <= 0:
         return out
     x = out.float()
@@ -92,23 +92,16 @@ def sharpen(out: torch.Tensor, amount: float, sigma: float = SHARPEN_SIGMA) -> t
     return (x + amount * (y - gauss_blur(y, sigma))).clamp(0.0, 1.0).to(out.dtype)
 
 
-def _local_range(x: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel min and max of ``x`` (n,c,H,W) over a (2r+1)^2 window (separable max filters; for large r on
-    a grid of cells of r/4 px, a window up to that much wider)."""
+def _local_max(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Per-channel max of ``x`` (n,c,H,W) over a (2r+1)^2 window (separable max filters; for large r on a grid of
+    cells of r/4 px, a window up to that much wider)."""
     H, W = x.shape[-2:]
     f = max(1, r // 4)
-    outs = []
-    for sign in (-1.0, 1.0):
-        v = sign * x
-        if f > 1:
-            v = F.max_pool2d(v, f, ceil_mode=True)
-        k = -(-r // f)
-        v = F.max_pool2d(v, (1, 2 * k + 1), stride=1, padding=(0, k))
-        v = F.max_pool2d(v, (2 * k + 1, 1), stride=1, padding=(k, 0))
-        if f > 1:
-            v = F.interpolate(v, scale_factor=f, mode="nearest")[..., :H, :W]
-        outs.append(sign * v)
-    return outs[0], outs[1]
+    v = F.max_pool2d(x, f, ceil_mode=True) if f > 1 else x
+    k = -(-r // f)
+    v = F.max_pool2d(v, (1, 2 * k + 1), stride=1, padding=(0, k))
+    v = F.max_pool2d(v, (2 * k + 1, 1), stride=1, padding=(k, 0))
+    return F.interpolate(v, scale_factor=f, mode="nearest")[..., :H, :W] if f > 1 else v
 
 
 def defringe(out: torch.Tensor, source: torch.Tensor, radius: float = FRINGE_RADIUS) -> torch.Tensor:
@@ -136,14 +129,14 @@ def defringe(out: torch.Tensor, source: torch.Tensor, radius: float = FRINGE_RAD
 
     y, c = chroma(o)
     ys, cs = chroma(s)
-    lo, hi = _local_range(cs, r)                                   # every lightness: the fallback
+    lo, hi = -_local_max(-cs, r), _local_max(cs, r)                # every lightness: the fallback
     edges = torch.linspace(0, 1, FRINGE_BANDS + 1).tolist()
     band = (y * FRINGE_BANDS).long().clamp(0, FRINGE_BANDS - 1)    # each output pixel's band
     big = 4.0
     for b in range(FRINGE_BANDS):
         w = (edges[1] - edges[0]) * FRINGE_OVERLAP
         inb = (ys >= edges[b] - w) & (ys <= edges[b + 1] + w)
-        blo, bhi = _local_range(torch.where(inb, cs, big), r)[0], _local_range(torch.where(inb, cs, -big), r)[1]
+        blo, bhi = -_local_max(torch.where(inb, -cs, -big), r), _local_max(torch.where(inb, cs, -big), r)
         ok = (blo[:, :1] < big / 2) & (band == b)                   # template pixels of this band are near
         lo, hi = torch.where(ok, blo, lo), torch.where(ok, bhi, hi)
     cb, cr = c[:, 0:1], c[:, 1:2]
