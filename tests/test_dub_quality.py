@@ -160,7 +160,7 @@ def _dub(work, cfg, tmp_path, name):
 @pytest.mark.slow
 def test_dub_changes_only_what_speech_moves_and_render_frames_matches(dub_work, tmp_path):
     cfg = InferenceConfig(device="cpu", batch_size=4, cache_dir=str(tmp_path / "cache"), preset="ultrafast")
-    assert cfg.color_match and cfg.blend_mask == "landmarks" and cfg.sharpen > 0     # on by default
+    assert cfg.color_match and cfg.defringe and cfg.blend_mask == "landmarks" and cfg.sharpen > 0   # the defaults
     dubber, prepared, seen = _dub(dub_work, cfg, tmp_path, "on")
     lm = prepared.template.landmarks
     changed = []
@@ -182,7 +182,8 @@ def test_dub_changes_only_what_speech_moves_and_render_frames_matches(dub_work, 
         assert np.abs(g.astype(int) - seen[k][2].astype(int)).max() <= 1
     # --no-color_match and --blend_mask box change the output (the old paste covers the nose and cheeks)
     _, _, off = _dub(dub_work, InferenceConfig(device="cpu", batch_size=4, cache_dir=str(tmp_path / "cache"),
-                                               preset="ultrafast", color_match=False, blend_mask="box", sharpen=0),
+                                               preset="ultrafast", color_match=False, blend_mask="box", sharpen=0,
+                                               defringe=False),
                      tmp_path,
                      "off")
     k = ks[0]
