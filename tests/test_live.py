@@ -1,6 +1,7 @@
 """Live dubbing under real conditions: uvicorn on 127.0.0.1, a tiny audio-sensitive LawDNet (models/tiny.py),
 a synthetic still-head template, espeak-ng speech sent at real time over the WebSocket protocol by
 client_LawDNet.stream_audio, and headless Chromium playing the WebRTC stream from a fake microphone."""
+import contextlib
 import json
 import os
 import shutil
@@ -188,7 +189,7 @@ def test_limits_api_key_disconnect_and_idle_timeout(assets, tmp_path):
             assert m["type"] == "error" and m["error"] == "unauthorized"
         with connect(ws_url.replace(tid, "0" * 24), additional_headers={"X-API-Key": "k3y"}) as ws:
             assert json.loads(ws.recv(timeout=10))["error"] == "template_not_found"
-        ws1 = connect(ws_url + "&api_key=k3y")
+        ws1 = contextlib.ExitStack().enter_context(connect(ws_url + "&api_key=k3y"))   # never closed: vanishes
         assert json.loads(ws1.recv(timeout=30))["type"] == "ready"
         with connect(ws_url, additional_headers={"Authorization": "Bearer k3y"}) as ws:   # max_sessions=1
             m = json.loads(ws.recv(timeout=10))
