@@ -169,7 +169,7 @@ class InferenceConfig:
     color_match: bool = True                 # match the generated crop's colours to the template's before paste-back
     defringe: bool = True                    # keep the crop's colours within those the template shows nearby
     blend_mask: str = "landmarks"            # paste-back weight: landmarks (lips and jaw only) | box (the mouth box)
-    sharpen: float = 0.7                     # unsharp amount on the generated crop against resampling blur (0: off)
+    sharpen: float = 0.7                     # unsharp amount on the crop's lightness against resampling blur (0: off)
 
     def validate(self) -> "InferenceConfig":
         """Cheap checks, so a typo fails before a model or a video is loaded (UserError)."""
