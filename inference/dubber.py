@@ -39,7 +39,7 @@ from utils.errors import UserError
 from utils.face.align import FaceAligner, apply_transform, paste_back, paste_back_torch, paste_mask
 from utils.face.blend import speech_mask
 from utils.face.geometry import check_mouth_region_size
-from utils.media.audio_io import decode_audio, finish_mono, resample
+from utils.media.audio_io import decode_audio, finish_mono, resample, within_full_scale
 from utils.media.formats import OUTPUT_VIDEO_EXTS
 from utils.media.timebase import FPS, SAMPLE_RATE, num_video_frames
 from utils.media.video_io import VideoWriter, iter_frames
@@ -149,9 +149,7 @@ def load_dub_audio(path, max_seconds: Optional[float] = None, resampler: str = "
     sr = d.rate if d.rate in _AAC_RATES else 48000
     if sr != d.rate:
         x = resample(x.T, d.rate, sr).T.astype(np.float32)   # each channel
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    if peak > 1.0 + 1e-3:   # the same rule as the features' track: louder float data is scaled, not clipped
-        x = x / peak
+    x, _ = within_full_scale(x)    # the features' rule (finish_mono warned already)
     return DubAudio(path, samples_16k, np.ascontiguousarray(x, np.float32), sr, n, layout, notes, resampler,
                     d.rate)
 

@@ -201,16 +201,23 @@ def decode_audio(path, max_seconds: Optional[float] = None, notes: Optional[list
 OVERSHOOT = 1.06
 
 
+def within_full_scale(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """``x`` (any shape) in [-1, 1] as float32: scaled to peak 1 when its peak is above ``OVERSHOOT``, else
+    clipped; and the peak it had. The one rule for the features' input and the output track."""
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > OVERSHOOT:
+        x = x / peak
+    return np.clip(x, -1.0, 1.0).astype(np.float32), peak
+
+
 def finish_mono(x: np.ndarray, rate: int, sample_rate: int, path: str = "", notes: Optional[list] = None,
                 resampler: str = "polyphase") -> np.ndarray:
     """Mono native-rate samples -> float32 at ``sample_rate`` in [-1, 1] (louder float data scaled to peak 1)."""
-    x = resample(x, rate, sample_rate, resampler)
-    peak = float(np.max(np.abs(x))) if len(x) else 0.0
+    x, peak = within_full_scale(resample(x, rate, sample_rate, resampler))
     if peak > OVERSHOOT:
         warn(f"{os.path.basename(os.fspath(path))}: samples exceed full scale (peak {peak:.3f}); scaled down to "
              "peak 1.0", notes)
-        x = x / peak
-    return np.clip(x, -1.0, 1.0).astype(np.float32)
+    return x
 
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE, resampler: str = "polyphase", notes: Optional[list] = None,
