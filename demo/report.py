@@ -199,7 +199,8 @@ What a viewer sees (<code>evaluation/appearance.py</code>, regions from dlib lan
 CIEDE2000 colour difference on the skin speech does not move (cheeks, nose, eyes), mean and 99th percentile
 (about 1 is invisible, above 3 is seen: casts, blotches); lower-face ΔE compares the median colour of the chin
 and the cheeks beside the mouth (a cast of the generated face); paste-edge ΔE p99 is the same on the blend mask's
-feathered edge (seams); mouth sharpness is the Laplacian variance of the mouth box over the truth's (or the
+feathered edge (seams); colour fringe p99 is how far the chroma of the chin, jaw line and collar lies outside
+the colours the truth shows nearby (a green or pink line along the jaw, Δa*b*); mouth sharpness is the Laplacian variance of the mouth box over the truth's (or the
 template's); skin flicker excess is the frame-to-frame colour change of the still skin beyond the truth's; open
 in silence is the share of the speech's silent frames with the mouth open above the truth's closed level.</p>
 <h3>Per sentence</h3>{h_table(header, per)}
