@@ -53,10 +53,10 @@ KEPT = ("psnr", "ssim", "psnr_mouth", "ssim_mouth", "mouth_jitter", "seam_paste"
 
 def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=None, mouth_size: int = 64,
                   device: str = "cpu", progress: bool = False, syncnet: str = "", audio: str | None = None,
-                  template: str | None = None) -> dict:
+                  template: str | None = None, landmark_cache: dict | None = None) -> dict:
     """Everything the report shows for one video: openness track + correlation, evaluate(...) metrics (the
     appearance ones against ``reference`` and ``template``); with ``syncnet`` (a mel SyncNet) also LSE-D/LSE-C of
-    the video against ``audio`` (default: its own track)."""
+    the video against ``audio`` (default: its own track). ``landmark_cache``: see ``evaluation.evaluate``."""
     from evaluation import evaluate
 
     opening, valid = measured_openness(video, detector, progress)
@@ -70,7 +70,8 @@ def video_metrics(video: str, reference: str, gt_openness: np.ndarray, detector=
            "face_frames": int(valid.sum())}
     try:
         ev = evaluate(video, reference=reference, audio=audio, template=template, syncnet=syncnet or None,
-                      mouth_size=mouth_size, device=device, progress=progress, detector=detector)
+                      mouth_size=mouth_size, device=device, progress=progress, detector=detector,
+                      landmark_cache=landmark_cache)
     except UserError as e:          # e.g. an untrained generator that paints no face: a result, not a crash
         print(f"warning: {e}: its figures are n/a", file=sys.stderr)
         ev = {}

@@ -333,6 +333,7 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
         from utils.face.landmarks import LandmarkDetector
 
         det = LandmarkDetector()
+        tracked: dict = {}             # each sentence's truth and template are scored against by four videos
         for it in items:
             h = it.pop("item")
             gt_open = speaker.load_openness(h)
@@ -345,7 +346,8 @@ def run_demo(opts: DemoOptions, log=None) -> dict:
                 say(f"evaluating {os.path.basename(path)}")
                 # every video is scored against the held-out speech (the silence baseline's own track is silent)
                 vids[key] = metrics.video_metrics(path, h.video, np.asarray(gt_open), det, device=dev,
-                                                  syncnet=sync_eval, audio=h.video, template=it["paths"]["template"])
+                                                  syncnet=sync_eval, audio=h.video, template=it["paths"]["template"],
+                                                  landmark_cache=tracked)
             it["videos"] = vids
     with budget.step(STEPS[7]):
         first = items[0]

@@ -42,6 +42,7 @@ class Validator:
             with open(self.history_path, encoding="utf-8") as f:
                 self.history = json.load(f)
         self._detector = None
+        self._tracked: dict = {}       # the held-out footage is tracked once, not at every validation
 
     def better(self, a, b) -> bool:
         if a is None or not math.isfinite(a):
@@ -88,7 +89,8 @@ class Validator:
         dubber = make_dubber(checkpoint, self.inference, self.device, os.path.join(self.dir, "cache"), False)
         dubber.dub(dubber.prepare_template(self.video), self.video, out)
         ev = evaluate(out, reference=self.video, audio=self.video, syncnet=self.syncnet or None,
-                      mouth_size=self.mouth_size, device=self.device, progress=False, detector=self._detector)
+                      mouth_size=self.mouth_size, device=self.device, progress=False, detector=self._detector,
+                      landmark_cache=self._tracked)
         row = {"stage": stage, "step": int(step)}
         row.update({k: (float(ev[k]) if ev.get(k) is not None and math.isfinite(float(ev[k])) else None)
                     for k in METRICS})

@@ -32,6 +32,20 @@ from utils.media.timebase import FPS, SAMPLE_RATE, num_video_frames
 from utils.media.video_io import count_frames, iter_frames, probe
 
 
+def _tracked(path: str, detector, progress: bool, cache: Optional[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(landmarks, valid) of every frame of ``path``; with ``cache`` (a dict the caller keeps) a video already
+    tracked and unchanged since (same size and modification time) is not tracked again."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if cache is not None and key in cache:
+        return cache[key]
+    got = track_landmarks(iter_frames(path, fps=FPS), detector, smooth=0.5, progress=progress,
+                          total=count_frames(path, FPS))
+    if cache is not None:
+        cache[key] = got
+    return got
+
+
 def _padded_crop(aligner, frame, M, pad):
     A = np.array([[1, 0, pad], [0, 1, pad], [0, 0, 1]], np.float64) @ M
     return cv2.warpAffine(frame, A[:2], (aligner.out_W + 2 * pad, aligner.out_H + 2 * pad), flags=cv2.INTER_LINEAR,
@@ -42,7 +56,7 @@ def evaluate(generated, reference=None, audio=None, template=None, syncnet_v2: O
              syncnet: Optional[str] = None, syncnet_audio_feature: Optional[str] = None,
              syncnet_audio_model_path: str = "",
              mouth_size: int = 128, device: str = "cpu", vshift: int = 15, progress: bool = True,
-             detector=None) -> dict:
+             detector=None, landmark_cache: Optional[dict] = None) -> dict:
     """Metrics of ``generated`` (a video). ``reference``: ground-truth video for PSNR/SSIM (reconstruction
     setting); ``audio``: the driving speech (default: the generated video's own audio track); ``syncnet_v2``:
     syncnet_python's ``syncnet_v2.model`` for LSE-D/LSE-C; ``syncnet``: our SyncNet checkpoint for
@@ -50,7 +64,9 @@ def evaluate(generated, reference=None, audio=None, template=None, syncnet_v2: O
     ``mouth_size`` sets the aligned crop used for the mouth metrics (crop width 1.25 x mouth_size). ``template``:
     the video that was dubbed (frames in step with ``generated``); the appearance metrics (still-skin colour,
     paste edge, mouth sharpness, flicker; evaluation/appearance.py) are computed against the reference and
-    against the template (keys ending in ``_tpl``), on regions from that video's landmarks."""
+    against the template (keys ending in ``_tpl``), on regions from that video's landmarks. ``landmark_cache``: a
+    dict kept across calls that score several videos against the same reference and template (each video is
+    tracked once)."""
     generated = os.fspath(generated)
     info = probe(generated)
     for other in (reference, template):
@@ -82,15 +98,13 @@ def evaluate(generated, reference=None, audio=None, template=None, syncnet_v2: O
         raise UserError(f"{generated}: no audio track; pass --audio for the LSE metrics")
 
     # pass 1: landmarks
-    total = count_frames(generated, FPS)
-    lm, valid = track_landmarks(iter_frames(generated, fps=FPS), detector or LandmarkDetector(), smooth=0.5,
-                                progress=progress, total=total)
+    detector = detector or LandmarkDetector()
+    lm, valid = _tracked(generated, detector, progress, landmark_cache)
     T = len(lm)
     others = {}                 # suffix -> (path, landmarks, valid) of the videos the appearance is compared with
     for suffix, other in (("", reference), ("_tpl", template)):
         if other is not None:
-            olm, ovalid = track_landmarks(iter_frames(other, fps=FPS), detector or LandmarkDetector(), smooth=0.5,
-                                          progress=progress, total=count_frames(other, FPS))
+            olm, ovalid = _tracked(os.fspath(other), detector, progress, landmark_cache)
             others[suffix] = (other, olm, ovalid)
     if T == 0:
         raise UserError(f"{generated}: the video has no frames")

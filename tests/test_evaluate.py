@@ -64,7 +64,11 @@ def test_reconstruction_metrics_and_av_correlation(vids):
         assert same[f"appearance_frames{s}"] > 0.9 * same["frames"]
     assert same["open_in_silence"] < 0.15       # the truth itself: mouth still closing as speech ends
     assert same["opening_agreement"] == pytest.approx(1.0) and same["fringe_p99"] < 0.05
-    worse = evaluate(vids["noisy"], reference=vids["a"], progress=False)
+    tracked = {}
+    worse = evaluate(vids["noisy"], reference=vids["a"], progress=False, landmark_cache=tracked)
+    assert sorted(k[0] for k in tracked) == sorted(os.path.abspath(v) for v in (vids["noisy"], vids["a"]))
+    again = evaluate(vids["noisy"], reference=vids["a"], progress=False, landmark_cache=tracked)
+    assert len(tracked) == 2 and again == pytest.approx(worse, nan_ok=True)   # nothing tracked twice, same figures
     assert 15 < worse["psnr"] < 40 and worse["ssim"] < 0.9 and worse["ssim_mouth"] < 0.9
     assert worse["skin_de_mean"] > 2 and worse["skin_flicker_excess"] > 1 and worse["mouth_sharpness"] > 1.5
     assert "skin_de_mean_tpl" not in worse
