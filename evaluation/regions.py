@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from evaluation.colour import to_lab
-from utils.face.blend import FEATHER, GROW, eye_distance, face_hull_mask, speech_hull
+from utils.face.blend import FEATHER, GROW, eye_distance, face_hull_mask, hull_fill, outside_distance, speech_hull
 
 STILL_MARGIN = 0.06      # eye distances kept between the speech region and the still skin
 RING_HALF = 0.04         # the ring reaches this far either side of the blend mask's ramp, eye distances
@@ -52,20 +51,12 @@ def face_regions(lm68: np.ndarray, hw: tuple[int, int]) -> FaceRegions:
     x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
     off = np.array([x0, y0], np.float64)
     shape = (y1 - y0, x1 - x0)
-    inside = np.zeros(shape, np.uint8)
-    cv2.fillConvexPoly(inside, np.round((hull - off) * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
-    dist = cv2.distanceTransform((1 - inside).astype(np.uint8), cv2.DIST_L2, 5)
+    dist = outside_distance(hull - off, shape)
     edge = (GROW + FEATHER) * d
     still = face_hull_mask(lm - off, shape) & (dist > edge + STILL_MARGIN * d)
     ring = (dist > GROW * d - RING_HALF * d) & (dist <= edge + RING_HALF * d)
-    jaw = np.zeros(shape, np.uint8)
-    pts_jaw = np.concatenate([lm[48:68], lm[4:13]]) - off
-    cv2.fillConvexPoly(jaw, np.round(cv2.convexHull(pts_jaw.astype(np.float32)).reshape(-1, 2) * 16)
-                       .astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
-    lips_in = np.zeros(shape, np.uint8)
-    cv2.fillConvexPoly(lips_in, np.round(cv2.convexHull((lm[48:60] - off).astype(np.float32)).reshape(-1, 2) * 16)
-                       .astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
-    near_lips = cv2.distanceTransform((1 - lips_in).astype(np.uint8), cv2.DIST_L2, 5) <= LIPS_MARGIN * d
+    jaw = hull_fill(np.concatenate([lm[48:68], lm[4:13]]) - off, shape)
+    near_lips = outside_distance(lm[48:60] - off, shape) <= LIPS_MARGIN * d
     lower = (jaw > 0) & ~near_lips
     moved = (dist <= edge) & ~near_lips
     lips = lm[48:60] - off

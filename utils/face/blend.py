@@ -37,19 +37,25 @@ def speech_hull(lm68: np.ndarray, jaw_drop: float = JAW_DROP) -> np.ndarray:
     return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
 
 
-def _signed_outside_distance(hull: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) float32 distance in pixels from each pixel to the hull (0 inside)."""
+def hull_fill(points: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8: 1 inside the convex hull of ``points`` (any (K, 2) pixel coordinates, 1/16 px precision)."""
     H, W = int(hw[0]), int(hw[1])
     inside = np.zeros((H, W), np.uint8)
+    hull = cv2.convexHull(np.asarray(points, np.float32)).reshape(-1, 2)
     cv2.fillConvexPoly(inside, np.round(hull * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
-    return cv2.distanceTransform((1 - inside).astype(np.uint8), cv2.DIST_L2, 5)
+    return inside
+
+
+def outside_distance(points: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32 distance in pixels from each pixel to the convex hull of ``points`` (0 inside)."""
+    return cv2.distanceTransform(1 - hull_fill(points, hw), cv2.DIST_L2, 5)
 
 
 def speech_mask(lm68: np.ndarray, hw: tuple[int, int], grow: float = GROW, feather: float = FEATHER) -> np.ndarray:
     """(H, W) float32 blend weight: 1 on the speech hull grown by ``grow`` eye distances, smoothstep to exactly 0
     at ``grow + feather``, 0 beyond."""
     d = eye_distance(lm68)
-    dist = _signed_outside_distance(speech_hull(lm68), hw)
+    dist = outside_distance(speech_hull(lm68), hw)
     r = np.clip((grow * d + feather * d - dist) / max(feather * d, 1e-6), 0.0, 1.0)
     return (r * r * (3 - 2 * r)).astype(np.float32)
 
@@ -57,16 +63,11 @@ def speech_mask(lm68: np.ndarray, hw: tuple[int, int], grow: float = GROW, feath
 def speech_region(lm68: np.ndarray, hw: tuple[int, int], margin: float = 0.0) -> np.ndarray:
     """(H, W) bool: where ``speech_mask`` can be non-zero, grown by ``margin`` eye distances."""
     d = eye_distance(lm68)
-    return _signed_outside_distance(speech_hull(lm68), hw) < (GROW + FEATHER + margin) * d
+    return outside_distance(speech_hull(lm68), hw) < (GROW + FEATHER + margin) * d
 
 
 def face_hull_mask(lm68: np.ndarray, hw: tuple[int, int], shrink: float = 0.05) -> np.ndarray:
     """(H, W) bool: the convex hull of the 68 points, shrunk by ``shrink`` eye distances (off the hair line and
     the background)."""
-    lm = np.asarray(lm68, np.float64)
-    H, W = int(hw[0]), int(hw[1])
-    inside = np.zeros((H, W), np.uint8)
-    hull = cv2.convexHull(lm.astype(np.float32)).reshape(-1, 2)
-    cv2.fillConvexPoly(inside, np.round(hull * 16).astype(np.int32), 1, lineType=cv2.LINE_8, shift=4)
-    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 5)
-    return dist > shrink * eye_distance(lm)
+    dist = cv2.distanceTransform(hull_fill(lm68, hw), cv2.DIST_L2, 5)
+    return dist > shrink * eye_distance(lm68)
