@@ -371,9 +371,14 @@ class LiveSession:
             s.shows_speech = bool(np.any(signal[max(0, h0 + (i - self.half) * FR):h0 + (i + self.half + 1) * FR]))
         if keep_history and len(self._hist):
             self._hist = np.concatenate([self._hist, batch])[-len(self._hist):]
+        return self._feature_windows(signal, len(slots))
+
+    def _feature_windows(self, signal: np.ndarray, n: int) -> torch.Tensor:
+        """(n, C, W) windows of W = 2h + 1 feature rows, one centred on each of the n frames ``signal`` covers
+        (with h frames of context either side)."""
         W = 2 * self.half + 1
-        rows = self.features.rows(signal, len(slots) + 2 * self.half)          # (B + 2h, C)
-        idx = np.arange(len(slots))[:, None] + np.arange(W)[None, :]
+        rows = self.features.rows(signal, n + 2 * self.half)          # (n + 2h, C)
+        idx = np.arange(n)[:, None] + np.arange(W)[None, :]
         return torch.from_numpy(np.ascontiguousarray(rows[idx].transpose(0, 2, 1)))
 
     # ------------------------------------------------------------------ producer thread
@@ -413,7 +418,7 @@ class LiveSession:
                 else:
                     self._rendering = n
                     self._render(slots, windows, pictures)
-                    self._load.append((time.monotonic() - t0) / max(1e-4, sum(self._cost_of(b))))
+                    self._load.append((time.monotonic() - t0) / max(1e-4, self._model_cost(b)))
                     self.stats[f"batches_of_{b}"] += 1
                     with self._cond:
                         self._rendering = -1
@@ -437,16 +442,14 @@ class LiveSession:
                 if not s.dropped:
                     s.frame, s.jpeg = f, j
 
-    def _cost_of(self, b: int) -> tuple:
+    def _model_cost(self, b: int) -> float:
+        """Seconds a batch of ``b`` took at warm-up (the cost model before any load ratio)."""
         a, c = self._cost
-        return a, c * b
+        return a + c * b
 
     def _silence_windows(self, n: int) -> torch.Tensor:
-        W = 2 * self.half + 1
-        rows = self.features.rows(np.zeros((self.features.left + n + 2 * self.half) * FR + self.features.right,
-                                           np.float32), n + 2 * self.half)
-        idx = np.arange(n)[:, None] + np.arange(W)[None, :]
-        return torch.from_numpy(np.ascontiguousarray(rows[idx].transpose(0, 2, 1)))
+        return self._feature_windows(np.zeros((self.features.left + n + 2 * self.half) * FR + self.features.right,
+                                              np.float32), n)
 
     def _rerender_due(self) -> bool:
         with self._cond:
