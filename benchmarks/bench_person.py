@@ -79,6 +79,7 @@ def format_tables(res: dict, video_seconds: float, holdout_s: float, budget_min:
 def main(argv=None):
     from demo import DemoOptions, SpeakerSpec, run_demo
     from demo.speaker import make_one_video_speaker
+    from demo.validation import METRICS
     from utils.media.video_io import count_frames
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,7 +87,8 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=40.0, help="budget of the person-specific run")
     p.add_argument("--device", default="")
     p.add_argument("--val_every", type=int, default=1000)
-    p.add_argument("--select_by", default="psnr_mouth", help="validation figure that picks the best checkpoint")
+    p.add_argument("--select_by", default="psnr_mouth", choices=METRICS,   # checked before the speaker is rendered
+                   help="validation figure that picks the best checkpoint")
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
     out = os.path.abspath(a.out_dir)
